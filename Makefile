@@ -1,0 +1,38 @@
+# make train: set up everything, then train (or resume).   make test: set up everything, then run the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FASHION := /usr/share/datasets/fashion-mnist
+
+.PHONY: train test venv data fashion-mnist bench clean-venv
+
+train: venv data
+	$(PY) dcgan.py train
+
+test: venv data fashion-mnist
+	$(PY) -m pytest -q tests
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+data: venv
+	$(PY) dcgan.py data
+
+# The tests read the real Fashion-MNIST files from Debian's package; install it when we may.
+fashion-mnist:
+	@if [ ! -d $(FASHION) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	    sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	  else echo "note: $(FASHION) is missing and apt-get needs root: the Fashion-MNIST tests will be skipped"; fi; \
+	fi
+
+bench: venv data
+	$(PY) bench/throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

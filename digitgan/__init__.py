@@ -1,0 +1,1 @@
+"""digitgan: the library beneath dcgan.py (a DCGAN that writes MNIST digits)."""

