@@ -3,6 +3,7 @@
 
     python dcgan.py                       # = train: trains, or resumes from checkpoints/
     python dcgan.py sample --num 64 --out grid.png
+    python dcgan.py evaluate --json out.json   # FID, precision, recall, ... against the test set
     python dcgan.py data                  # fetch and verify the dataset
 """
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from digitgan.config import DATASETS, TrainConfig, field_help, flag
+from digitgan.config import DATASETS, PRESETS, TrainConfig, field_help, flag
 from digitgan.errors import TrainingStopped, UsageError
 
-COMMANDS = ("train", "sample", "data")
+COMMANDS = ("train", "sample", "evaluate", "data", "train-evaluator")
 TYPES = {"int": int, "float": float, "str": str}  # dataclass field types are strings (postponed annotations)
 
 
@@ -37,34 +37,52 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="dcgan.py", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,data}", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", parser_class=Parser)
 
     train = sub.add_parser("train", help="train, or resume from the newest checkpoint (the default command)")
     helps = field_help()
+    seed = PRESETS["seed"]
     for f in dataclasses.fields(TrainConfig):
+        default = f"default: {f.default}" + (f"; seed preset: {seed[f.name]}" if seed.get(f.name, f.default) != f.default else "")
         # Flags default to None so that only what the user typed overrides a preset or a saved run.
         train.add_argument(f"--{flag(f.name)}", dest=f.name, type=TYPES[f.type],
                            default=None, metavar=f.name.upper(),
-                           help=f"{helps.get(f.name, '')} (default: {f.default})")
+                           help=f"{helps.get(f.name, '')} ({default})")
     train.add_argument("--fresh", action="store_true", help="start over instead of resuming (needs an empty "
                        "--checkpoint-dir, or --force)")
     train.add_argument("--force", action="store_true", help="with --fresh: move the existing run aside into "
                        "CHECKPOINT_DIR/previous-<time>/ (nothing is deleted)")
 
     sample = sub.add_parser("sample", help="write a grid (.png) or raw array (.npy) of generated digits")
-    sample.add_argument("--checkpoint-dir", default=TrainConfig.checkpoint_dir, help="use its newest checkpoint")
-    sample.add_argument("--checkpoint", default=None, help="this checkpoint file instead")
-    sample.add_argument("--num", type=_positive, default=64, help="how many images")
-    sample.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same images")
+    _generator_flags(sample, num=64)
     sample.add_argument("--out", default="grid.png", help="output file: .png (a grid) or .npy (N,1,32,32 float32 "
                         "in [-1, 1])")
-    sample.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+
+    evaluate = sub.add_parser("evaluate", help="score generated digits against the test set with the shipped "
+                              "evaluator (FID, KID, precision, recall, ...), beside the real-data reference")
+    _generator_flags(evaluate, num=10000)
+    evaluate.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+    trainer = sub.add_parser("train-evaluator", help="train the fixed evaluator classifier that the metrics use "
+                             "(developers only: the shipped weights are what evaluation loads)")
+    trainer.add_argument("--dataset", default="mnist", choices=DATASETS)
+    trainer.add_argument("--epochs", type=_positive, default=6)
+    trainer.add_argument("--out-dir", default=None, help="default: digitgan/evaluators/ (the shipped files)")
+    trainer.add_argument("--cache-dir", default=TrainConfig.cache_dir)
 
     data = sub.add_parser("data", help="fetch, verify and cache a dataset, printing what was done")
     data.add_argument("--dataset", default="mnist", choices=DATASETS)
     data.add_argument("--data-dir", default="", help="read the four IDX files from here instead")
     data.add_argument("--cache-dir", default=TrainConfig.cache_dir, help="where the MNIST cache goes")
     return parser
+
+
+def _generator_flags(p: argparse.ArgumentParser, num: int) -> None:
+    p.add_argument("--checkpoint-dir", default=TrainConfig.checkpoint_dir, help="use its newest checkpoint")
+    p.add_argument("--checkpoint", default=None, help="this checkpoint file instead")
+    p.add_argument("--num", type=_positive, default=num, help=f"how many images (default: {num})")
+    p.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same images")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -78,6 +96,20 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from digitgan.sampling import write_samples
     path = write_samples(args.out, args.num, args.seed, args.checkpoint_dir, args.checkpoint, args.device)
     print(f"wrote {args.num} samples to {path}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from digitgan.metrics import evaluate_checkpoint, format_table
+    result = evaluate_checkpoint(args.checkpoint_dir, args.checkpoint, args.num, args.seed, args.device, args.json)
+    print(format_table(result))
+    if args.json:
+        print(f"wrote {args.json}")
+
+
+def cmd_train_evaluator(args: argparse.Namespace) -> None:
+    from digitgan.evaluator import SHIPPED, train_evaluator
+    weights = train_evaluator(args.dataset, args.epochs, out_dir=args.out_dir or SHIPPED, cache_dir=args.cache_dir)
+    print(f"wrote {weights} and {weights.with_suffix('.json')}:\n{weights.with_suffix('.json').read_text()}")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -96,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv.insert(0, "train")
     args = build_parser().parse_args(argv)
     try:
-        {"train": cmd_train, "sample": cmd_sample, "data": cmd_data}[args.command](args)
+        {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "data": cmd_data,
+         "train-evaluator": cmd_train_evaluator}[args.command](args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -33,6 +33,9 @@ class TrainConfig:
     sample_every: int = 1000  # iterations between sample grids
     checkpoint_every: int = 1000  # iterations between checkpoints (one is also written at the end)
     log_every: int = 50  # iterations between loss read-backs (CSV row, progress bar, health check)
+    minutes: float = 0.0  # stop once training has run this many minutes in all (0: no time limit)
+    eval_every: int = 0  # iterations between quality evaluations (FID etc., logged to the CSV; 0: off)
+    eval_num: int = 10000  # generated images per evaluation during training
     collapse_steps: int = 2000  # stop after D wins outright (loss < 1e-3) for this many iterations
     sample_dir: str = "sample_image"  # where grids of the fixed noise batch go, named by step
     checkpoint_dir: str = "checkpoints"  # the run directory: checkpoints, config.json, metrics.csv, losses.png
@@ -50,6 +53,11 @@ class TrainConfig:
                      "checkpoint_every", "log_every", "collapse_steps", "keep"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
+        for name in ("minutes", "eval_every"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{flag(name)} must be zero (off) or positive, not {getattr(self, name)}")
+        if self.eval_num < 2:
+            raise UsageError(f"--eval-num must be at least 2, not {self.eval_num}")
         for name in ("lr_d", "lr_g"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"--{flag(name)} must be positive, not {getattr(self, name)}")

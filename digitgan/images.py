@@ -31,9 +31,9 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     return path
 
 
-def plot_curves(rows: Sequence[dict[str, float]], path: str | Path,
-                panels: Sequence[tuple[str, Sequence[str]]]) -> Path:
-    """One panel per (title, columns) against step, from CSV rows; columns missing from every row are skipped."""
+def plot_curves(rows: Sequence[dict[str, float]], path: str | Path, panels: Sequence[tuple[str, Sequence[str]]],
+                log_first: bool = False, xlabel: str = "step") -> Path:
+    """One panel per (title, columns) against rows' "step", from CSV rows; empty columns are skipped."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -46,9 +46,11 @@ def plot_curves(rows: Sequence[dict[str, float]], path: str | Path,
             if pts:
                 ax.plot(*zip(*pts), label=col)
         ax.set_title(title)
+        if log_first and ax is axes[0, 0]:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right")
-    axes[-1, 0].set_xlabel("step")
+    axes[-1, 0].set_xlabel(xlabel)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     plt.close(fig)

@@ -8,10 +8,10 @@ import torch
 
 from . import checkpoints
 from .config import TrainConfig, resolve
+from .devices import pick_device
 from .errors import UsageError
 from .images import save_grid
 from .models import build_models, sample_noise
-from .training import pick_device
 
 
 def load_generator(checkpoint_dir: str, checkpoint: str | None = None,

@@ -5,7 +5,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -21,24 +20,19 @@ from tqdm import tqdm
 from . import checkpoints
 from .config import TrainConfig, resolve
 from .data import BatchSampler, load_dataset
+from .devices import pick_device
 from .errors import TrainingStopped, UsageError
 from .images import plot_curves, save_grid
+from .metrics import KEYS, Judge
 from .models import build_models, sample_noise
+from .sampling import generate
 
-CSV_COLUMNS = ("step", "seconds", "d_loss", "g_loss", "d_real", "d_fake")
+CSV_COLUMNS = ("step", "seconds", "d_loss", "g_loss", "d_real", "d_fake") + KEYS  # seconds: training only
+METRIC_PANELS = (("FID (MNIST evaluator features; lower is better)", ("fid",)),
+                 ("precision / recall / coverage", ("precision", "recall", "coverage")))
 LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("mean D output: real vs generated", ("d_real", "d_fake")))
+RUN_FILES = ("config.json", "metrics.csv", "losses.png", "metrics.png", "real_reference.json")
 D_WINS_LOSS = 1e-3  # D loss below this means D separates real from fake almost perfectly
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available[name]:
-        raise UsageError(f"--device {name} is not available on this machine; use --device auto or cpu")
-    return torch.device(name)
 
 
 def ensure_writable(directory: str | Path, flag: str) -> Path:
@@ -58,11 +52,14 @@ def read_rows(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) if v not in ("", None) else "" for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    def write(f: Any) -> None:
-        lines = [",".join(columns)] + [",".join(_fmt(r.get(c, "")) for c in columns) for r in rows]
-        f.write(("\n".join(lines) + "\n").encode())
-    checkpoints.atomic_write(path, write)
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite the CSV (atomically) with exactly these rows."""
+    lines = [",".join(CSV_COLUMNS)] + [_line(r) for r in rows]
+    checkpoints.atomic_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+
+
+def _line(row: dict[str, Any]) -> str:
+    return ",".join(_fmt(row.get(c, "")) for c in CSV_COLUMNS)
 
 
 def _fmt(v: Any) -> str:
@@ -81,8 +78,7 @@ def archive_run(run_dir: Path, force: bool) -> None:
     dest = run_dir / time.strftime("previous-%Y%m%d-%H%M%S")
     dest.mkdir()
     for p in run_dir.iterdir():
-        if p.is_file() and (checkpoints.NAME.match(p.name) or p.suffix == ".corrupt"
-                            or p.name in ("config.json", "metrics.csv", "losses.png")):
+        if p.is_file() and (checkpoints.NAME.match(p.name) or p.suffix == ".corrupt" or p.name in RUN_FILES):
             shutil.move(str(p), dest / p.name)
     print(f"moved the previous run in {run_dir}/ to {dest}/", file=sys.stderr)
 
@@ -107,6 +103,29 @@ class StopRequest:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+
+
+def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
+             z: torch.Tensor, ones: torch.Tensor, zeros: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One discriminator step; returns (loss, logits on real, logits on fake)."""
+    with torch.no_grad():
+        fake = G(z)
+    real_logits, fake_logits = D(real), D(fake)
+    loss = F.binary_cross_entropy_with_logits(real_logits, ones) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, real_logits, fake_logits
+
+
+def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor,
+             ones: torch.Tensor) -> torch.Tensor:
+    """One generator step with the non-saturating loss (G maximises log D(G(z)))."""
+    loss = F.binary_cross_entropy_with_logits(D(G(z)), ones)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
 
 
 def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: bool = False) -> Path:
@@ -145,48 +164,45 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
         print(f"resuming from {resumed_from} (step {step} of {cfg.steps})", file=sys.stderr)
     csv_path = run_dir / "metrics.csv"
     rows = [r for r in read_rows(csv_path) if r["step"] <= step]  # drop what was logged after the checkpoint
-    write_rows(csv_path, rows, CSV_COLUMNS)
+    write_rows(csv_path, rows)
     checkpoints.atomic_write(run_dir / "config.json",
                              lambda f: f.write(json.dumps(dataclasses.asdict(cfg), indent=2).encode() + b"\n"))
 
+    noise = lambda: sample_noise(cfg, cfg.batch_size, noise_gen, device)
     ones = torch.ones(cfg.batch_size, device=device)
     zeros = torch.zeros(cfg.batch_size, device=device)
     sums, count = torch.zeros(4, device=device), 0  # d_loss, g_loss, D(x), D(G(z)); read back every log_every
     last_ckpt = resumed_from
-    start, start_step = time.perf_counter() - elapsed, step
+    judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device) if cfg.eval_every else None
+    if judge is not None:
+        checkpoints.atomic_write(run_dir / "real_reference.json",
+                                 lambda f: f.write(json.dumps(judge.reference, indent=2).encode() + b"\n"))
+    start, start_step = time.perf_counter() - elapsed, step  # `start` moves on past evaluations: they don't count
     pbar = tqdm(total=cfg.steps, initial=step, unit="it", dynamic_ncols=True, mininterval=1.0)
+    stopping, out_of_time = step >= cfg.steps, False
     with StopRequest() as stop:
-        while step < cfg.steps and stop.signal is None:
+        while not stopping:
             for _ in range(cfg.d_steps):
                 real = data.images[sampler.next()]
-                with torch.no_grad():
-                    fake = G(sample_noise(cfg, cfg.batch_size, noise_gen, device))
-                real_logits, fake_logits = D(real), D(fake)
-                d_loss = F.binary_cross_entropy_with_logits(real_logits, ones) + \
-                    F.binary_cross_entropy_with_logits(fake_logits, zeros)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
+                d_loss, real_logits, fake_logits = d_update(G, D, opt_d, real, noise(), ones, zeros)
             for _ in range(cfg.g_steps):
-                # Non-saturating loss: G maximises log D(G(z)).
-                g_loss = F.binary_cross_entropy_with_logits(D(G(sample_noise(cfg, cfg.batch_size, noise_gen, device))), ones)
-                opt_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-                opt_g.step()
+                g_loss = g_update(G, D, opt_g, noise(), ones)
             sums += torch.stack([d_loss, g_loss, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean()]).detach()
             count += 1
             step += 1
             pbar.update(1)
 
-            stopping = step == cfg.steps or stop.signal is not None
+            out_of_time = cfg.minutes > 0 and time.perf_counter() - start >= 60 * cfg.minutes
+            finished = step == cfg.steps or out_of_time
+            stopping = finished or stop.signal is not None
             save_now = step % cfg.checkpoint_every == 0 or stopping
-            if step % cfg.log_every == 0 or save_now:
+            eval_now = judge is not None and (step % cfg.eval_every == 0 or finished)
+            if step % cfg.log_every == 0 or save_now or eval_now:
                 means = (sums / count).tolist()  # the only host sync
                 sums.zero_()
                 d_won_steps = d_won_steps + count if means[0] < D_WINS_LOSS else 0
                 count = 0
-                rows.append(dict(zip(CSV_COLUMNS, [step, time.perf_counter() - start, *means])))
-                write_rows(csv_path, rows, CSV_COLUMNS)
+                row = dict(zip(CSV_COLUMNS, [step, time.perf_counter() - start, *means]))
                 pbar.set_postfix(D=f"{means[0]:.3f}", G=f"{means[1]:.3f}", Dx=f"{means[2]:.2f}", DGz=f"{means[3]:.2f}")
                 problem = None
                 if not all(math.isfinite(m) for m in means):
@@ -199,7 +215,20 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                     last = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was saved"
                     raise TrainingStopped(f"{problem}; {last}. Try a lower --lr-d, another --seed, or resume "
                                           f"from it with different settings")
-            if step % cfg.sample_every == 0 or step == cfg.steps:
+                if eval_now:
+                    t = time.perf_counter()
+                    G.eval()
+                    scores = judge.score(generate(G, cfg, cfg.eval_num, seed=0))
+                    G.train()
+                    row.update({k: scores[k] for k in KEYS})
+                    pbar.write(f"step {step}: FID {scores['fid']:.2f} (real data: {judge.reference['fid']:.2f}), "
+                               f"precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, "
+                               f"{scores['classes_covered']} classes")
+                    start += time.perf_counter() - t
+                rows.append(row)
+                with open(csv_path, "a") as f:
+                    f.write(_line(row) + "\n")
+            if step % cfg.sample_every == 0 or stopping:
                 G.eval()
                 with torch.no_grad():
                     save_grid(G(fixed_z), sample_dir / f"step_{step:07d}.png", nrow=8)
@@ -213,9 +242,14 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                     rng={**checkpoints.capture_rng(), "noise": noise_gen.get_state(), "sampler": sampler.state_dict()},
                 ), cfg.keep)
                 plot_curves(rows, run_dir / "losses.png", LOSS_PANELS)
+                if judge is not None:
+                    plot_curves(rows, run_dir / "metrics.png", METRIC_PANELS)
     pbar.close()
     rate = (step - start_step) / max(time.perf_counter() - start - elapsed, 1e-9)
-    if stop.signal is not None:
+    if out_of_time:
+        print(f"time limit: stopped after {cfg.minutes} minutes of training at step {step}, saved {last_ckpt}",
+              file=sys.stderr)
+    elif stop.signal is not None:
         name = signal.Signals(stop.signal).name
         print(f"{name}: stopped at step {step} of {cfg.steps}, saved {last_ckpt}. "
               f"Run the same command again to resume.", file=sys.stderr)

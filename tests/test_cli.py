@@ -91,3 +91,39 @@ def test_exit_code_2_from_a_real_process(tmp_path):
                            "--checkpoint-dir", str(tmp_path / "ck")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "--batch-size" in done.stderr
     assert list(tmp_path.iterdir()) == []  # not even the checkpoint dir was made
+
+
+def test_evaluate_prints_the_table_writes_every_key_and_repeats_exactly(trained, tmp_path, capsys):
+    out1, out2 = tmp_path / "e1.json", tmp_path / "e2.json"
+    for out in (out1, out2):
+        assert dcgan.main(["evaluate", "--checkpoint-dir", str(trained), "--num", "500", "--json", str(out),
+                           "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    assert "not Inception" in table and "fid" in table and "real data" in table
+    import json
+    result = json.loads(out1.read_text())
+    keys = {"fid", "kid", "kid_std", "inception_score", "precision", "recall", "density", "coverage",
+            "classes_covered", "class_kl", "mean_confidence"}
+    assert keys | {"num_samples", "step", "evaluator_sha256", "real_reference"} <= set(result)
+    assert keys <= set(result["real_reference"]) and result["num_samples"] == 500 and result["step"] == 4
+    assert result == json.loads(out2.read_text())  # fixed seed: two evaluations agree exactly
+
+
+def test_readme_documents_every_flag():
+    import dataclasses
+    from digitgan.config import TrainConfig, flag
+    readme = (ROOT / "README.md").read_text()
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if f"`--{flag(f.name)}`" not in readme]
+    assert not missing, f"README lacks flags: {missing}"
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist")
+def test_evaluate_a_seed_preset_fashion_run(tiny, tmp_path, capsys):
+    assert dcgan.main(_args(tiny(preset="seed", width=2, dataset="fashion-mnist", steps=2))) == 0
+    out = tmp_path / "fashion.json"
+    assert dcgan.main(["evaluate", "--checkpoint-dir", str(tmp_path / "ck"), "--num", "300", "--json", str(out)]) == 0
+    import json
+    result = json.loads(out.read_text())
+    assert result["dataset"] == "fashion-mnist" and result["step"] == 2
+    assert result["real_reference"]["fid"] < result["fid"]
+    assert "fashion-mnist evaluator" in capsys.readouterr().out

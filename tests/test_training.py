@@ -152,3 +152,22 @@ def test_fresh_refuses_a_used_dir_unless_forced_and_keeps_the_old_run(tiny, tmp_
     (moved,) = (tmp_path / "ck").glob("previous-*")
     assert sorted(p.name for p in moved.glob("ckpt_*")) == ["ckpt_0000002.pt", "ckpt_0000004.pt"]
     assert [p.name for p in checkpoints.list_checkpoints(tmp_path / "ck")] == ["ckpt_0000002.pt"]
+
+
+def test_eval_during_training_logs_quality_and_leaves_training_unchanged(tiny, tmp_path):
+    plain = train(tiny(checkpoint_dir=str(tmp_path / "plain")))
+    judged = train(tiny(eval_every=2, eval_num=300, checkpoint_dir=str(tmp_path / "judged")))
+    assert _same_state(_training_state(plain), _training_state(judged))  # evaluation draws no training randomness
+    rows = list(csv.DictReader(open(tmp_path / "judged" / "metrics.csv")))
+    scored = [r for r in rows if r["fid"]]
+    assert [int(r["step"]) for r in scored] == [2, 4]
+    assert all(float(r["fid"]) > 0 and 0 <= float(r["recall"]) <= 1 and 1 <= int(float(r["classes_covered"])) <= 10
+               for r in scored)
+    assert (tmp_path / "judged" / "metrics.png").exists() and (tmp_path / "judged" / "real_reference.json").exists()
+    assert not any(r["fid"] for r in csv.DictReader(open(tmp_path / "plain" / "metrics.csv")))
+
+
+def test_minutes_limit_stops_and_saves(tiny, tmp_path, capsys):
+    last = train(tiny(steps=10**6, minutes=0.05, checkpoint_every=10**6))
+    step = checkpoints.load(last)["step"]
+    assert 1 <= step < 10**6 and "time limit" in capsys.readouterr().err

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Time to quality: train a preset from scratch for a wall-clock budget, evaluating every K steps.
+
+Evaluation (10,000 samples against the test set with the shipped evaluator) is not counted on the training
+clock. Writes OUT/time_to_quality.csv (wall seconds, steps, images seen, every metric), OUT/time_to_quality.png
+(FID and recall against wall seconds) and prints when FID first falls to 50x, 20x, 10x and 5x the real-data
+reference.
+
+    python bench/time_to_quality.py --preset dcgan --minutes 15 --eval-every 500 --out bench/out/ttq-dcgan
+    python bench/time_to_quality.py --set batch_size=128 --set lr_g=3e-4 --out bench/out/ttq-try
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from digitgan.config import TrainConfig  # noqa: E402
+from digitgan.images import plot_curves  # noqa: E402
+from digitgan.metrics import KEYS  # noqa: E402
+from digitgan.training import read_rows, train  # noqa: E402
+
+RUNGS = (50, 20, 10, 5)
+
+
+def parse_set(items: list[str]) -> dict:
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        out[key] = {"int": int, "float": float, "str": str}[types[key]](value)
+    return out
+
+
+def ladder(rows: list[dict], reference_fid: float) -> dict[int, float | None]:
+    """For each rung m: the first wall second at which FID <= m x the reference (None: not reached)."""
+    return {m: next((r["wall_seconds"] for r in rows if r["fid"] <= m * reference_fid), None) for m in RUNGS}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="dcgan")
+    p.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
+    p.add_argument("--eval-num", type=int, default=10000)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other training setting")
+    p.add_argument("--out", default="bench/out/ttq", help="a new directory for the run and the results")
+    args = p.parse_args()
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"error: {out}/ is not empty; pass a new --out")
+    overrides = dict(preset=args.preset, steps=10**9, minutes=args.minutes, eval_every=args.eval_every,
+                     eval_num=args.eval_num, checkpoint_every=5000, sample_every=args.eval_every,
+                     checkpoint_dir=str(out / "run"), sample_dir=str(out / "samples"), **parse_set(args.set))
+    train(overrides)
+    cfg = json.loads((out / "run" / "config.json").read_text())
+    reference = json.loads((out / "run" / "real_reference.json").read_text())
+    images_per_step = cfg["batch_size"] * cfg["d_steps"]
+    rows = [{"wall_seconds": r["seconds"], "steps": int(r["step"]), "images_seen": int(r["step"]) * images_per_step,
+             **{k: r[k] for k in KEYS}} for r in read_rows(out / "run" / "metrics.csv") if r["fid"] != ""]
+    with open(out / "time_to_quality.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot_curves([{**r, "step": r["wall_seconds"], **{f"{m}x reference": m * reference["fid"] for m in RUNGS}}
+                 for r in rows], out / "time_to_quality.png",
+                (("FID vs training wall seconds (log scale)", ("fid", *(f"{m}x reference" for m in RUNGS))),
+                 ("recall / precision", ("recall", "precision"))), log_first=True, xlabel="training wall seconds")
+    print(f"real-data reference FID {reference['fid']:.3f}; preset {args.preset}, {args.minutes} min budget, "
+          f"{rows[-1]['steps']} steps, final FID {rows[-1]['fid']:.2f}, recall {rows[-1]['recall']:.3f}, "
+          f"classes {rows[-1]['classes_covered']}")
+    for m, t in ladder(rows, reference["fid"]).items():
+        print(f"FID <= {m:2d}x reference ({m * reference['fid']:.2f}): "
+              + (f"{t:.0f} s" if t is not None else "not reached in the budget"))
+    print(f"wrote {out / 'time_to_quality.csv'} and {out / 'time_to_quality.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The fixed judge: a small CNN classifier whose penultimate features and class probabilities the metrics use.
+
+It is trained once by `python dcgan.py train-evaluator` and shipped as safetensors beside a JSON record of its
+test accuracy and SHA-256; evaluation only loads it (and refuses a file whose hash does not match).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .checkpoints import atomic_write
+from .data import load_dataset, sha256
+from .errors import UsageError
+
+SHIPPED = Path(__file__).resolve().parent / "evaluators"
+FEATURES = 128
+
+
+class Evaluator(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        block = lambda cin, cout: [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        self.body = nn.Sequential(
+            *block(1, 32), nn.MaxPool2d(2),  # (B, 32, 16, 16)
+            *block(32, 64), *block(64, 64), nn.MaxPool2d(2),  # (B, 64, 8, 8)
+            *block(64, 128), *block(128, FEATURES), nn.MaxPool2d(2),  # (B, 128, 4, 4)
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 128): the feature space of FID and friends
+        )
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(FEATURES, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.body(x)))  # (B, 10) logits
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (N, 128), class probabilities (N, 10)) in float64 on the CPU, in eval mode."""
+        self.eval()
+        device = next(self.parameters()).device
+        feats, probs = [], []
+        for chunk in images.split(batch):
+            f = self.body(chunk.to(device).float())
+            feats.append(f.double().cpu())
+            probs.append(F.softmax(self.head(f), dim=1).double().cpu())
+        return torch.cat(feats), torch.cat(probs)
+
+
+def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Translate each image by up to max_shift pixels (background fills in): cheap augmentation."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, value=-1.0)
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, b), generator=gen))
+    rows = (torch.arange(h) + dy[:, None])[:, :, None]  # (B, H, 1)
+    cols = (torch.arange(w) + dx[:, None])[:, None, :]  # (B, 1, W)
+    return padded[torch.arange(b)[:, None, None], 0, rows, cols].unsqueeze(1)
+
+
+@torch.no_grad()
+def accuracy(model: Evaluator, dataset: str, cache_dir: str = "data", data_dir: str = "") -> float:
+    test = load_dataset(dataset, "test", data_dir, cache_dir)
+    _, probs = model.embed(test.images)
+    return (probs.argmax(1) == test.labels).double().mean().item()
+
+
+def train_evaluator(dataset: str = "mnist", epochs: int = 6, batch_size: int = 128, seed: int = 0,
+                    out_dir: str | Path = SHIPPED, cache_dir: str = "data", data_dir: str = "") -> Path:
+    """Train the classifier (deterministic on CPU), test it, write <dataset>.safetensors and <dataset>.json."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    train = load_dataset(dataset, "train", data_dir, cache_dir)
+    model = Evaluator()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+    steps = epochs * (len(train) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    start = time.perf_counter()
+    model.train()
+    for _ in tqdm(range(epochs), desc=f"evaluator ({dataset})", unit="epoch"):
+        order = torch.randperm(len(train), generator=gen)
+        for i in range(len(train) // batch_size):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            loss = F.cross_entropy(model(_shift(train.images[idx], gen)), train.labels[idx], label_smoothing=0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    acc = accuracy(model, dataset, cache_dir, data_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{dataset}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    record = {"dataset": dataset, "test_accuracy": round(acc, 6), "sha256": sha256(weights.read_bytes()),
+              "epochs": epochs, "batch_size": batch_size, "seed": seed, "torch": torch.__version__,
+              "train_seconds": round(time.perf_counter() - start, 1),
+              "command": f"python dcgan.py train-evaluator --dataset {dataset}"}
+    atomic_write(out / f"{dataset}.json", lambda f: f.write(json.dumps(record, indent=2).encode() + b"\n"))
+    return weights
+
+
+def load_evaluator(dataset: str, directory: str | Path = SHIPPED) -> tuple[Evaluator, dict]:
+    """The shipped evaluator for dataset (eval mode, CPU) and its record; its SHA-256 must match the record."""
+    weights, record_path = Path(directory) / f"{dataset}.safetensors", Path(directory) / f"{dataset}.json"
+    if not weights.exists() or not record_path.exists():
+        raise UsageError(f"no evaluator for {dataset} in {directory}/: run `python dcgan.py train-evaluator "
+                         f"--dataset {dataset}`")
+    record = json.loads(record_path.read_text())
+    digest = sha256(weights.read_bytes())
+    if digest != record["sha256"]:
+        raise UsageError(f"{weights} has SHA-256 {digest}, but {record_path.name} records {record['sha256']}: "
+                         f"restore the shipped file (git checkout {weights})")
+    with torch.device("meta"):  # no random init: it would move torch's global RNG under a training run
+        model = Evaluator()
+    model.load_state_dict(load_file(str(weights)), assign=True)
+    return model.eval(), record

@@ -1,0 +1,163 @@
+"""Sample-quality metrics in the fixed evaluator's feature space, and the real-data reference beside them.
+
+FID here is the Fréchet distance between Gaussians fitted to the MNIST (or Fashion-MNIST) evaluator's 128-d
+penultimate features, not Inception features: its values are comparable between runs of this program only.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoints import atomic_write
+from .data import load_dataset
+from .errors import UsageError
+from .evaluator import load_evaluator
+
+KEYS = ("fid", "kid", "kid_std", "inception_score", "precision", "recall", "density", "coverage",
+        "classes_covered", "class_kl", "mean_confidence")
+REFERENCE_SEED = 12345  # which 10,000 training images form the real-data reference
+
+
+def frechet_distance(mu1: torch.Tensor, s1: torch.Tensor, mu2: torch.Tensor, s2: torch.Tensor) -> float:
+    """|mu1 - mu2|^2 + tr(s1 + s2 - 2 (s1 s2)^(1/2)), with tr((s1 s2)^(1/2)) from the symmetric s1^½ s2 s1^½."""
+    vals, vecs = torch.linalg.eigh(s1.double())
+    root1 = (vecs * vals.clamp(min=0).sqrt()) @ vecs.T
+    cross = torch.linalg.eigvalsh(root1 @ s2.double() @ root1).clamp(min=0).sqrt().sum()
+    return ((mu1 - mu2).double().square().sum() + s1.trace() + s2.trace() - 2 * cross).item()
+
+
+def gaussian(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return features.mean(0), torch.cov(features.T)
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with the cubic polynomial kernel (x.y/d + 1)^3: (mean, std) over random subsets."""
+    gen = torch.Generator().manual_seed(seed)
+    size = min(size, len(real), len(fake))
+    d = real.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = real[torch.randperm(len(real), generator=gen)[:size]]
+        y = fake[torch.randperm(len(fake), generator=gen)[:size]]
+        kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        off = lambda k: (k.sum() - k.diagonal().sum()) / (size * (size - 1))
+        values.append((off(kxx) + off(kyy) - 2 * kxy.mean()).item())
+    v = torch.tensor(values, dtype=torch.float64)
+    return v.mean().item(), v.std().item()
+
+
+def _kth_neighbour_radius(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+    """Distance from each row of x to its k-th nearest other row."""
+    out = []
+    for part in x.split(chunk):
+        # k + 1 smallest includes the point itself at distance 0
+        out.append(torch.cdist(part, x).topk(k + 1, largest=False).values[:, -1])
+    return torch.cat(out)
+
+
+def _within(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """(len(points), ) count of balls B(centre, radius) each point falls in; and per-centre hit flags."""
+    counts = []
+    hit = torch.zeros(len(centres), dtype=torch.bool)
+    for part in points.split(chunk):
+        inside = torch.cdist(part, centres) <= radii[None, :]
+        counts.append(inside.sum(1))
+        hit |= inside.any(0)
+    return torch.cat(counts), hit
+
+
+def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, k_pr: int = 3,
+                                      k_dc: int = 5) -> dict[str, float]:
+    """Kynkäänniemi et al. 2019 precision/recall (k=3) and Naeem et al. 2020 density/coverage (k=5)."""
+    real, fake = real.float(), fake.float()
+    r_real, r_fake = _kth_neighbour_radius(real, k_pr), _kth_neighbour_radius(fake, k_pr)
+    in_real, _ = _within(fake, real, r_real)
+    in_fake, _ = _within(real, fake, r_fake)
+    r_dc = _kth_neighbour_radius(real, k_dc)
+    counts, covered = _within(fake, real, r_dc)
+    return {"precision": (in_real > 0).double().mean().item(), "recall": (in_fake > 0).double().mean().item(),
+            "density": counts.double().sum().item() / (k_dc * len(fake)), "coverage": covered.double().mean().item()}
+
+
+def class_statistics(probs: torch.Tensor) -> dict[str, Any]:
+    """Inception-style score, class histogram, classes covered, KL from uniform, mean confidence."""
+    n, c = probs.shape
+    p = probs.double().clamp(min=1e-12)
+    marginal = p.mean(0)
+    score = (p * (p.log() - marginal.log())).sum(1).mean().exp().item()
+    hist = torch.bincount(probs.argmax(1), minlength=c)
+    share = hist.double() / n
+    # A class counts as covered when it gets at least a tenth of its fair share of the samples.
+    covered = int((share >= 0.1 / c).sum())
+    kl = (share[share > 0] * (share[share > 0] * c).log()).sum().item()
+    return {"inception_score": score, "classes_covered": covered, "class_kl": kl,
+            "mean_confidence": probs.max(1).values.double().mean().item(), "class_histogram": hist.tolist()}
+
+
+def compare(real_feats: torch.Tensor, fake_feats: torch.Tensor, fake_probs: torch.Tensor) -> dict[str, Any]:
+    """Every metric of the fake set against the real (test) set."""
+    k_mean, k_std = kid(real_feats, fake_feats)
+    return {"fid": frechet_distance(*gaussian(real_feats), *gaussian(fake_feats)), "kid": k_mean, "kid_std": k_std,
+            **precision_recall_density_coverage(real_feats, fake_feats), **class_statistics(fake_probs)}
+
+
+class Judge:
+    """The evaluator with the test set's features and the real-data reference.
+
+    Both depend only on the evaluator and the data, so for the default data sources they are cached in
+    cache_dir (keyed by the evaluator's SHA-256) and an evaluation only embeds the generated images.
+    """
+
+    def __init__(self, dataset: str = "mnist", cache_dir: str = "data", data_dir: str = "",
+                 device: torch.device | str = "cpu", reference_num: int = 10_000):
+        self.model, self.record = load_evaluator(dataset)
+        self.model.to(device)
+        cache = Path(cache_dir) / f"judge-{dataset}-{self.record['sha256'][:12]}-{reference_num}.pt"
+        if not data_dir and cache.exists():
+            saved = torch.load(cache, weights_only=True)
+            self.test_feats, self.reference = saved["test_feats"], saved["reference"]
+            return
+        self.test_feats, _ = self.model.embed(load_dataset(dataset, "test", data_dir, cache_dir).images)
+        train = load_dataset(dataset, "train", data_dir, cache_dir)
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:reference_num]
+        self.reference = self.score(train.images[pick])
+        if not data_dir and Path(cache_dir).is_dir():
+            atomic_write(cache, lambda f: torch.save({"test_feats": self.test_feats, "reference": self.reference}, f))
+
+    def score(self, images: torch.Tensor) -> dict[str, Any]:
+        feats, probs = self.model.embed(images)
+        return {**compare(self.test_feats, feats, probs), "num_samples": len(images)}
+
+
+def evaluate_checkpoint(checkpoint_dir: str, checkpoint: str | None = None, num: int = 10_000, seed: int = 0,
+                        device: str = "auto", json_path: str | None = None) -> dict[str, Any]:
+    """Score num samples of a checkpoint's generator (fixed seed: repeatable), with the real-data reference."""
+    from .sampling import generate, load_generator
+
+    if json_path and not Path(json_path).resolve().parent.is_dir():
+        raise UsageError(f"--json {json_path}: the directory {Path(json_path).parent}/ does not exist")
+    if num < 2:
+        raise UsageError(f"--num must be at least 2 to estimate covariances, not {num}")
+    generator, cfg, step = load_generator(checkpoint_dir, checkpoint, device)
+    judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, next(generator.parameters()).device)
+    result = {**judge.score(generate(generator, cfg, num, seed)), "step": step, "dataset": cfg.dataset,
+              "evaluator_sha256": judge.record["sha256"], "real_reference": judge.reference}
+    if json_path:
+        atomic_write(Path(json_path), lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    ref = result["real_reference"]
+    lines = [f"{result['num_samples']} samples from step {result['step']} vs the {result['dataset']} test set, in the "
+             f"{result['dataset']} evaluator's feature space (FID/KID use this evaluator, not Inception)",
+             f"{'metric':<18}{'model':>12}{'real data':>12}   (real data: {ref['num_samples']} training images)"]
+    for key in KEYS:
+        fmt = (lambda v: f"{v:12d}") if key == "classes_covered" else (lambda v: f"{v:12.4f}")
+        lines.append(f"{key:<18}{fmt(result[key])}{fmt(ref[key])}")
+    lines.append(f"{'class histogram':<18}{result['class_histogram']}")
+    return "\n".join(lines)
