@@ -22,6 +22,7 @@ class TrainConfig:
     width: int = 32  # base channel count (dcgan: D 1x,2x,4x and G 4x,2x,1x; seed: 16 is the original)
     z_dim: int = 100  # length of the noise vector z
     z_dist: str = "normal"  # distribution of z: normal (N(0,1)) | uniform ([-1, 1])
+    conv_impl: str = "auto"  # auto | direct | fft: how the seed generator's 32x32-kernel layer is computed (same math)
     steps: int = 5000  # total iterations to reach (a rerun continues up to this)
     batch_size: int = 64  # images per D or G step
     d_steps: int = 1  # discriminator updates per iteration
@@ -45,7 +46,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choices = {"preset": PRESETS, "dataset": DATASETS, "z_dist": ("normal", "uniform"),
-                   "device": ("auto", "cpu", "cuda", "mps")}
+                   "device": ("auto", "cpu", "cuda", "mps"), "conv_impl": ("auto", "direct", "fft")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{flag(name)} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")

@@ -11,15 +11,50 @@ class SameConvTranspose2d(nn.ConvTranspose2d):
     """TensorFlow's conv2d_transpose with padding='SAME': output = input * stride, extra padding at the end.
 
     PyTorch can only trim symmetrically, so trim the leading amount here and cut the tail by slicing.
+    `impl` picks how a stride-1 layer is computed: "direct" (the convolution kernels) or "fft" (the same
+    linear convolution through the FFT, far faster for a large kernel). Both use the same weights.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, bias: bool = True):
         total = max(kernel - stride, 0)
         super().__init__(cin, cout, kernel, stride, padding=total // 2, bias=bias)
+        self.impl = "direct"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2] * self.stride[0], x.shape[-1] * self.stride[1]
+        if self.impl == "fft":
+            return self._fft_forward(x)
         return super().forward(x)[..., :h, :w]
+
+    def _fft_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # With stride 1 the full transposed convolution is the linear convolution of x with the kernel:
+        # full[o, y, x] = sum_c sum_ij x[c, i, j] w[c, o, y - i, x - j]. An FFT of at least H + K - 1 points
+        # makes the circular convolution equal the linear one; then crop as 'SAME' does.
+        (h, w), (kh, kw), p = x.shape[-2:], self.kernel_size, self.padding[0]
+        size = (_fft_size(h + kh - 1), _fft_size(w + kw - 1))
+        spectrum = torch.einsum("bchw,cohw->bohw", torch.fft.rfft2(x.float(), s=size),
+                                torch.fft.rfft2(self.weight.float(), s=size))
+        out = torch.fft.irfft2(spectrum, s=size)[..., p:p + h, p:p + w].to(x.dtype)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+
+def _fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: sizes the FFT handles fastest."""
+    while True:
+        m = n
+        for f in (2, 3, 5):
+            while m % f == 0:
+                m //= f
+        if m == 1:
+            return n
+        n += 1
+
+
+def use_fft_convolutions(model: nn.Module, setting: str) -> None:
+    """Set how large-kernel stride-1 SAME transposed convs are computed: auto (FFT for kernels >= 16), direct, fft."""
+    for m in model.modules():
+        if isinstance(m, SameConvTranspose2d) and m.stride == (1, 1):
+            m.impl = setting if setting != "auto" else ("fft" if min(m.kernel_size) >= 16 else "direct")
 
 
 class SeedGenerator(nn.Module):
@@ -113,6 +148,7 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
         g, d, init = DCGANGenerator(cfg.z_dim, cfg.width), DCGANDiscriminator(cfg.width), _init_dcgan
     g.apply(init)
     d.apply(init)
+    use_fft_convolutions(g, cfg.conv_impl)
     return g, d
 
 

@@ -73,3 +73,35 @@ def test_dcgan_preset_follows_radford():
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules()) == 3
     assert [m.negative_slope for m in d.modules() if isinstance(m, torch.nn.LeakyReLU)] == [0.2] * 3
     assert not any(isinstance(m, torch.nn.Linear) for m in list(g.modules()) + list(d.modules()))  # all-convolutional
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fft_transposed_conv_equals_the_direct_one_forward_and_backward(bias):
+    torch.manual_seed(0)
+    direct = SameConvTranspose2d(16, 1, 32, 1, bias=bias)
+    fft = SameConvTranspose2d(16, 1, 32, 1, bias=bias)
+    fft.load_state_dict(direct.state_dict())  # the same weights: checkpoints are interchangeable
+    fft.impl = "fft"
+    x1 = torch.randn(4, 16, 32, 32, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    y1, y2 = direct(x1), fft(x2)
+    assert y1.shape == y2.shape == (4, 1, 32, 32)
+    assert torch.allclose(y1, y2, atol=1e-5, rtol=1e-4)
+    g = torch.randn_like(y1)
+    (y1 * g).sum().backward()
+    (y2 * g).sum().backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(direct.weight.grad, fft.weight.grad, atol=1e-4, rtol=1e-4)
+    if bias:
+        assert torch.allclose(direct.bias.grad, fft.bias.grad, atol=1e-4)
+
+
+def test_seed_generator_picks_fft_automatically_and_gives_the_same_digits():
+    torch.manual_seed(0)
+    g_auto, _ = build_models(resolve({"preset": "seed", "width": 4}))
+    g_direct, _ = build_models(resolve({"preset": "seed", "width": 4, "conv_impl": "direct"}))
+    assert g_auto.net[6].impl == "fft" and g_direct.net[6].impl == "direct"
+    assert all(m.impl == "direct" for m in (g_auto.net[0], g_auto.net[2], g_auto.net[4]))  # stride 2 stays direct
+    g_direct.load_state_dict(g_auto.state_dict())
+    z = torch.rand(8, 100) * 2 - 1
+    assert torch.allclose(g_auto(z), g_direct(z), atol=1e-5)
