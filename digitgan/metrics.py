@@ -70,14 +70,22 @@ def _within(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, ch
     return torch.cat(counts), hit
 
 
-def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, k_pr: int = 3,
-                                      k_dc: int = 5) -> dict[str, float]:
+def real_radii(real: torch.Tensor, k_pr: int = 3, k_dc: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real set's k-NN radii for precision (k_pr) and density/coverage (k_dc), from one distance pass."""
+    real = real.float()
+    near = torch.cat([torch.cdist(part, real).topk(max(k_pr, k_dc) + 1, largest=False).values
+                      for part in real.split(2048)])
+    return near[:, k_pr], near[:, k_dc]
+
+
+def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, k_pr: int = 3, k_dc: int = 5,
+                                      radii: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
     """Kynkäänniemi et al. 2019 precision/recall (k=3) and Naeem et al. 2020 density/coverage (k=5)."""
     real, fake = real.float(), fake.float()
-    r_real, r_fake = _kth_neighbour_radius(real, k_pr), _kth_neighbour_radius(fake, k_pr)
+    r_real, r_dc = radii if radii is not None else real_radii(real, k_pr, k_dc)
+    r_fake = _kth_neighbour_radius(fake, k_pr)
     in_real, _ = _within(fake, real, r_real)
     in_fake, _ = _within(real, fake, r_fake)
-    r_dc = _kth_neighbour_radius(real, k_dc)
     counts, covered = _within(fake, real, r_dc)
     return {"precision": (in_real > 0).double().mean().item(), "recall": (in_fake > 0).double().mean().item(),
             "density": counts.double().sum().item() / (k_dc * len(fake)), "coverage": covered.double().mean().item()}
@@ -98,11 +106,12 @@ def class_statistics(probs: torch.Tensor) -> dict[str, Any]:
             "mean_confidence": probs.max(1).values.double().mean().item(), "class_histogram": hist.tolist()}
 
 
-def compare(real_feats: torch.Tensor, fake_feats: torch.Tensor, fake_probs: torch.Tensor) -> dict[str, Any]:
-    """Every metric of the fake set against the real (test) set."""
+def compare(real_feats: torch.Tensor, fake_feats: torch.Tensor, fake_probs: torch.Tensor,
+            radii: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Every metric of the fake set against the real (test) set (radii: the real set's, if already known)."""
     k_mean, k_std = kid(real_feats, fake_feats)
     return {"fid": frechet_distance(*gaussian(real_feats), *gaussian(fake_feats)), "kid": k_mean, "kid_std": k_std,
-            **precision_recall_density_coverage(real_feats, fake_feats), **class_statistics(fake_probs)}
+            **precision_recall_density_coverage(real_feats, fake_feats, radii=radii), **class_statistics(fake_probs)}
 
 
 class Judge:
@@ -120,8 +129,10 @@ class Judge:
         if not data_dir and cache.exists():
             saved = torch.load(cache, weights_only=True)
             self.test_feats, self.reference = saved["test_feats"], saved["reference"]
+            self.radii = real_radii(self.test_feats)
             return
         self.test_feats, _ = self.model.embed(load_dataset(dataset, "test", data_dir, cache_dir).images)
+        self.radii = real_radii(self.test_feats)
         train = load_dataset(dataset, "train", data_dir, cache_dir)
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:reference_num]
         self.reference = self.score(train.images[pick])
@@ -130,7 +141,7 @@ class Judge:
 
     def score(self, images: torch.Tensor) -> dict[str, Any]:
         feats, probs = self.model.embed(images)
-        return {**compare(self.test_feats, feats, probs), "num_samples": len(images)}
+        return {**compare(self.test_feats, feats, probs, self.radii), "num_samples": len(images)}
 
 
 def evaluate_checkpoint(checkpoint_dir: str, checkpoint: str | None = None, num: int = 10_000, seed: int = 0,
