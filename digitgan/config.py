@@ -22,7 +22,7 @@ class TrainConfig:
     width: int = 32  # base channel count (dcgan: D 1x,2x,4x and G 4x,2x,1x; seed: 16 is the original)
     z_dim: int = 100  # length of the noise vector z
     z_dist: str = "normal"  # distribution of z: normal (N(0,1)) | uniform ([-1, 1])
-    conv_impl: str = "auto"  # auto | direct | fft: how the seed generator's 32x32-kernel layer is computed (same math)
+    conv_impl: str = "auto"  # auto | direct | fft | matmul: how G's transposed convs are computed (same math)
     steps: int = 5000  # total iterations to reach (a rerun continues up to this)
     batch_size: int = 64  # images per D or G step
     d_steps: int = 1  # discriminator updates per iteration
@@ -41,12 +41,20 @@ class TrainConfig:
     sample_dir: str = "sample_image"  # where grids of the fixed noise batch go, named by step
     checkpoint_dir: str = "checkpoints"  # the run directory: checkpoints, config.json, metrics.csv, losses.png
     keep: int = 3  # how many of the newest checkpoints to keep
+    ema: float = 0.999  # per-iteration decay of the generator's weight average, which draws samples and is scored (0: off)
+    channels_last: str = "auto"  # auto | on | off: NHWC memory format for images and conv weights (auto: on)
+    autocast: str = "auto"  # auto | bf16 | off: bf16 mixed precision in the forward passes (auto: bf16 on CUDA only)
+    compile: str = "auto"  # auto | on | off: torch.compile the two networks (auto: on on CUDA only)
+    data_on_device: str = "on"  # on | off: keep the training set on the device (off: copy each batch over)
+    noise_on_device: str = "on"  # on | off: draw the noise on the device (off: on the CPU, then copy it over)
     seed: int = 0  # seeds weights, noise and batch order; CPU runs are bit-for-bit repeatable
     device: str = "auto"  # auto | cpu | cuda | mps (auto: the best one present)
 
     def __post_init__(self) -> None:
         choices = {"preset": PRESETS, "dataset": DATASETS, "z_dist": ("normal", "uniform"),
-                   "device": ("auto", "cpu", "cuda", "mps"), "conv_impl": ("auto", "direct", "fft")}
+                   "device": ("auto", "cpu", "cuda", "mps"), "conv_impl": ("auto", "direct", "fft", "matmul"),
+                   "channels_last": AUTO_ON_OFF, "autocast": ("auto", "bf16", "off"), "compile": AUTO_ON_OFF,
+                   "data_on_device": ON_OFF, "noise_on_device": ON_OFF}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{flag(name)} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
@@ -62,19 +70,21 @@ class TrainConfig:
         for name in ("lr_d", "lr_g"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"--{flag(name)} must be positive, not {getattr(self, name)}")
-        for name in ("beta1", "beta2"):
+        for name in ("beta1", "beta2", "ema"):
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"--{flag(name)} must be in [0, 1), not {getattr(self, name)}")
 
 
 DATASETS = ("mnist", "fashion-mnist")
+ON_OFF = ("on", "off")
+AUTO_ON_OFF = ("auto", "on", "off")
 
 # What each preset changes from the defaults above (which are the dcgan preset).
 PRESETS: dict[str, dict[str, Any]] = {
     "dcgan": {},
     # The 2019 script as written, beta1 = 5e-5 included (almost certainly meant to be 0.5).
     "seed": dict(width=16, z_dim=100, z_dist="uniform", steps=150_000, batch_size=256, d_steps=1, g_steps=2,
-                 lr_d=2e-4, lr_g=2e-4, beta1=5e-5, beta2=0.999),
+                 lr_d=2e-4, lr_g=2e-4, beta1=5e-5, beta2=0.999, ema=0.0),
 }
 
 # Fields that fix the networks' shapes or the data: a checkpoint only resumes under the same values.

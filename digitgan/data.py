@@ -206,25 +206,29 @@ class BatchSampler:
     Its whole state (generator, order, position) goes into checkpoints so a resumed run draws the same batches.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | str = "cpu"):
         if batch_size > n:
             raise UsageError(f"--batch-size {batch_size} is larger than the dataset ({n} images)")
-        self.n, self.batch_size = n, batch_size
+        self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.randperm(n, generator=self.generator)
+        self.order = self._shuffle()
         self.pos = 0
+
+    def _shuffle(self) -> torch.Tensor:
+        # Drawn on the CPU (the same order on every device), moved once per epoch, not once per batch.
+        return torch.randperm(self.n, generator=self.generator).to(self.device)
 
     def next(self) -> torch.Tensor:
         if self.pos + self.batch_size > self.n:
-            self.order = torch.randperm(self.n, generator=self.generator)
+            self.order = self._shuffle()
             self.pos = 0
         idx = self.order[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
         return idx
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "order": self.order.clone(), "pos": self.pos}
+        return {"generator": self.generator.get_state(), "order": self.order.cpu(), "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
-        self.order, self.pos = state["order"].clone(), state["pos"]
+        self.order, self.pos = state["order"].to(self.device), state["pos"]

@@ -1,8 +1,11 @@
 """Choosing the torch device from --device."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from .config import TrainConfig
 from .errors import UsageError
 
 
@@ -16,3 +19,24 @@ def pick_device(name: str) -> torch.device:
     if not available.get(name, False):
         raise UsageError(f"--device {name} is not available on this machine; use --device auto or cpu")
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """The execution switches of a run, with every "auto" decided for its device. None changes the math."""
+    channels_last: bool
+    autocast: torch.dtype | None
+    compile: bool
+    data_on_device: bool
+    noise_on_device: bool
+
+
+def speed_settings(cfg: TrainConfig, device: torch.device) -> Speed:
+    """auto: what measured faster. channels_last won on this CPU (59 vs 69 ms per default iteration) and suits
+    tensor cores; bf16 autocast and torch.compile lost on the CPU (bench/throughput.py --variants)."""
+    cuda = device.type == "cuda"
+    pick = lambda value, auto: auto if value == "auto" else value == "on"
+    return Speed(channels_last=pick(cfg.channels_last, True),
+                 autocast=torch.bfloat16 if cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda) else None,
+                 compile=pick(cfg.compile, cuda),
+                 data_on_device=cfg.data_on_device == "on", noise_on_device=cfg.noise_on_device == "on")

@@ -3,39 +3,74 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .config import TrainConfig
 
 
-class SameConvTranspose2d(nn.ConvTranspose2d):
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d with a choice of formulation, all the same math on the same weights.
+
+    impl: "direct" (PyTorch's convolution kernels), "fft" (stride 1 only: a linear convolution through the FFT,
+    far faster for a large kernel), "matmul" (one matrix product, then an overlap-add with F.fold: faster on a
+    CPU when the input is 1x1 or the output has one channel, shapes the convolution kernels handle badly), or
+    "auto" (decided per call from the shapes and the device).
+    """
+
+    impl = "auto"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        impl = self.impl if self.impl != "auto" else self._auto(x)
+        if impl == "fft" and self.stride == (1, 1):
+            return self._fft_forward(x)
+        if impl == "matmul":
+            return self._matmul_forward(x)
+        return super().forward(x)
+
+    def _auto(self, x: torch.Tensor) -> str:
+        if self.stride == (1, 1) and min(self.kernel_size) >= 16:
+            return "fft"
+        if x.device.type == "cpu" and (x.shape[-2] * x.shape[-1] == 1 or self.out_channels == 1):
+            return "matmul"
+        return "direct"
+
+    def _fft_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # With stride 1 the full transposed convolution is the linear convolution of x with the kernel:
+        # full[o, y, x] = sum_c sum_ij x[c, i, j] w[c, o, y - i, x - j]. An FFT of at least H + K - 1 points
+        # makes the circular convolution equal the linear one; then crop the padding.
+        (h, w), (kh, kw), (py, px) = x.shape[-2:], self.kernel_size, self.padding
+        size = (_fft_size(h + kh - 1), _fft_size(w + kw - 1))
+        spectrum = torch.einsum("bchw,cohw->bohw", torch.fft.rfft2(x.float(), s=size),
+                                torch.fft.rfft2(self.weight.float(), s=size))
+        out = torch.fft.irfft2(spectrum, s=size)[..., py:py + h + kh - 1 - 2 * py, px:px + w + kw - 1 - 2 * px]
+        return self._add_bias(out.to(x.dtype))
+
+    def _matmul_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Every input pixel adds its (C_in) @ (C_in, C_out*kh*kw) product as a kh x kw patch at stride s.
+        b, c, h, w = x.shape
+        (kh, kw), (sy, sx), (py, px) = self.kernel_size, self.stride, self.padding
+        cols = x.permute(0, 2, 3, 1).reshape(b * h * w, c) @ self.weight.reshape(c, -1)  # (B*H*W, C_out*kh*kw)
+        cols = cols.view(b, h * w, -1).transpose(1, 2)  # (B, C_out*kh*kw, H*W)
+        size = ((h - 1) * sy - 2 * py + kh, (w - 1) * sx - 2 * px + kw)
+        return self._add_bias(F.fold(cols, size, self.kernel_size, padding=self.padding, stride=self.stride))
+
+    def _add_bias(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+
+class SameConvTranspose2d(ConvTranspose2d):
     """TensorFlow's conv2d_transpose with padding='SAME': output = input * stride, extra padding at the end.
 
     PyTorch can only trim symmetrically, so trim the leading amount here and cut the tail by slicing.
-    `impl` picks how a stride-1 layer is computed: "direct" (the convolution kernels) or "fft" (the same
-    linear convolution through the FFT, far faster for a large kernel). Both use the same weights.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, bias: bool = True):
         total = max(kernel - stride, 0)
         super().__init__(cin, cout, kernel, stride, padding=total // 2, bias=bias)
-        self.impl = "direct"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2] * self.stride[0], x.shape[-1] * self.stride[1]
-        if self.impl == "fft":
-            return self._fft_forward(x)
         return super().forward(x)[..., :h, :w]
-
-    def _fft_forward(self, x: torch.Tensor) -> torch.Tensor:
-        # With stride 1 the full transposed convolution is the linear convolution of x with the kernel:
-        # full[o, y, x] = sum_c sum_ij x[c, i, j] w[c, o, y - i, x - j]. An FFT of at least H + K - 1 points
-        # makes the circular convolution equal the linear one; then crop as 'SAME' does.
-        (h, w), (kh, kw), p = x.shape[-2:], self.kernel_size, self.padding[0]
-        size = (_fft_size(h + kh - 1), _fft_size(w + kw - 1))
-        spectrum = torch.einsum("bchw,cohw->bohw", torch.fft.rfft2(x.float(), s=size),
-                                torch.fft.rfft2(self.weight.float(), s=size))
-        out = torch.fft.irfft2(spectrum, s=size)[..., p:p + h, p:p + w].to(x.dtype)
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
 
 def _fft_size(n: int) -> int:
@@ -50,11 +85,11 @@ def _fft_size(n: int) -> int:
         n += 1
 
 
-def use_fft_convolutions(model: nn.Module, setting: str) -> None:
-    """Set how large-kernel stride-1 SAME transposed convs are computed: auto (FFT for kernels >= 16), direct, fft."""
+def set_conv_impl(model: nn.Module, impl: str) -> None:
+    """Pick the formulation of every transposed convolution in the model (see ConvTranspose2d)."""
     for m in model.modules():
-        if isinstance(m, SameConvTranspose2d) and m.stride == (1, 1):
-            m.impl = setting if setting != "auto" else ("fft" if min(m.kernel_size) >= 16 else "direct")
+        if isinstance(m, ConvTranspose2d):
+            m.impl = impl
 
 
 class SeedGenerator(nn.Module):
@@ -100,10 +135,10 @@ class DCGANGenerator(nn.Module):
     def __init__(self, z_dim: int = 100, width: int = 32):
         super().__init__()
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(z_dim, 4 * width, 4, 1, 0, bias=False), nn.BatchNorm2d(4 * width), nn.ReLU(),  # (B, 4w, 4, 4)
-            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),  # (B, 2w, 8, 8)
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),  # (B, w, 16, 16)
-            nn.ConvTranspose2d(width, 1, 4, 2, 1, bias=False), nn.Tanh(),  # (B, 1, 32, 32)
+            ConvTranspose2d(z_dim, 4 * width, 4, 1, 0, bias=False), nn.BatchNorm2d(4 * width), nn.ReLU(),  # (B, 4w, 4, 4)
+            ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),  # (B, 2w, 8, 8)
+            ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),  # (B, w, 16, 16)
+            ConvTranspose2d(width, 1, 4, 2, 1, bias=False), nn.Tanh(),  # (B, 1, 32, 32)
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -148,7 +183,7 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
         g, d, init = DCGANGenerator(cfg.z_dim, cfg.width), DCGANDiscriminator(cfg.width), _init_dcgan
     g.apply(init)
     d.apply(init)
-    use_fft_convolutions(g, cfg.conv_impl)
+    set_conv_impl(g, cfg.conv_impl)
     return g, d
 
 

@@ -8,7 +8,7 @@ import torch
 
 from . import checkpoints
 from .config import TrainConfig, resolve
-from .devices import pick_device
+from .devices import pick_device, speed_settings
 from .errors import UsageError
 from .images import save_grid
 from .models import build_models, sample_noise
@@ -16,7 +16,10 @@ from .models import build_models, sample_noise
 
 def load_generator(checkpoint_dir: str, checkpoint: str | None = None,
                    device: str = "auto") -> tuple[torch.nn.Module, TrainConfig, int]:
-    """(generator in eval mode, its config, its step) from a checkpoint file or a directory's newest one."""
+    """(generator in eval mode, its config, its step) from a checkpoint file or a directory's newest one.
+
+    The weight average is used where the checkpoint has one: it is what the run's grids and scores showed.
+    """
     if checkpoint:
         if not Path(checkpoint).is_file():
             raise UsageError(f"--checkpoint {checkpoint} does not exist")
@@ -32,8 +35,12 @@ def load_generator(checkpoint_dir: str, checkpoint: str | None = None,
         state = found[0]
     cfg = resolve({}, state["config"])
     generator, _ = build_models(cfg)
-    generator.load_state_dict(state["generator"])
-    return generator.to(pick_device(device)).eval(), cfg, state["step"]
+    generator.load_state_dict(state.get("generator_ema", state["generator"]))
+    dev = pick_device(device)
+    generator = generator.to(dev).eval()
+    if speed_settings(cfg, dev).channels_last:
+        generator.to(memory_format=torch.channels_last)
+    return generator, cfg, state["step"]
 
 
 @torch.no_grad()

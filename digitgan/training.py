@@ -1,6 +1,8 @@
 """The training loop: one function, top to bottom, plus the few helpers it calls."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import dataclasses
 import json
@@ -20,7 +22,7 @@ from tqdm import tqdm
 from . import checkpoints
 from .config import TrainConfig, resolve
 from .data import BatchSampler, load_dataset
-from .devices import pick_device
+from .devices import Speed, pick_device, speed_settings
 from .errors import TrainingStopped, UsageError
 from .images import plot_curves, save_grid
 from .metrics import KEYS, Judge
@@ -105,12 +107,19 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision for forward passes in dtype (None: full precision)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
-             z: torch.Tensor, ones: torch.Tensor, zeros: torch.Tensor) -> tuple[torch.Tensor, ...]:
+             z: torch.Tensor, ones: torch.Tensor, zeros: torch.Tensor,
+             amp: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
     """One discriminator step; returns (loss, logits on real, logits on fake)."""
-    with torch.no_grad():
-        fake = G(z)
-    real_logits, fake_logits = D(real), D(fake)
+    with autocast(real.device, amp):
+        with torch.no_grad():
+            fake = G(z)
+        real_logits, fake_logits = D(real).float(), D(fake).float()
     loss = F.binary_cross_entropy_with_logits(real_logits, ones) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -119,13 +128,41 @@ def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer,
 
 
 def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor,
-             ones: torch.Tensor) -> torch.Tensor:
+             ones: torch.Tensor, amp: torch.dtype | None = None) -> torch.Tensor:
     """One generator step with the non-saturating loss (G maximises log D(G(z)))."""
-    loss = F.binary_cross_entropy_with_logits(D(G(z)), ones)
+    with autocast(z.device, amp):
+        logits = D(G(z)).float()
+    loss = F.binary_cross_entropy_with_logits(logits, ones)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return loss
+
+
+class Averager:
+    """An exponential moving average of a model's weights and buffers (Yazici et al. 2019: averaged GAN
+    generators score markedly better). The decay warms up as min(decay, (1 + t) / (10 + t))."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model, self.decay = copy.deepcopy(model).eval().requires_grad_(False), decay
+        self._pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        weight = 1 - min(self.decay, (1 + step) / (10 + step))
+        floats = [(a, p) for a, p in self._pairs if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [p for _, p in floats], weight)
+        for a, p in self._pairs:
+            if not a.is_floating_point():
+                a.copy_(p)
+
+
+def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The (G, D) the update steps call: in channels_last and compiled when asked. The state stays in G and D."""
+    if speed.channels_last:
+        G.to(memory_format=torch.channels_last)
+        D.to(memory_format=torch.channels_last)
+    return (torch.compile(G), torch.compile(D)) if speed.compile else (G, D)
 
 
 def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: bool = False) -> Path:
@@ -141,14 +178,19 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
     cfg = resolve(overrides, state["config"] if state else None)
     sample_dir = ensure_writable(cfg.sample_dir, "--sample-dir")
     device = pick_device(cfg.device)
-    data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir).to(device)
+    speed = speed_settings(cfg, device)
+    data_device = device if speed.data_on_device else torch.device("cpu")
+    images = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir).images.to(data_device)
+    if speed.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
 
     torch.manual_seed(cfg.seed)
     G, D = (m.to(device) for m in build_models(cfg))
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed + 2)
-    noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+    sampler = BatchSampler(len(images), cfg.batch_size, cfg.seed + 2, data_device)
+    noise_device = device if speed.noise_on_device else torch.device("cpu")
+    noise_gen = torch.Generator(noise_device).manual_seed(cfg.seed + 1)
     fixed_z = sample_noise(cfg, 64, torch.Generator().manual_seed(cfg.seed), "cpu").to(device)
     step, elapsed, d_won_steps = 0, 0.0, 0
     if state:
@@ -157,7 +199,10 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         fixed_z = state["fixed_noise"].to(device)
-        noise_gen.set_state(state["rng"]["noise"])
+        try:
+            noise_gen.set_state(state["rng"]["noise"])
+        except RuntimeError:  # saved by a generator on another kind of device
+            print("note: the noise stream restarts: it was saved on another kind of device", file=sys.stderr)
         sampler.load_state_dict(state["rng"]["sampler"])
         checkpoints.restore_rng(state["rng"])
         step, elapsed, d_won_steps = state["step"], state["elapsed"], state["health"]["d_won_steps"]
@@ -168,7 +213,12 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
     checkpoints.atomic_write(run_dir / "config.json",
                              lambda f: f.write(json.dumps(dataclasses.asdict(cfg), indent=2).encode() + b"\n"))
 
-    noise = lambda: sample_noise(cfg, cfg.batch_size, noise_gen, device)
+    G_step, D_step = prepare(G, D, speed)  # after loading: channels_last survives load_state_dict
+    ema = Averager(G, cfg.ema) if cfg.ema else None
+    if ema and state and "generator_ema" in state:
+        ema.model.load_state_dict(state["generator_ema"])
+    G_show = ema.model if ema else G  # what grids and evaluations draw from
+    noise = lambda: sample_noise(cfg, cfg.batch_size, noise_gen, noise_device).to(device, non_blocking=True)
     ones = torch.ones(cfg.batch_size, device=device)
     zeros = torch.zeros(cfg.batch_size, device=device)
     sums, count = torch.zeros(4, device=device), 0  # d_loss, g_loss, D(x), D(G(z)); read back every log_every
@@ -183,10 +233,13 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
     with StopRequest() as stop:
         while not stopping:
             for _ in range(cfg.d_steps):
-                real = data.images[sampler.next()]
-                d_loss, real_logits, fake_logits = d_update(G, D, opt_d, real, noise(), ones, zeros)
+                real = images[sampler.next()].to(device, non_blocking=True)
+                d_loss, real_logits, fake_logits = d_update(G_step, D_step, opt_d, real, noise(), ones, zeros,
+                                                            speed.autocast)
             for _ in range(cfg.g_steps):
-                g_loss = g_update(G, D, opt_g, noise(), ones)
+                g_loss = g_update(G_step, D_step, opt_g, noise(), ones, speed.autocast)
+            if ema:
+                ema.update(step)
             sums += torch.stack([d_loss, g_loss, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean()]).detach()
             count += 1
             step += 1
@@ -217,9 +270,9 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                                           f"from it with different settings")
                 if eval_now:
                     t = time.perf_counter()
-                    G.eval()
-                    scores = judge.score(generate(G, cfg, cfg.eval_num, seed=0))
-                    G.train()
+                    G_show.eval()
+                    scores = judge.score(generate(G_show, cfg, cfg.eval_num, seed=0))
+                    G_show.train(G_show is G)
                     row.update({k: scores[k] for k in KEYS})
                     pbar.write(f"step {step}: FID {scores['fid']:.2f} (real data: {judge.reference['fid']:.2f}), "
                                f"precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, "
@@ -229,13 +282,14 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                 with open(csv_path, "a") as f:
                     f.write(_line(row) + "\n")
             if step % cfg.sample_every == 0 or stopping:
-                G.eval()
+                G_show.eval()
                 with torch.no_grad():
-                    save_grid(G(fixed_z), sample_dir / f"step_{step:07d}.png", nrow=8)
-                G.train()
+                    save_grid(G_show(fixed_z), sample_dir / f"step_{step:07d}.png", nrow=8)
+                G_show.train(G_show is G)
             if save_now:
                 last_ckpt = checkpoints.save(run_dir, dict(
                     step=step, config=dataclasses.asdict(cfg), generator=G.state_dict(),
+                    **({"generator_ema": ema.model.state_dict()} if ema else {}),
                     discriminator=D.state_dict(), opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
                     fixed_noise=fixed_z.cpu(), elapsed=time.perf_counter() - start,
                     health={"d_won_steps": d_won_steps},

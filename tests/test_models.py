@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from digitgan.config import resolve
-from digitgan.models import SameConvTranspose2d, build_models, sample_noise
+from digitgan.models import ConvTranspose2d, SameConvTranspose2d, build_models, sample_noise
 
 
 @pytest.mark.parametrize("preset", ["dcgan", "seed"])
@@ -75,33 +75,49 @@ def test_dcgan_preset_follows_radford():
     assert not any(isinstance(m, torch.nn.Linear) for m in list(g.modules()) + list(d.modules()))  # all-convolutional
 
 
+LAYERS = {  # (layer, input shape): the shapes where the formulations differ from PyTorch's kernels
+    "seed 32x32 kernel": (lambda bias: SameConvTranspose2d(16, 1, 32, 1, bias=bias), (4, 16, 32, 32)),
+    "seed SAME stride 2": (lambda bias: SameConvTranspose2d(16, 8, 5, 2, bias=bias), (4, 16, 8, 8)),
+    "dcgan 1x1 input": (lambda bias: ConvTranspose2d(100, 32, 4, 1, 0, bias=bias), (4, 100, 1, 1)),
+    "dcgan 1 channel out": (lambda bias: ConvTranspose2d(8, 1, 4, 2, 1, bias=bias), (4, 8, 16, 16)),
+}
+
+
 @pytest.mark.parametrize("bias", [False, True])
-def test_fft_transposed_conv_equals_the_direct_one_forward_and_backward(bias):
+@pytest.mark.parametrize("impl,layer", [("fft", "seed 32x32 kernel")] + [("matmul", name) for name in LAYERS])
+def test_transposed_conv_formulations_equal_the_direct_one_forward_and_backward(impl, layer, bias):
+    make, shape = LAYERS[layer]
     torch.manual_seed(0)
-    direct = SameConvTranspose2d(16, 1, 32, 1, bias=bias)
-    fft = SameConvTranspose2d(16, 1, 32, 1, bias=bias)
-    fft.load_state_dict(direct.state_dict())  # the same weights: checkpoints are interchangeable
-    fft.impl = "fft"
-    x1 = torch.randn(4, 16, 32, 32, requires_grad=True)
+    direct, other = make(bias), make(bias)
+    other.load_state_dict(direct.state_dict())  # the same weights: checkpoints are interchangeable
+    direct.impl, other.impl = "direct", impl
+    x1 = torch.randn(*shape, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_()
-    y1, y2 = direct(x1), fft(x2)
-    assert y1.shape == y2.shape == (4, 1, 32, 32)
+    y1, y2 = direct(x1), other(x2)
+    assert y1.shape == y2.shape
     assert torch.allclose(y1, y2, atol=1e-5, rtol=1e-4)
     g = torch.randn_like(y1)
     (y1 * g).sum().backward()
     (y2 * g).sum().backward()
     assert torch.allclose(x1.grad, x2.grad, atol=1e-5, rtol=1e-4)
-    assert torch.allclose(direct.weight.grad, fft.weight.grad, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(direct.weight.grad, other.weight.grad, atol=1e-4, rtol=1e-4)
     if bias:
-        assert torch.allclose(direct.bias.grad, fft.bias.grad, atol=1e-4)
+        assert torch.allclose(direct.bias.grad, other.bias.grad, atol=1e-4)
+
+
+def test_auto_picks_a_formulation_by_shape():
+    x = torch.zeros(2, 8, 16, 16)
+    assert SameConvTranspose2d(8, 1, 32, 1)._auto(x) == "fft"
+    assert ConvTranspose2d(8, 1, 4, 2, 1)._auto(x) == "matmul"  # one output channel
+    assert ConvTranspose2d(8, 1, 4, 1, 0)._auto(torch.zeros(2, 8, 1, 1)) == "matmul"  # 1x1 input
+    assert ConvTranspose2d(8, 4, 4, 2, 1)._auto(x) == "direct"
 
 
 def test_seed_generator_picks_fft_automatically_and_gives_the_same_digits():
     torch.manual_seed(0)
     g_auto, _ = build_models(resolve({"preset": "seed", "width": 4}))
     g_direct, _ = build_models(resolve({"preset": "seed", "width": 4, "conv_impl": "direct"}))
-    assert g_auto.net[6].impl == "fft" and g_direct.net[6].impl == "direct"
-    assert all(m.impl == "direct" for m in (g_auto.net[0], g_auto.net[2], g_auto.net[4]))  # stride 2 stays direct
+    assert g_auto.net[6].impl == "auto" and g_direct.net[6].impl == "direct"
     g_direct.load_state_dict(g_auto.state_dict())
     z = torch.rand(8, 100) * 2 - 1
     assert torch.allclose(g_auto(z), g_direct(z), atol=1e-5)
