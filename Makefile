@@ -32,7 +32,8 @@ fashion-mnist:
 	fi
 
 bench: venv data
-	$(PY) bench/throughput.py
+	$(PY) bench/throughput.py --compare
+	$(PY) bench/sampling.py
 
 clean-venv:
 	rm -rf $(VENV)

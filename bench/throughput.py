@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Training speed of each preset on this machine: ms per iteration and real images per second.
+"""Training speed on this machine: ms per iteration, images per second, FLOP rate against the GEMM peak.
 
-One iteration = the preset's D steps then its G steps, through the same d_update/g_update the trainer calls,
-on real MNIST batches. Median over --repeats timed iterations after --warmup untimed ones.
+One iteration = the preset's D steps, its G steps and the weight-average update, through the same functions
+the trainer calls, on real MNIST batches. Variants are timed in interleaved rounds (the machines are noisy)
+and each figure is the median over rounds.
 
-    python bench/throughput.py                       # both presets at their own batch sizes
-    python bench/throughput.py --presets dcgan --repeats 20
+    python bench/throughput.py                # each preset as it trains by default
+    python bench/throughput.py --compare      # seed: straightforward vs ours; default preset: share of GEMM peak
+    python bench/throughput.py --variants     # default preset under every speed switch, batch size, thread count
 """
 from __future__ import annotations
 
@@ -14,60 +16,165 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from digitgan.config import resolve  # noqa: E402
+from digitgan.config import TrainConfig, resolve  # noqa: E402
 from digitgan.data import BatchSampler, load_dataset  # noqa: E402
+from digitgan.devices import pick_device, speed_settings  # noqa: E402
 from digitgan.models import build_models, sample_noise  # noqa: E402
-from digitgan.devices import pick_device  # noqa: E402
-from digitgan.training import d_update, g_update  # noqa: E402
+from digitgan.training import Averager, d_update, g_update, prepare  # noqa: E402
+
+# The straightforward port: PyTorch's own convolution kernels in their default layout.
+STRAIGHTFORWARD = dict(conv_impl="direct", channels_last="off", autocast="off", compile="off")
 
 
-def time_preset(preset: str, repeats: int, warmup: int, device: torch.device, cache_dir: str) -> list[float]:
-    cfg = resolve({"preset": preset})
-    data = load_dataset("mnist", "train", cache_dir=cache_dir).to(device)
+def gemm_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """fp32 FLOP/s of an n x n torch.mm, median of repeats."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    times = []
+    for i in range(repeats + 3):
+        t = time.perf_counter()
+        (a @ b).sum().item()
+        if i >= 3:
+            times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+def make_iteration(overrides: dict[str, Any], device: torch.device, images: torch.Tensor,
+                   optimizer: dict[str, Any] | None = None) -> tuple[Callable[[], None], TrainConfig]:
+    """A closure running one training iteration of the config, and the config."""
+    cfg = resolve(overrides)
+    speed = speed_settings(cfg, device)
     torch.manual_seed(0)
     G, D = (m.to(device) for m in build_models(cfg))
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    sampler, gen = BatchSampler(len(data), cfg.batch_size, 0), torch.Generator(device).manual_seed(0)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **(optimizer or {}))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), **(optimizer or {}))
+    G_step, D_step = prepare(G, D, speed)
+    ema = Averager(G, cfg.ema) if cfg.ema else None
+    if speed.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    sampler, gen = BatchSampler(len(images), cfg.batch_size, 0, device), torch.Generator(device).manual_seed(0)
     ones = torch.ones(cfg.batch_size, device=device)
     zeros = torch.zeros(cfg.batch_size, device=device)
-    times = []
-    for i in range(warmup + repeats):
-        t = time.perf_counter()
+
+    def iteration() -> None:
         for _ in range(cfg.d_steps):
-            d_update(G, D, opt_d, data.images[sampler.next()], sample_noise(cfg, cfg.batch_size, gen, device), ones, zeros)
+            d_update(G_step, D_step, opt_d, images[sampler.next()], sample_noise(cfg, cfg.batch_size, gen, device),
+                     ones, zeros, speed.autocast)
         for _ in range(cfg.g_steps):
-            loss = g_update(G, D, opt_g, sample_noise(cfg, cfg.batch_size, gen, device), ones)
+            loss = g_update(G_step, D_step, opt_g, sample_noise(cfg, cfg.batch_size, gen, device), ones,
+                            speed.autocast)
+        if ema:
+            ema.update(1000)
         loss.item()  # wait for the device
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return times
+    return iteration, cfg
+
+
+def count_flops(iteration: Callable[[], None]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        iteration()
+    return counter.get_total_flops()
+
+
+def time_interleaved(iterations: dict[str, Callable[[], None]], rounds: int, per_round: int = 1,
+                     warmup: int = 2) -> dict[str, float]:
+    """Median seconds per iteration of each, over `rounds` rounds that take turns."""
+    for it in iterations.values():
+        for _ in range(warmup):
+            it()
+    times: dict[str, list[float]] = {name: [] for name in iterations}
+    for _ in range(rounds):
+        for name, it in iterations.items():
+            t = time.perf_counter()
+            for _ in range(per_round):
+                it()
+            times[name].append((time.perf_counter() - t) / per_round)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def compare(device: torch.device, images: torch.Tensor, rounds: int) -> None:
+    peak = gemm_peak(device)
+    print(f"fp32 GEMM peak (2048x2048 torch.mm, median of 10): {peak / 1e9:.1f} GFLOP/s")
+    seed = time_interleaved({"straightforward": make_iteration({"preset": "seed", **STRAIGHTFORWARD}, device, images)[0],
+                             "ours": make_iteration({"preset": "seed"}, device, images)[0]}, rounds=3, warmup=1)
+    speedup = seed["straightforward"] / seed["ours"]
+    print(f"seed preset, batch 256, 1 D + 2 G steps: straightforward {1000 * seed['straightforward']:.0f} ms/it, "
+          f"ours {1000 * seed['ours']:.0f} ms/it (median of 3 interleaved rounds): {speedup:.1f}x")
+    iteration, cfg = make_iteration({}, device, images)
+    flops = count_flops(iteration)
+    seconds = time_interleaved({"default": iteration}, rounds=rounds, per_round=5)["default"]
+    share = flops / seconds / peak
+    print(f"default preset, batch {cfg.batch_size}, width {cfg.width}: {flops / 1e9:.2f} GFLOP/it "
+          f"(torch.utils.flop_counter), {1000 * seconds:.1f} ms/it (median of {rounds} rounds of 5), "
+          f"{flops / seconds / 1e9:.1f} GFLOP/s = {share:.0%} of the GEMM peak")
+    print(f"seed_speedup={speedup:.2f}")
+    print(f"default_gemm_share={share:.3f}")
+
+
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name: (config overrides, Adam options)
+    "default (channels_last, matmul/fft where they win)": ({}, {}),
+    "NCHW (channels_last off)": ({"channels_last": "off"}, {}),
+    "PyTorch's kernels for every layer (conv-impl direct)": ({"conv_impl": "direct"}, {}),
+    "bf16 autocast": ({"autocast": "bf16"}, {}),
+    "torch.compile": ({"compile": "on"}, {}),
+    "fused Adam": ({}, {"fused": True}),
+    "for-loop Adam (foreach off)": ({}, {"foreach": False}),
+    "no weight average (ema 0)": ({"ema": 0.0}, {}),
+    "batch 32": ({"batch_size": 32}, {}),
+    "batch 128": ({"batch_size": 128}, {}),
+    "batch 256": ({"batch_size": 256}, {}),
+}
+
+
+def variants(device: torch.device, images: torch.Tensor, rounds: int) -> None:
+    peak = gemm_peak(device)
+    print(f"fp32 GEMM peak: {peak / 1e9:.1f} GFLOP/s; {torch.get_num_threads()} threads")
+    iterations, flops = {}, {}
+    for name, (overrides, adam) in VARIANTS.items():
+        iterations[name], _ = make_iteration(overrides, device, images, adam)
+        flops[name] = count_flops(make_iteration({**overrides, "compile": "off"}, device, images, adam)[0])
+    seconds = time_interleaved(iterations, rounds=rounds, per_round=5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    seconds["1 thread"] = time_interleaved({"1": iterations[next(iter(VARIANTS))]}, rounds=rounds, per_round=5)["1"]
+    flops["1 thread"] = flops[next(iter(VARIANTS))]
+    torch.set_num_threads(threads)
+    for name, s in seconds.items():
+        rate = flops[name] / s
+        print(f"{name:52s} {1000 * s:7.1f} ms/it  {flops[name] / 1e9:6.2f} GFLOP/it  {rate / 1e9:6.1f} GFLOP/s "
+              f"= {rate / peak:4.0%} of peak")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--presets", nargs="+", default=["dcgan", "seed"])
-    p.add_argument("--repeats", type=int, default=None, help="timed iterations (default: 20 dcgan, 3 seed)")
-    p.add_argument("--warmup", type=int, default=2)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--compare", action="store_true", help="seed: straightforward vs ours; default preset: "
+                      "FLOPs and share of the GEMM peak; ends with seed_speedup= and default_gemm_share=")
+    mode.add_argument("--variants", action="store_true", help="the default preset under every switch tried")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default="data")
     args = p.parse_args()
     device = pick_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for preset in args.presets:
-        repeats = args.repeats or (3 if preset == "seed" else 20)
-        times = time_preset(preset, repeats, args.warmup, device, args.cache_dir)
-        cfg = resolve({"preset": preset})
-        med = statistics.median(times)
-        print(f"{preset:6s} batch {cfg.batch_size:4d}, {cfg.d_steps} D + {cfg.g_steps} G steps: "
-              f"{1000 * med:9.1f} ms/iteration (median of {repeats}; min {1000 * min(times):.1f}, "
-              f"max {1000 * max(times):.1f}), {cfg.batch_size / med:7.0f} real images/s, "
-              f"{cfg.steps} steps ~ {cfg.steps * med / 60:.1f} min")
+    images = load_dataset("mnist", "train", cache_dir=args.cache_dir).images.to(device)
+    if args.compare:
+        compare(device, images, args.rounds)
+    elif args.variants:
+        variants(device, images, args.rounds)
+    else:
+        iterations = {preset: make_iteration({"preset": preset}, device, images) for preset in ("dcgan", "seed")}
+        seconds = time_interleaved({k: it for k, (it, _) in iterations.items()}, rounds=3, warmup=1)
+        for preset, (_, cfg) in iterations.items():
+            s = seconds[preset]
+            print(f"{preset:6s} batch {cfg.batch_size:4d}, {cfg.d_steps} D + {cfg.g_steps} G steps: "
+                  f"{1000 * s:8.1f} ms/iteration, {cfg.batch_size * cfg.d_steps / s:6.0f} real images/s, "
+                  f"its {cfg.steps} steps ~ {cfg.steps * s / 60:.1f} min")
 
 
 if __name__ == "__main__":

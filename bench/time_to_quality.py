@@ -4,9 +4,10 @@
 Evaluation (10,000 samples against the test set with the shipped evaluator) is not counted on the training
 clock. Writes OUT/time_to_quality.csv (wall seconds, steps, images seen, every metric), OUT/time_to_quality.png
 (FID and recall against wall seconds) and prints when FID first falls to 50x, 20x, 10x and 5x the real-data
-reference.
+reference. --before draws an earlier run's CSV into the same plot and prints its ladder beside this one's.
 
-    python bench/time_to_quality.py --preset dcgan --minutes 15 --eval-every 500 --out bench/out/ttq-dcgan
+    python bench/time_to_quality.py --preset dcgan --minutes 15 --eval-every 500 --out bench/out/ttq-dcgan \
+        --before bench/results/ttq-dcgan-before.csv
     python bench/time_to_quality.py --set batch_size=128 --set lr_g=3e-4 --out bench/out/ttq-try
 """
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     p.add_argument("--eval-num", type=int, default=10000)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other training setting")
     p.add_argument("--out", default="bench/out/ttq", help="a new directory for the run and the results")
+    p.add_argument("--before", default=None, help="an earlier time_to_quality.csv to compare with")
     args = p.parse_args()
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -67,16 +69,23 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    before = read_rows(Path(args.before)) if args.before else []
     plot_curves([{**r, "step": r["wall_seconds"], **{f"{m}x reference": m * reference["fid"] for m in RUNGS}}
-                 for r in rows], out / "time_to_quality.png",
-                (("FID vs training wall seconds (log scale)", ("fid", *(f"{m}x reference" for m in RUNGS))),
-                 ("recall / precision", ("recall", "precision"))), log_first=True, xlabel="training wall seconds")
+                 for r in rows] + [{"step": r["wall_seconds"], "fid before": r["fid"], "recall before": r["recall"],
+                                    "precision before": r["precision"]} for r in before],
+                out / "time_to_quality.png",
+                (("FID vs training wall seconds (log scale)",
+                  ("fid", *(["fid before"] if before else []), *(f"{m}x reference" for m in RUNGS))),
+                 ("recall / precision", ("recall", "precision", *(["recall before", "precision before"] if before else [])))),
+                log_first=True, xlabel="training wall seconds")
     print(f"real-data reference FID {reference['fid']:.3f}; preset {args.preset}, {args.minutes} min budget, "
           f"{rows[-1]['steps']} steps, final FID {rows[-1]['fid']:.2f}, recall {rows[-1]['recall']:.3f}, "
           f"classes {rows[-1]['classes_covered']}")
+    was = ladder(before, reference["fid"]) if before else {}
     for m, t in ladder(rows, reference["fid"]).items():
         print(f"FID <= {m:2d}x reference ({m * reference['fid']:.2f}): "
-              + (f"{t:.0f} s" if t is not None else "not reached in the budget"))
+              + (f"{t:.0f} s" if t is not None else "not reached in the budget")
+              + (f" (before: {was[m]:.0f} s)" if was.get(m) is not None else " (before: not reached)" if before else ""))
     print(f"wrote {out / 'time_to_quality.csv'} and {out / 'time_to_quality.png'}")
 
 

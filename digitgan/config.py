@@ -27,8 +27,8 @@ class TrainConfig:
     batch_size: int = 64  # images per D or G step
     d_steps: int = 1  # discriminator updates per iteration
     g_steps: int = 1  # generator updates per iteration
-    lr_d: float = 2e-4  # Adam learning rate of the discriminator
-    lr_g: float = 2e-4  # Adam learning rate of the generator
+    lr_d: float = 4e-3  # Adam learning rate of the discriminator
+    lr_g: float = 4e-3  # Adam learning rate of the generator
     beta1: float = 0.5  # Adam beta1 of both networks
     beta2: float = 0.999  # Adam beta2 of both networks
     sample_every: int = 1000  # iterations between sample grids

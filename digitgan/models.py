@@ -50,6 +50,9 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         b, c, h, w = x.shape
         (kh, kw), (sy, sx), (py, px) = self.kernel_size, self.stride, self.padding
         cols = x.permute(0, 2, 3, 1).reshape(b * h * w, c) @ self.weight.reshape(c, -1)  # (B*H*W, C_out*kh*kw)
+        if h == w == 1:  # nothing overlaps: the product already is the image
+            out = cols.view(b, self.out_channels, kh, kw)[..., py:kh - py, px:kw - px]
+            return self._add_bias(out)
         cols = cols.view(b, h * w, -1).transpose(1, 2)  # (B, C_out*kh*kw, H*W)
         size = ((h - 1) * sy - 2 * py + kh, (w - 1) * sx - 2 * px + kw)
         return self._add_bias(F.fold(cols, size, self.kernel_size, padding=self.padding, stride=self.stride))

@@ -36,14 +36,33 @@ def load_generator(checkpoint_dir: str, checkpoint: str | None = None,
     cfg = resolve({}, state["config"])
     generator, _ = build_models(cfg)
     generator.load_state_dict(state.get("generator_ema", state["generator"]))
-    dev = pick_device(device)
-    generator = generator.to(dev).eval()
-    if speed_settings(cfg, dev).channels_last:
+    return prepare_for_inference(generator, cfg, pick_device(device)), cfg, state["step"]
+
+
+def prepare_for_inference(generator: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """The generator on the device in eval mode, each BatchNorm folded into the convolution before it (the same
+    function, one pass fewer over the activations), in channels_last where training would use it."""
+    generator = generator.to(device).eval()
+    for seq in [m for m in generator.modules() if isinstance(m, torch.nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], torch.nn.ConvTranspose2d) and isinstance(seq[i + 1], torch.nn.BatchNorm2d):
+                _fold_batchnorm(seq[i], seq[i + 1])
+                seq[i + 1] = torch.nn.Identity()
+    if speed_settings(cfg, device).channels_last:
         generator.to(memory_format=torch.channels_last)
-    return generator, cfg, state["step"]
+    return generator
 
 
 @torch.no_grad()
+def _fold_batchnorm(conv: torch.nn.ConvTranspose2d, bn: torch.nn.BatchNorm2d) -> None:
+    # In eval mode bn(y) = (y - mean) * scale + beta per channel, with scale = gamma / sqrt(var + eps).
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight.mul_(scale.view(1, -1, 1, 1))  # a transposed conv's weight is (C_in, C_out, kh, kw)
+    conv.bias = torch.nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+
+
+@torch.inference_mode()
 def generate(generator: torch.nn.Module, cfg: TrainConfig, num: int, seed: int, batch: int = 1000) -> torch.Tensor:
     """(num, 1, 32, 32) images in [-1, 1] on the CPU; noise is drawn on the CPU so any device gives the same z."""
     device = next(generator.parameters()).device

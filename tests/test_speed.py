@@ -1,0 +1,124 @@
+"""The speed switches change how the math runs, never what it computes; the weight average and inference
+preparation keep the generator's function."""
+import copy
+
+import pytest
+import torch
+
+from digitgan import checkpoints
+from digitgan.config import resolve
+from digitgan.data import load_dataset
+from digitgan.devices import Speed, speed_settings
+from digitgan.models import build_models, sample_noise
+from digitgan.sampling import prepare_for_inference
+from digitgan.training import Averager, d_update, g_update, prepare, train
+
+PLAIN = Speed(channels_last=False, autocast=None, compile=False, data_on_device=True, noise_on_device=True)
+
+
+def _one_update_each(speed, cache_dir, preset="dcgan"):
+    """Losses and gradients of one D step and one G step from fixed weights and batches."""
+    cfg = resolve({"preset": preset, "width": 8, "batch_size": 16})
+    torch.manual_seed(0)
+    G, D = build_models(cfg)
+    G_step, D_step = prepare(G, D, speed)
+    real = load_dataset("mnist", "train", cache_dir=cache_dir).images[:16]
+    if speed.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(1)
+    ones, zeros = torch.ones(16), torch.zeros(16)
+    # lr 0: the step leaves the weights alone, so the G step sees the same D
+    opt_d, opt_g = (torch.optim.SGD(m.parameters(), lr=0.0) for m in (D, G))
+    d_loss, real_logits, _ = d_update(G_step, D_step, opt_d, real, sample_noise(cfg, 16, gen, "cpu"), ones, zeros,
+                                      speed.autocast)
+    d_grads = [p.grad.clone() for p in D.parameters()]
+    g_loss = g_update(G_step, D_step, opt_g, sample_noise(cfg, 16, gen, "cpu"), ones, speed.autocast)
+    g_grads = [p.grad.clone() for p in G.parameters()]
+    return torch.stack([d_loss, g_loss]).detach(), real_logits.detach(), d_grads + g_grads
+
+
+def _assert_same(base, other):
+    assert torch.allclose(base[0], other[0], rtol=1e-5) and torch.allclose(base[1], other[1], atol=1e-5)
+    # All gradients as one vector: a conv bias followed by BatchNorm has a gradient that is zero up to rounding,
+    # so per-tensor relative checks would compare rounding noise.
+    a, b = torch.cat([g.flatten() for g in base[2]]), torch.cat([g.flatten() for g in other[2]])
+    assert (a - b).norm() <= 1e-4 * a.norm()
+
+
+@pytest.mark.parametrize("preset", ["dcgan", "seed"])
+def test_channels_last_gives_the_same_losses_and_gradients(cache_dir, preset):
+    base = _one_update_each(PLAIN, cache_dir, preset)
+    other = _one_update_each(Speed(**{**PLAIN.__dict__, "channels_last": True}), cache_dir, preset)
+    _assert_same(base, other)
+
+
+def test_bf16_autocast_stays_within_bf16_rounding(cache_dir):
+    base = _one_update_each(PLAIN, cache_dir)
+    other = _one_update_each(Speed(**{**PLAIN.__dict__, "autocast": torch.bfloat16}), cache_dir)
+    assert torch.allclose(base[0], other[0], rtol=2e-2)  # losses
+    assert torch.allclose(base[1], other[1], atol=5e-2)  # logits on real digits
+    for a, b in zip(base[2], other[2]):  # every gradient points the same way
+        assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.99
+
+
+def test_torch_compile_gives_the_same_losses_and_gradients(cache_dir):
+    base = _one_update_each(PLAIN, cache_dir)
+    other = _one_update_each(Speed(**{**PLAIN.__dict__, "compile": True}), cache_dir)
+    _assert_same(base, other)
+
+
+@pytest.mark.parametrize("switch", ["data_on_device", "noise_on_device", "channels_last"])
+def test_training_with_a_switch_off_matches_the_default_run(tiny, tmp_path, switch):
+    a = train(tiny(checkpoint_dir=str(tmp_path / "a")))
+    b = train(tiny(checkpoint_dir=str(tmp_path / "b"), **{switch: "off"}))
+    sa, sb = checkpoints.load(a), checkpoints.load(b)
+    for part in ("generator", "generator_ema", "discriminator"):
+        for k in sa[part]:
+            if switch == "channels_last":  # another summation order in the convolutions: rounding only
+                assert torch.allclose(sa[part][k].float(), sb[part][k].float(), atol=1e-4), (part, k)
+            else:  # on the CPU the same numbers are drawn either way
+                assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+
+
+def test_auto_switches_follow_the_device():
+    cfg = resolve({})
+    cpu, cuda = speed_settings(cfg, torch.device("cpu")), speed_settings(cfg, torch.device("cuda"))
+    assert cpu.channels_last and cpu.autocast is None and not cpu.compile
+    assert cuda.channels_last and cuda.autocast == torch.bfloat16 and cuda.compile
+    off = speed_settings(resolve({"channels_last": "off", "compile": "off", "autocast": "off"}), torch.device("cuda"))
+    assert not off.channels_last and off.autocast is None and not off.compile
+
+
+def test_weight_average_follows_with_warmup_then_lags():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    ema = Averager(model, decay=0.99)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    before = ema.model[0].weight.clone()
+    ema.update(0)  # warm-up: weight 1 - 1/10 on the new value
+    assert torch.allclose(ema.model[0].weight, before + 0.9, atol=1e-6)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update(10_000)  # steady state: 1 - decay
+    assert torch.allclose(ema.model[0].weight, before + 0.9 + 0.01 * 1.1, atol=1e-6)
+    model[1].num_batches_tracked.fill_(7)
+    ema.update(10_001)
+    assert ema.model[1].num_batches_tracked.item() == 7  # integer buffers are copied, not averaged
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+def test_inference_preparation_keeps_the_generators_function():
+    cfg = resolve({"width": 8})
+    torch.manual_seed(0)
+    G, _ = build_models(cfg)
+    with torch.no_grad():  # give BatchNorm non-trivial statistics
+        for m in G.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    G.eval()
+    fast = prepare_for_inference(copy.deepcopy(G), cfg, torch.device("cpu"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    z = torch.randn(32, cfg.z_dim)
+    with torch.no_grad():
+        assert torch.allclose(G(z), fast(z), atol=1e-5)
