@@ -27,6 +27,7 @@ from digitgan.metrics import KEYS  # noqa: E402
 from digitgan.training import read_rows, train  # noqa: E402
 
 RUNGS = (50, 20, 10, 5)
+REAL_FID = 0.033  # the shipped MNIST evaluator's real-data reference (real_reference.json of any run); --plot-from only
 
 
 def parse_set(items: list[str]) -> dict:
@@ -43,6 +44,17 @@ def ladder(rows: list[dict], reference_fid: float) -> dict[int, float | None]:
     return {m: next((r["wall_seconds"] for r in rows if r["fid"] <= m * reference_fid), None) for m in RUNGS}
 
 
+def plot(rows: list[dict], before: list[dict], reference_fid: float, path: Path) -> None:
+    plot_curves([{**r, "step": r["wall_seconds"], **{f"{m}x reference": m * reference_fid for m in RUNGS}}
+                 for r in rows] + [{"step": r["wall_seconds"], "fid before": r["fid"], "recall before": r["recall"],
+                                    "precision before": r["precision"]} for r in before],
+                path,
+                (("FID vs training wall seconds (log scale)",
+                  ("fid", *(["fid before"] if before else []), *(f"{m}x reference" for m in RUNGS))),
+                 ("recall / precision", ("recall", "precision", *(["recall before", "precision before"] if before else [])))),
+                log_first=True, xlabel="training wall seconds")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="dcgan")
@@ -52,7 +64,13 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other training setting")
     p.add_argument("--out", default="bench/out/ttq", help="a new directory for the run and the results")
     p.add_argument("--before", default=None, help="an earlier time_to_quality.csv to compare with")
+    p.add_argument("--plot-from", default=None, metavar="CSV", help="no training: plot this time_to_quality.csv "
+                   "(with --before) into --out PNG")
     args = p.parse_args()
+    before = read_rows(Path(args.before)) if args.before else []
+    if args.plot_from:
+        plot(read_rows(Path(args.plot_from)), before, REAL_FID, Path(args.out))
+        return
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         sys.exit(f"error: {out}/ is not empty; pass a new --out")
@@ -69,15 +87,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    before = read_rows(Path(args.before)) if args.before else []
-    plot_curves([{**r, "step": r["wall_seconds"], **{f"{m}x reference": m * reference["fid"] for m in RUNGS}}
-                 for r in rows] + [{"step": r["wall_seconds"], "fid before": r["fid"], "recall before": r["recall"],
-                                    "precision before": r["precision"]} for r in before],
-                out / "time_to_quality.png",
-                (("FID vs training wall seconds (log scale)",
-                  ("fid", *(["fid before"] if before else []), *(f"{m}x reference" for m in RUNGS))),
-                 ("recall / precision", ("recall", "precision", *(["recall before", "precision before"] if before else [])))),
-                log_first=True, xlabel="training wall seconds")
+    plot(rows, before, reference["fid"], out / "time_to_quality.png")
     print(f"real-data reference FID {reference['fid']:.3f}; preset {args.preset}, {args.minutes} min budget, "
           f"{rows[-1]['steps']} steps, final FID {rows[-1]['fid']:.2f}, recall {rows[-1]['recall']:.3f}, "
           f"classes {rows[-1]['classes_covered']}")

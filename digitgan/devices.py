@@ -32,8 +32,9 @@ class Speed:
 
 
 def speed_settings(cfg: TrainConfig, device: torch.device) -> Speed:
-    """auto: what measured faster. channels_last won on this CPU (59 vs 69 ms per default iteration) and suits
-    tensor cores; bf16 autocast and torch.compile lost on the CPU (bench/throughput.py --variants)."""
+    """auto: channels_last everywhere (faster on the CPU, suits tensor cores); bf16 autocast and torch.compile on
+    CUDA only: compile was slower on the CPU, and bf16, though faster there, changes the rounding
+    (bench/throughput.py --variants has the figures)."""
     cuda = device.type == "cuda"
     pick = lambda value, auto: auto if value == "auto" else value == "on"
     return Speed(channels_last=pick(cfg.channels_last, True),
