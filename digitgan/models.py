@@ -35,15 +35,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         return "direct"
 
     def _fft_forward(self, x: torch.Tensor) -> torch.Tensor:
-        # With stride 1 the full transposed convolution is the linear convolution of x with the kernel:
-        # full[o, y, x] = sum_c sum_ij x[c, i, j] w[c, o, y - i, x - j]. An FFT of at least H + K - 1 points
-        # makes the circular convolution equal the linear one; then crop the padding.
-        (h, w), (kh, kw), (py, px) = x.shape[-2:], self.kernel_size, self.padding
-        size = (_fft_size(h + kh - 1), _fft_size(w + kw - 1))
-        spectrum = torch.einsum("bchw,cohw->bohw", torch.fft.rfft2(x.float(), s=size),
-                                torch.fft.rfft2(self.weight.float(), s=size))
-        out = torch.fft.irfft2(spectrum, s=size)[..., py:py + h + kh - 1 - 2 * py, px:px + w + kw - 1 - 2 * px]
-        return self._add_bias(out.to(x.dtype))
+        return self._add_bias(_BandedFFT.apply(x, self.weight, self.padding))
 
     def _matmul_forward(self, x: torch.Tensor) -> torch.Tensor:
         # Every input pixel adds its (C_in) @ (C_in, C_out*kh*kw) product as a kh x kw patch at stride s.
@@ -59,6 +51,52 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 
     def _add_bias(self, out: torch.Tensor) -> torch.Tensor:
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+
+class _BandedFFT(torch.autograd.Function):
+    """A stride-1 transposed convolution: the FFT along the width, a banded matrix product along the height.
+
+    The full output, L = H + K - 1 per axis, is the linear convolution of x with the kernel,
+    full[b, o, r, s] = sum_c sum_ij x[b, c, i, j] w[c, o, r - i, s - j], and the layer keeps [p, L - p).
+    Along the width that is a product of spectra: on a grid of N >= L - p points whatever the circular
+    convolution wraps around lands outside the kept columns. Along the height it is a banded (Toeplitz) matrix of
+    the kernel rows' spectra: one matrix product per frequency, a shape GEMMs like. The gradients are the
+    matching cross-correlations (conjugate spectra, transposed band), exact on the same grid; written out here
+    because autograd through rfft zero-fills full complex spectra, which is far slower on a CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
+        (b, c, h, w), (_, o, kh, kw), (py, px) = x.shape, weight.shape, padding
+        rows, cols, grid = h + kh - 1 - 2 * py, w + kw - 1 - 2 * px, _fft_size(w + kw - 1 - px)
+        xs = torch.fft.rfft(x.float(), n=grid)  # (B, C, H, F)
+        f = xs.shape[-1]
+        u = py + torch.arange(rows, device=x.device) - torch.arange(h, device=x.device)[:, None]  # kernel row, (H, R)
+        inside = (u >= 0) & (u < kh)
+        band = torch.fft.rfft(weight.float(), n=grid)[:, :, u.clamp(0, kh - 1)] * inside[..., None]  # (C, O, H, R, F)
+        band = band.permute(4, 0, 2, 1, 3).reshape(f, c * h, o * rows)
+        xs = xs.permute(3, 0, 1, 2).reshape(f, b, c * h)
+        ctx.save_for_backward(xs, band, u, inside)
+        ctx.dims = (x.dtype, weight.dtype, b, c, h, w, o, kh, kw, rows, cols, grid, px)
+        out = torch.fft.irfft((xs @ band).view(f, b, o, rows).permute(1, 2, 3, 0), n=grid)  # (B, O, R, N)
+        return out[..., px:px + cols].to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        xs, band, u, inside = ctx.saved_tensors
+        x_dtype, w_dtype, b, c, h, w, o, kh, kw, rows, cols, grid, px = ctx.dims
+        gs = torch.fft.rfft(F.pad(grad.float(), (px, grid - cols - px)), n=grid)  # kept columns at their place
+        gs = gs.permute(3, 0, 1, 2).reshape(-1, b, o * rows)  # (F, B, O*R)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (gs @ band.mH).view(-1, b, c, h).permute(1, 2, 3, 0)  # (B, C, H, F)
+            grad_x = torch.fft.irfft(grad_x, n=grid)[..., :w].to(x_dtype)
+        if ctx.needs_input_grad[1]:
+            per_pair = (xs.mH @ gs).view(-1, c, h, o, rows).permute(1, 3, 2, 4, 0)[:, :, inside]  # (C, O, pairs, F)
+            spectrum = per_pair.new_zeros(c, o, kh, per_pair.shape[-1]).index_add_(2, u[inside], per_pair)
+            grad_w = torch.fft.irfft(spectrum, n=grid)[..., :kw].to(w_dtype)  # (C, O, KH, KW)
+        return grad_x, grad_w, None
 
 
 class SameConvTranspose2d(ConvTranspose2d):

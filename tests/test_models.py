@@ -77,6 +77,7 @@ def test_dcgan_preset_follows_radford():
 
 LAYERS = {  # (layer, input shape): the shapes where the formulations differ from PyTorch's kernels
     "seed 32x32 kernel": (lambda bias: SameConvTranspose2d(16, 1, 32, 1, bias=bias), (4, 16, 32, 32)),
+    "stride 1, 20x20 kernel, 2 channels out": (lambda bias: ConvTranspose2d(3, 2, 20, 1, 3, bias=bias), (2, 3, 9, 7)),
     "seed SAME stride 2": (lambda bias: SameConvTranspose2d(16, 8, 5, 2, bias=bias), (4, 16, 8, 8)),
     "dcgan 1x1 input": (lambda bias: ConvTranspose2d(100, 32, 4, 1, 0, bias=bias), (4, 100, 1, 1)),
     "dcgan 1 channel out": (lambda bias: ConvTranspose2d(8, 1, 4, 2, 1, bias=bias), (4, 8, 16, 16)),
@@ -84,7 +85,8 @@ LAYERS = {  # (layer, input shape): the shapes where the formulations differ fro
 
 
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("impl,layer", [("fft", "seed 32x32 kernel")] + [("matmul", name) for name in LAYERS])
+@pytest.mark.parametrize("impl,layer", [("fft", "seed 32x32 kernel"), ("fft", "stride 1, 20x20 kernel, 2 channels out")]
+                         + [("matmul", name) for name in LAYERS])
 def test_transposed_conv_formulations_equal_the_direct_one_forward_and_backward(impl, layer, bias):
     make, shape = LAYERS[layer]
     torch.manual_seed(0)
