@@ -74,9 +74,9 @@ def main() -> None:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         sys.exit(f"error: {out}/ is not empty; pass a new --out")
-    overrides = dict(preset=args.preset, steps=10**9, minutes=args.minutes, eval_every=args.eval_every,
-                     eval_num=args.eval_num, checkpoint_every=5000, sample_every=args.eval_every,
-                     checkpoint_dir=str(out / "run"), sample_dir=str(out / "samples"), **parse_set(args.set))
+    overrides = {**dict(preset=args.preset, steps=10**9, minutes=args.minutes, eval_every=args.eval_every,
+                        eval_num=args.eval_num, checkpoint_every=5000, sample_every=args.eval_every,
+                        checkpoint_dir=str(out / "run"), sample_dir=str(out / "samples")), **parse_set(args.set)}
     train(overrides)
     cfg = json.loads((out / "run" / "config.json").read_text())
     reference = json.loads((out / "run" / "real_reference.json").read_text())

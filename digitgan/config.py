@@ -29,6 +29,7 @@ class TrainConfig:
     g_steps: int = 1  # generator updates per iteration
     lr_d: float = 4e-3  # Adam learning rate of the discriminator
     lr_g: float = 4e-3  # Adam learning rate of the generator
+    lr_decay: float = 0.0  # fraction of --steps at the end over which both learning rates fall linearly to 0 (0: constant)
     beta1: float = 0.5  # Adam beta1 of both networks
     beta2: float = 0.999  # Adam beta2 of both networks
     sample_every: int = 1000  # iterations between sample grids
@@ -70,6 +71,8 @@ class TrainConfig:
         for name in ("lr_d", "lr_g"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"--{flag(name)} must be positive, not {getattr(self, name)}")
+        if not 0 <= self.lr_decay <= 1:
+            raise UsageError(f"--lr-decay must be in [0, 1], not {self.lr_decay}")
         for name in ("beta1", "beta2", "ema"):
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"--{flag(name)} must be in [0, 1), not {getattr(self, name)}")

@@ -158,6 +158,16 @@ class Averager:
             a.copy_(p)
 
 
+def lr_scale(cfg: TrainConfig, step: int) -> float:
+    """The learning rates' factor at a step: 1, then linear to 0 over the last lr_decay of cfg.steps."""
+    return min(1.0, (cfg.steps - step) / (cfg.lr_decay * cfg.steps)) if cfg.lr_decay else 1.0
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
 def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The (G, D) the update steps call: in channels_last and compiled when asked. The state stays in G and D."""
     if speed.channels_last:
@@ -233,6 +243,9 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
     stopping, out_of_time = step >= cfg.steps, False
     with StopRequest() as stop:
         while not stopping:
+            if cfg.lr_decay:  # a function of the step alone, so a resumed run follows the same schedule
+                set_lr(opt_g, cfg.lr_g * lr_scale(cfg, step))
+                set_lr(opt_d, cfg.lr_d * lr_scale(cfg, step))
             for _ in range(cfg.d_steps):
                 real = images[sampler.next()].to(device, non_blocking=True)
                 d_loss, real_logits, fake_logits = d_update(G_step, D_step, opt_d, real, noise(), ones, zeros,

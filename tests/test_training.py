@@ -68,6 +68,20 @@ def test_resume_is_bit_identical_to_a_straight_run(tiny, tmp_path):
     assert not _same_state(_training_state(straight)["generator"], _training_state(other)["generator"])
 
 
+def test_lr_decay_falls_linearly_to_zero_and_resumes_exactly(tiny, tmp_path):
+    last = train(tiny(steps=6, checkpoint_every=3, lr_decay=0.5))
+    state = checkpoints.load(last)
+    # steps 0-3 at the full rate, then 2/3 and 1/3 of it: the last update ran at a third
+    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(state["config"]["lr_g"] / 3)
+    assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(state["config"]["lr_d"] / 3)
+    final = _training_state(last)
+    last.unlink()
+    resumed = train({"checkpoint_dir": str(tmp_path / "ck")})  # from step 3, where the decay has not begun
+    assert _same_state(final, _training_state(resumed))
+    constant = train(tiny(steps=6, checkpoint_dir=str(tmp_path / "constant")))
+    assert not _same_state(final["generator"], _training_state(constant)["generator"])
+
+
 def test_sigterm_saves_then_resume_matches_a_straight_run(tiny, tmp_path):
     run = tiny(checkpoint_dir=str(tmp_path / "term"), sample_dir=str(tmp_path / "s1"))
     cmd = [sys.executable, str(ROOT / "dcgan.py"), "train", "--steps", "100000", "--checkpoint-every", "100000"]
