@@ -31,19 +31,15 @@ from digitgan.training import Averager, d_update, g_update, prepare  # noqa: E40
 
 # The straightforward port: PyTorch's own convolution kernels in their default layout.
 STRAIGHTFORWARD = dict(conv_impl="direct", channels_last="off", autocast="off", compile="off")
+GEMM_N = 2048  # the GEMM whose FLOP rate is the peak
 BIG_KERNEL_LAYER = "net.6"  # SeedGenerator's last layer, the 32x32-kernel transposed conv
 
 
-def gemm_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """fp32 FLOP/s of an n x n torch.mm, the best of repeats: a peak, and the conservative side for a share of it."""
+def gemm(device: torch.device, n: int = GEMM_N) -> Callable[[], None]:
+    """One fp32 n x n torch.mm, waited for: timed in the same interleaved rounds as what it is compared with,
+    so the machine's load at the moment (these machines are shared) scales both alike."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    times = []
-    for i in range(repeats + 3):
-        t = time.perf_counter()
-        (a @ b).sum().item()
-        if i >= 3:
-            times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / min(times)
+    return lambda: (a @ b).sum().item()
 
 
 def make_iteration(overrides: dict[str, Any], device: torch.device, images: torch.Tensor,
@@ -100,30 +96,29 @@ def time_interleaved(iterations: dict[str, Callable[[], None]], rounds: int, per
 
 
 def compare(device: torch.device, images: torch.Tensor, rounds: int) -> None:
-    peak = gemm_peak(device)
-    print(f"fp32 GEMM peak (2048x2048 torch.mm, best of 10): {peak / 1e9:.1f} GFLOP/s")
     straightforward = make_iteration({"preset": "seed", **STRAIGHTFORWARD}, device, images)[0]
-    seed = time_interleaved({"straightforward": straightforward,
-                             "ours": make_iteration({"preset": "seed"}, device, images)[0]}, rounds=5, warmup=1)
+    seed = time_interleaved({"straightforward": straightforward, "ours": make_iteration({"preset": "seed"}, device, images)[0],
+                             "gemm": gemm(device)}, rounds=5, warmup=1)
     speedup = seed["straightforward"] / seed["ours"]
     print(f"seed preset, batch 256, 1 D + 2 G steps: straightforward {1000 * seed['straightforward']:.0f} ms/it, "
           f"ours {1000 * seed['ours']:.0f} ms/it (median of 5 interleaved rounds): {speedup:.1f}x")
     # What no formulation of the 32x32-kernel layer can beat: that layer free, every other one at the GEMM peak.
     flops = count_flops(straightforward)
     total, big = flops["Global"], flops[f"SeedGenerator.{BIG_KERNEL_LAYER}"]
-    floor = (total - big) / peak
+    floor = (total - big) / (2 * GEMM_N ** 3 / seed["gemm"])
     print(f"  its FLOPs: {total / 1e9:.1f} G/it, {big / 1e9:.1f} G of them in the 32x32-kernel layer; the other "
-          f"{(total - big) / 1e9:.1f} G take {1000 * floor:.0f} ms at the GEMM peak, so the speedup ceiling here is "
-          f"{seed['straightforward'] / floor:.1f}x")
+          f"{(total - big) / 1e9:.1f} G would take {1000 * floor:.0f} ms at the GEMM peak of the same rounds, so "
+          f"no formulation of that layer can beat {seed['straightforward'] / floor:.1f}x here")
     iteration, cfg = make_iteration({}, device, images)
     flops = count_flops(iteration)["Global"]
-    seconds = time_interleaved({"default": iteration}, rounds=rounds, per_round=5)["default"]
-    share = flops / seconds / peak
+    seconds = time_interleaved({"default": iteration, "gemm": gemm(device)}, rounds=rounds, per_round=5)
+    peak, rate = 2 * GEMM_N ** 3 / seconds["gemm"], flops / seconds["default"]
+    print(f"fp32 GEMM peak ({GEMM_N}x{GEMM_N} torch.mm, median of the same rounds): {peak / 1e9:.1f} GFLOP/s")
     print(f"default preset, batch {cfg.batch_size}, width {cfg.width}: {flops / 1e9:.2f} GFLOP/it "
-          f"(torch.utils.flop_counter), {1000 * seconds:.1f} ms/it (median of {rounds} rounds of 5), "
-          f"{flops / seconds / 1e9:.1f} GFLOP/s = {share:.0%} of the GEMM peak")
+          f"(torch.utils.flop_counter), {1000 * seconds['default']:.1f} ms/it (median of {rounds} interleaved rounds "
+          f"of 5), {rate / 1e9:.1f} GFLOP/s = {rate / peak:.0%} of the GEMM peak")
     print(f"seed_speedup={speedup:.2f}")
-    print(f"default_gemm_share={share:.3f}")
+    print(f"default_gemm_share={rate / peak:.3f}")
 
 
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name: (config overrides, Adam options)
@@ -142,13 +137,14 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name: (config 
 
 
 def variants(device: torch.device, images: torch.Tensor, rounds: int) -> None:
-    peak = gemm_peak(device)
-    print(f"fp32 GEMM peak: {peak / 1e9:.1f} GFLOP/s; {torch.get_num_threads()} threads")
-    iterations, flops = {}, {}
+    iterations, flops = {"gemm": gemm(device)}, {}
     for name, (overrides, adam) in VARIANTS.items():
         iterations[name], _ = make_iteration(overrides, device, images, adam)
         flops[name] = count_flops(make_iteration({**overrides, "compile": "off"}, device, images, adam)[0])["Global"]
     seconds = time_interleaved(iterations, rounds=rounds, per_round=5)
+    peak = 2 * GEMM_N ** 3 / seconds.pop("gemm")
+    print(f"fp32 GEMM peak ({GEMM_N}x{GEMM_N} torch.mm, median of the same rounds): {peak / 1e9:.1f} GFLOP/s; "
+          f"{torch.get_num_threads()} threads")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     seconds["1 thread"] = time_interleaved({"1": iterations[next(iter(VARIANTS))]}, rounds=rounds, per_round=5)["1"]
