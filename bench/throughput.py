@@ -42,6 +42,11 @@ def gemm(device: torch.device, n: int = GEMM_N) -> Callable[[], None]:
     return lambda: (a @ b).sum().item()
 
 
+def gemm_rate(seconds: float, n: int = GEMM_N) -> float:
+    """FLOP/s of one n x n torch.mm that took `seconds`."""
+    return 2 * n ** 3 / seconds
+
+
 def make_iteration(overrides: dict[str, Any], device: torch.device, images: torch.Tensor,
                    optimizer: dict[str, Any] | None = None) -> tuple[Callable[[], None], TrainConfig]:
     """A closure running one training iteration of the config, and the config."""
@@ -105,14 +110,14 @@ def compare(device: torch.device, images: torch.Tensor, rounds: int) -> None:
     # What no formulation of the 32x32-kernel layer can beat: that layer free, every other one at the GEMM peak.
     flops = count_flops(straightforward)
     total, big = flops["Global"], flops[f"SeedGenerator.{BIG_KERNEL_LAYER}"]
-    floor = (total - big) / (2 * GEMM_N ** 3 / seed["gemm"])
+    floor = (total - big) / gemm_rate(seed["gemm"])
     print(f"  its FLOPs: {total / 1e9:.1f} G/it, {big / 1e9:.1f} G of them in the 32x32-kernel layer; the other "
           f"{(total - big) / 1e9:.1f} G would take {1000 * floor:.0f} ms at the GEMM peak of the same rounds, so "
           f"no formulation of that layer can beat {seed['straightforward'] / floor:.1f}x here")
     iteration, cfg = make_iteration({}, device, images)
     flops = count_flops(iteration)["Global"]
     seconds = time_interleaved({"default": iteration, "gemm": gemm(device)}, rounds=rounds, per_round=5)
-    peak, rate = 2 * GEMM_N ** 3 / seconds["gemm"], flops / seconds["default"]
+    peak, rate = gemm_rate(seconds["gemm"]), flops / seconds["default"]
     print(f"fp32 GEMM peak ({GEMM_N}x{GEMM_N} torch.mm, median of the same rounds): {peak / 1e9:.1f} GFLOP/s")
     print(f"default preset, batch {cfg.batch_size}, width {cfg.width}: {flops / 1e9:.2f} GFLOP/it "
           f"(torch.utils.flop_counter), {1000 * seconds['default']:.1f} ms/it (median of {rounds} interleaved rounds "
@@ -142,7 +147,7 @@ def variants(device: torch.device, images: torch.Tensor, rounds: int) -> None:
         iterations[name], _ = make_iteration(overrides, device, images, adam)
         flops[name] = count_flops(make_iteration({**overrides, "compile": "off"}, device, images, adam)[0])["Global"]
     seconds = time_interleaved(iterations, rounds=rounds, per_round=5)
-    peak = 2 * GEMM_N ** 3 / seconds.pop("gemm")
+    peak = gemm_rate(seconds.pop("gemm"))
     print(f"fp32 GEMM peak ({GEMM_N}x{GEMM_N} torch.mm, median of the same rounds): {peak / 1e9:.1f} GFLOP/s; "
           f"{torch.get_num_threads()} threads")
     threads = torch.get_num_threads()

@@ -244,8 +244,9 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
     with StopRequest() as stop:
         while not stopping:
             if cfg.lr_decay:  # a function of the step alone, so a resumed run follows the same schedule
-                set_lr(opt_g, cfg.lr_g * lr_scale(cfg, step))
-                set_lr(opt_d, cfg.lr_d * lr_scale(cfg, step))
+                scale = lr_scale(cfg, step)
+                set_lr(opt_g, cfg.lr_g * scale)
+                set_lr(opt_d, cfg.lr_d * scale)
             for _ in range(cfg.d_steps):
                 real = images[sampler.next()].to(device, non_blocking=True)
                 d_loss, real_logits, fake_logits = d_update(G_step, D_step, opt_d, real, noise(), ones, zeros,
