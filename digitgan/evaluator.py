@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from .checkpoints import atomic_write
+from .files import atomic_write
 from .data import load_dataset, sha256
 from .errors import UsageError
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoints import atomic_write
+from .files import atomic_write
 
 
 def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:

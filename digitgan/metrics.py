@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .checkpoints import atomic_write
+from .files import atomic_write
 from .data import load_dataset
 from .errors import UsageError
 from .evaluator import load_evaluator

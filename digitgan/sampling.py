@@ -10,6 +10,7 @@ from . import checkpoints
 from .config import TrainConfig, resolve
 from .devices import pick_device, speed_settings
 from .errors import UsageError
+from .files import atomic_write
 from .images import save_grid
 from .models import build_models, sample_noise
 
@@ -25,7 +26,7 @@ def load_generator(checkpoint_dir: str, checkpoint: str | None = None,
             raise UsageError(f"--checkpoint {checkpoint} does not exist")
         try:
             state = checkpoints.load(checkpoint)
-        except ValueError as e:
+        except checkpoints.Unusable as e:
             raise UsageError(f"--checkpoint {checkpoint} cannot be used: {e}")
     else:
         found = checkpoints.load_latest(checkpoint_dir)
@@ -82,5 +83,5 @@ def write_samples(out: str, num: int, seed: int, checkpoint_dir: str, checkpoint
     if path.suffix == ".png":
         save_grid(images, path)
     else:
-        checkpoints.atomic_write(path, lambda f: np.save(f, images.numpy()))
+        atomic_write(path, lambda f: np.save(f, images.numpy()))
     return path

@@ -67,17 +67,16 @@ def test_torch_compile_gives_the_same_losses_and_gradients(cache_dir):
     _assert_same(base, other)
 
 
-@pytest.mark.parametrize("switch", ["data_on_device", "noise_on_device", "channels_last"])
-def test_training_with_a_switch_off_matches_the_default_run(tiny, tmp_path, switch):
+# --data-on-device and --noise-on-device have no test here: on the CPU both settings are the CPU, so such a test
+# would compare a run with itself. They belong with the CUDA tests.
+def test_training_with_channels_last_off_matches_the_default_run(tiny, tmp_path):
     a = train(tiny(checkpoint_dir=str(tmp_path / "a")))
-    b = train(tiny(checkpoint_dir=str(tmp_path / "b"), **{switch: "off"}))
+    b = train(tiny(checkpoint_dir=str(tmp_path / "b"), channels_last="off"))
     sa, sb = checkpoints.load(a), checkpoints.load(b)
     for part in ("generator", "generator_ema", "discriminator"):
-        for k in sa[part]:
-            if switch == "channels_last":  # another summation order in the convolutions: rounding only
-                assert torch.allclose(sa[part][k].float(), sb[part][k].float(), atol=1e-4), (part, k)
-            else:  # on the CPU the same numbers are drawn either way
-                assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+        for k in sa[part]:  # another summation order in the convolutions: rounding only
+            assert torch.allclose(sa[part][k].float(), sb[part][k].float(), atol=1e-4), (part, k)
+        assert any(not torch.equal(sa[part][k], sb[part][k]) for k in sa[part])  # it did run another way
 
 
 def test_auto_switches_follow_the_device():

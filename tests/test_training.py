@@ -1,5 +1,7 @@
 import csv
+import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,10 +30,14 @@ def _same_state(a, b):
     return a == b
 
 
-def _training_state(path):
+def _training_state(path, *differing):
+    """Every entry of a checkpoint except those that must differ between two runs of the same training: the wall
+    time (`elapsed`), and in the config the directories the runs wrote to plus the `differing` flags the test
+    set apart on purpose."""
     s = checkpoints.load(path)
-    return {k: s[k] for k in ("step", "generator", "discriminator", "opt_g", "opt_d", "fixed_noise")} | \
-        {"rng": {k: v for k, v in s["rng"].items()}}
+    del s["elapsed"]
+    s["config"] = {k: v for k, v in s["config"].items() if k not in ("checkpoint_dir", "sample_dir", *differing)}
+    return s
 
 
 def test_short_run_writes_grid_checkpoint_csv_and_plot(tiny, tmp_path):
@@ -59,7 +65,8 @@ def test_resume_is_bit_identical_to_a_straight_run(tiny, tmp_path):
     # one D step and two G steps per iteration, as the seed schedule does
     straight = train(tiny(steps=6, checkpoint_every=3, g_steps=2, checkpoint_dir=str(tmp_path / "a"),
                           sample_dir=str(tmp_path / "sa")))
-    train(tiny(steps=3, g_steps=2, checkpoint_dir=str(tmp_path / "b"), sample_dir=str(tmp_path / "sb")))
+    train(tiny(steps=3, checkpoint_every=3, g_steps=2, checkpoint_dir=str(tmp_path / "b"),
+               sample_dir=str(tmp_path / "sb")))
     resumed = train({"steps": 6, "checkpoint_dir": str(tmp_path / "b")})  # everything else from the checkpoint
     assert _same_state(_training_state(straight), _training_state(resumed))
     assert (tmp_path / "sa" / "step_0000006.png").read_bytes() == (tmp_path / "sb" / "step_0000006.png").read_bytes()
@@ -85,7 +92,8 @@ def test_lr_decay_falls_linearly_to_zero_and_resumes_exactly(tiny, tmp_path):
 def test_sigterm_saves_then_resume_matches_a_straight_run(tiny, tmp_path):
     run = tiny(checkpoint_dir=str(tmp_path / "term"), sample_dir=str(tmp_path / "s1"))
     cmd = [sys.executable, str(ROOT / "dcgan.py"), "train", "--steps", "100000", "--checkpoint-every", "100000"]
-    for k in ("batch_size", "log_every", "width", "checkpoint_dir", "sample_dir", "cache_dir", "device"):
+    for k in ("batch_size", "log_every", "sample_every", "width", "checkpoint_dir", "sample_dir", "cache_dir",
+              "device"):
         cmd += [f"--{k.replace('_', '-')}", str(run[k])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     csv_path = tmp_path / "term" / "metrics.csv"
@@ -137,16 +145,87 @@ def test_checkpoints_load_weights_only_and_never_run_code(tiny, tmp_path, capsys
     assert checkpoints.load(tmp_path / "ck" / "ckpt_0000005.pt")["step"] == 5
 
 
-def test_nan_stops_with_a_message_naming_the_last_good_checkpoint(tiny, tmp_path):
+def test_a_nan_in_the_update_of_a_save_step_is_never_saved_or_called_good(tiny, tmp_path):
+    train(tiny())
+    # an infinite G learning rate: the last update of step 5 (a save step) makes G's weights inf/NaN, while the
+    # losses read back at step 5 were computed before it and are finite
+    with pytest.raises(TrainingStopped, match=r"generator.*NaN or inf by step 5; the last good checkpoint is "
+                                              r".*ckpt_0000004\.pt\. Rerun with a lower --lr-d or --lr-g"):
+        train(tiny(steps=10, checkpoint_every=1, lr_g=float("inf")))
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path / "ck")] == ["ckpt_0000002.pt", "ckpt_0000004.pt"]
+
+
+def test_a_checkpoint_holding_nan_is_set_aside_and_the_one_before_used(tiny, tmp_path, capsys):
     path = train(tiny())
     state = torch.load(path, weights_only=True)
     for v in state["discriminator"].values():
         if v.is_floating_point():
             v.fill_(float("nan"))
-    torch.save(state, tmp_path / "ck" / "ckpt_0000005.pt")
-    with pytest.raises(TrainingStopped, match="NaN.*ckpt_0000005.pt"):
-        train(tiny(steps=10))
-    assert not (tmp_path / "ck" / "ckpt_0000006.pt").exists()  # nothing saved after the NaN
+    torch.save(state, tmp_path / "ck" / "ckpt_0000005.pt")  # as an older version could have saved one
+    resumed = train(tiny(steps=6))
+    assert "ckpt_0000005.pt: it holds NaN or inf in discriminator" in capsys.readouterr().err
+    assert (tmp_path / "ck" / "ckpt_0000005.pt.corrupt").exists()
+    assert checkpoints.load(resumed)["step"] == 6 and not checkpoints.nonfinite(checkpoints.load(resumed))
+
+
+def _snapshot(directory):
+    return {p.name: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("how", ["eio", "directory"])
+def test_an_unreadable_checkpoint_stops_the_run_and_touches_nothing(tiny, tmp_path, monkeypatch, how):
+    train(tiny())
+    newest = tmp_path / "ck" / "ckpt_0000004.pt"
+    if how == "directory":  # a real OSError (EISDIR) from the file system
+        newest.unlink()
+        newest.mkdir()
+    before = _snapshot(tmp_path)
+    if how == "eio":  # an I/O error cannot be had on demand: the read of that one file fails as a bad disk would make it
+        real = Path.read_bytes
+        def read_bytes(self):
+            if self.name == newest.name:
+                raise OSError(errno.EIO, "Input/output error")
+            return real(self)
+        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(UsageError, match=r"cannot read the checkpoint .*ckpt_0000004\.pt .*nothing was changed"):
+        train(tiny(steps=6))
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before and newest.exists()
+
+
+def test_a_checkpoint_of_a_newer_format_stops_the_run_and_touches_nothing(tiny, tmp_path):
+    path = train(tiny())
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "format": checkpoints.FORMAT + 1}, path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(UsageError, match="written by a newer dcgan .* nothing was changed: update dcgan"):
+        train(tiny(steps=6))
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (lambda p: torch.save({"format": 1, "step": 4}, p), "required entries missing"),
+    (lambda p: torch.save({"format": 1, "payload": _Exploit("/nonexistent/pwned")}, p),
+     r"would have run code \(posix\.system\) when loaded, and was refused"),
+    (lambda p: p.write_bytes(b""), "not a checkpoint"),
+])
+def test_a_damaged_or_refused_checkpoint_is_set_aside_with_its_reason(tiny, tmp_path, capsys, damage, reason):
+    train(tiny())
+    damage(tmp_path / "ck" / "ckpt_0000004.pt")
+    assert checkpoints.load(train(tiny(steps=5)))["step"] == 5  # redone from step 2
+    err = capsys.readouterr().err
+    assert re.search(f"skipping checkpoint .*ckpt_0000004.pt: .*{reason}", err), err
+    assert "weights_only" not in err  # torch's advice to load it anyway is not passed on
+    assert (tmp_path / "ck" / "ckpt_0000004.pt.corrupt").exists()
+
+
+def test_a_row_cut_short_in_metrics_csv_does_not_stop_a_resume(tiny, tmp_path):
+    train(tiny())
+    csv_path = tmp_path / "ck" / "metrics.csv"
+    with open(csv_path, "a") as f:
+        f.write("5,0.8,1.2e")  # a full disk cut the append short
+    train(tiny(steps=6))
+    assert [int(r["step"]) for r in csv.DictReader(open(csv_path))] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_run_never_resumes_under_another_architecture(tiny, tmp_path):
@@ -171,7 +250,8 @@ def test_fresh_refuses_a_used_dir_unless_forced_and_keeps_the_old_run(tiny, tmp_
 def test_eval_during_training_logs_quality_and_leaves_training_unchanged(tiny, tmp_path):
     plain = train(tiny(checkpoint_dir=str(tmp_path / "plain")))
     judged = train(tiny(eval_every=2, eval_num=300, checkpoint_dir=str(tmp_path / "judged")))
-    assert _same_state(_training_state(plain), _training_state(judged))  # evaluation draws no training randomness
+    # evaluation draws no training randomness
+    assert _same_state(_training_state(plain, "eval_every", "eval_num"), _training_state(judged, "eval_every", "eval_num"))
     rows = list(csv.DictReader(open(tmp_path / "judged" / "metrics.csv")))
     scored = [r for r in rows if r["fid"]]
     assert [int(r["step"]) for r in scored] == [2, 4]
@@ -185,3 +265,15 @@ def test_minutes_limit_stops_and_saves(tiny, tmp_path, capsys):
     last = train(tiny(steps=10**6, minutes=0.05, checkpoint_every=10**6))
     step = checkpoints.load(last)["step"]
     assert 1 <= step < 10**6 and "time limit" in capsys.readouterr().err
+
+
+def test_a_rerun_with_the_time_budget_spent_trains_nothing(tiny, tmp_path, capsys):
+    last = train(tiny(steps=10**6, minutes=0.02, checkpoint_every=10**6))
+    step = checkpoints.load(last)["step"]
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    assert train({"checkpoint_dir": str(tmp_path / "ck")}) == last  # --minutes 0.02 comes from the checkpoint
+    assert "the time budget of 0.02 minutes is spent" in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before  # nothing trained, nothing written
+    more = train({"checkpoint_dir": str(tmp_path / "ck"), "minutes": 0.04})
+    assert checkpoints.load(more)["step"] > step

@@ -1,0 +1,120 @@
+"""The training state: everything a checkpoint holds, in one object."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+from typing import Any
+
+import torch
+
+from . import checkpoints
+from .config import TrainConfig
+from .data import BatchSampler
+from .devices import Speed
+from .models import build_models, sample_noise
+
+
+class Averager:
+    """An exponential moving average of a model's weights and buffers (Yazici et al. 2019: averaged GAN
+    generators score markedly better). The decay warms up as min(decay, (1 + t) / (10 + t))."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model, self.decay = copy.deepcopy(model).eval().requires_grad_(False), decay
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        # Split once: floats are averaged, integer buffers (BatchNorm's batch counter) copied.
+        self._avg = [a for a, _ in pairs if a.is_floating_point()]
+        self._src = [p for a, p in pairs if a.is_floating_point()]
+        self._copies = [(a, p) for a, p in pairs if not a.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        torch._foreach_lerp_(self._avg, self._src, 1 - min(self.decay, (1 + step) / (10 + step)))
+        for a, p in self._copies:
+            a.copy_(p)
+
+
+def lr_scale(cfg: TrainConfig, step: int) -> float:
+    """The learning rates' factor at a step: 1, then linear to 0 over the last lr_decay of cfg.steps."""
+    return min(1.0, (cfg.steps - step) / (cfg.lr_decay * cfg.steps)) if cfg.lr_decay else 1.0
+
+
+class TrainState:
+    """One run's networks, their Adam optimizers, the generator's weight average, the fixed noise, the batch
+    sampler, the random streams, the step, the training time and the health counter.
+
+    state_dict() is exactly what a checkpoint holds. load_state_dict() restores it under this state's config, so
+    the hyperparameters typed on a resume (learning rates, betas, --lr-decay, --ema, step counts, batch size)
+    take effect from the resumed step on; the config's fields that a run is born with cannot change (config.py).
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, speed: Speed, num_images: int):
+        self.cfg, self.device = cfg, device
+        torch.manual_seed(cfg.seed)
+        self.G, self.D = (m.to(device) for m in build_models(cfg))
+        if speed.channels_last:  # before the optimizers and the average take references to the weights
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        self.ema = Averager(self.G, cfg.ema) if cfg.ema else None
+        data_device = device if speed.data_on_device else torch.device("cpu")
+        self.sampler = BatchSampler(num_images, cfg.batch_size, cfg.seed + 2, data_device)
+        self.noise_device = device if speed.noise_on_device else torch.device("cpu")
+        self.noise_gen = torch.Generator(self.noise_device).manual_seed(cfg.seed + 1)
+        self.fixed_z = sample_noise(cfg, 64, torch.Generator().manual_seed(cfg.seed), "cpu").to(device)
+        self.step, self.elapsed, self.d_won_steps = 0, 0.0, 0  # elapsed: seconds of training, all sessions
+
+    @property
+    def G_show(self) -> torch.nn.Module:
+        """What grids and evaluations draw from: the weight average where there is one."""
+        return self.ema.model if self.ema else self.G
+
+    def noise(self) -> torch.Tensor:
+        """A batch of z from the run's noise stream, on the training device."""
+        z = sample_noise(self.cfg, self.cfg.batch_size, self.noise_gen, self.noise_device)
+        return z.to(self.device, non_blocking=True)
+
+    def set_hyperparameters(self) -> None:
+        """Put the config's learning rates (at this step's decay) and betas into both optimizers. A function of
+        the config and the step alone: a resumed run follows the same schedule, and flags typed on resume rule."""
+        scale = lr_scale(self.cfg, self.step)
+        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = lr * scale, (self.cfg.beta1, self.cfg.beta2)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(
+            step=self.step, config=dataclasses.asdict(self.cfg), generator=self.G.state_dict(),
+            **({"generator_ema": self.ema.model.state_dict()} if self.ema else {}),
+            discriminator=self.D.state_dict(), opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict(),
+            fixed_noise=self.fixed_z.cpu(), elapsed=self.elapsed, health={"d_won_steps": self.d_won_steps},
+            rng={**checkpoints.capture_rng(), "noise": self.noise_gen.get_state(),
+                 "sampler": self.sampler.state_dict()})
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["generator"])  # copies into the weights: channels_last survives
+        self.D.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.ema:
+            if "generator_ema" not in state:
+                print("note: --ema is on from here: the weight average starts from the generator as it is now",
+                      file=sys.stderr)
+            self.ema.model.load_state_dict(state.get("generator_ema", state["generator"]))
+        elif "generator_ema" in state:
+            print("note: --ema 0: the weight average is dropped from here on (earlier checkpoints keep it)",
+                  file=sys.stderr)
+        self.fixed_z = state["fixed_noise"].to(self.device)
+        try:
+            self.noise_gen.set_state(state["rng"]["noise"])
+        except RuntimeError:  # saved by a generator on another kind of device
+            print("note: the noise stream restarts: it was saved on another kind of device", file=sys.stderr)
+        self.sampler.load_state_dict(state["rng"]["sampler"])
+        checkpoints.restore_rng(state["rng"])
+        self.step, self.elapsed, self.d_won_steps = state["step"], state["elapsed"], state["health"]["d_won_steps"]
+        self.set_hyperparameters()
+
+    def nonfinite(self) -> list[str]:
+        """The parts of the state that hold NaN or inf (empty: it can be saved as a good checkpoint)."""
+        return checkpoints.nonfinite(self.state_dict())
