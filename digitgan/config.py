@@ -35,7 +35,7 @@ class TrainConfig:
     sample_every: int = 1000  # iterations between sample grids
     checkpoint_every: int = 1000  # iterations between checkpoints (one is also written at the end)
     log_every: int = 50  # iterations between loss read-backs (CSV row, progress bar, health check)
-    minutes: float = 0.0  # stop once training has run this many minutes in all (0: no time limit)
+    minutes: float = 0.0  # stop once the run has trained this many minutes, summed over all its sessions (0: no limit)
     eval_every: int = 0  # iterations between quality evaluations (FID etc., logged to the CSV; 0: off)
     eval_num: int = 10000  # generated images per evaluation during training
     collapse_steps: int = 2000  # stop after D wins outright (loss < 1e-3) for this many iterations
@@ -48,7 +48,7 @@ class TrainConfig:
     compile: str = "auto"  # auto | on | off: torch.compile the two networks (auto: on on CUDA only)
     data_on_device: str = "on"  # on | off: keep the training set on the device (off: copy each batch over)
     noise_on_device: str = "on"  # on | off: draw the noise on the device (off: on the CPU, then copy it over)
-    seed: int = 0  # seeds weights, noise and batch order; CPU runs are bit-for-bit repeatable
+    seed: int = 0  # seeds weights, noise and batch order (fixed at a run's start); CPU runs are bit-for-bit repeatable
     device: str = "auto"  # auto | cpu | cuda | mps (auto: the best one present)
 
     def __post_init__(self) -> None:
