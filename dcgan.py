@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="write a grid (.png) or raw array (.npy) of generated digits")
     _generator_flags(sample, num=64)
-    sample.add_argument("--out", default="grid.png", help="output file: .png (a grid) or .npy (N,1,32,32 float32 "
-                        "in [-1, 1])")
+    sample.add_argument("--out", default="grid.png", help="output file: .png (a grid), .npy (N,1,32,32 float32 "
+                        "in [-1, 1]) or .npz (arrays `images` and, for a conditional model, `labels`)")
+    sample.add_argument("--class", dest="cls", default=None, metavar="CLASS", help="conditional models: draw this "
+                        "class only, by label (7) or Fashion-MNIST name (sneaker); default: a balanced set")
 
     evaluate = sub.add_parser("evaluate", help="score generated digits against the test set with the shipped "
                               "evaluator (FID, KID, precision, recall, ...), beside the real-data reference")
@@ -94,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from digitgan.sampling import write_samples
-    path = write_samples(args.out, args.num, args.seed, args.checkpoint_dir, args.checkpoint, args.device)
+    path = write_samples(args.out, args.num, args.seed, args.checkpoint_dir, args.checkpoint, args.device, args.cls)
     print(f"wrote {args.num} samples to {path}")
 
 

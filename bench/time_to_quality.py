@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digitgan.config import TrainConfig  # noqa: E402
 from digitgan.images import plot_curves  # noqa: E402
-from digitgan.metrics import KEYS  # noqa: E402
+from digitgan.metrics import CSV_KEYS  # noqa: E402
 from digitgan.records import read_rows  # noqa: E402
 from digitgan.training import train  # noqa: E402
 
@@ -52,7 +52,9 @@ def plot(rows: list[dict], before: list[dict], reference_fid: float, path: Path)
                 path,
                 (("FID vs training wall seconds (log scale)",
                   ("fid", *(["fid before"] if before else []), *(f"{m}x reference" for m in RUNGS))),
-                 ("recall / precision", ("recall", "precision", *(["recall before", "precision before"] if before else [])))),
+                 ("recall / precision" + (" / class accuracy (conditional)" if "class_accuracy" in rows[0] else ""),
+                  ("recall", "precision", *(["recall before", "precision before"] if before else []),
+                   *(["class_accuracy"] if "class_accuracy" in rows[0] else [])))),
                 log_first=True, xlabel="training wall seconds")
 
 
@@ -83,7 +85,8 @@ def main() -> None:
     reference = json.loads((out / "run" / "real_reference.json").read_text())
     images_per_step = cfg["batch_size"] * cfg["d_steps"]
     rows = [{"wall_seconds": r["seconds"], "steps": int(r["step"]), "images_seen": int(r["step"]) * images_per_step,
-             **{k: r[k] for k in KEYS}} for r in read_rows(out / "run" / "metrics.csv") if r["fid"] != ""]
+             **{k: r[k] for k in CSV_KEYS if r.get(k, "") != ""}}
+            for r in read_rows(out / "run" / "metrics.csv") if r["fid"] != ""]
     with open(out / "time_to_quality.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -91,7 +94,9 @@ def main() -> None:
     plot(rows, before, reference["fid"], out / "time_to_quality.png")
     print(f"real-data reference FID {reference['fid']:.3f}; preset {args.preset}, {args.minutes} min budget, "
           f"{rows[-1]['steps']} steps, final FID {rows[-1]['fid']:.2f}, recall {rows[-1]['recall']:.3f}, "
-          f"classes {rows[-1]['classes_covered']}")
+          f"classes {rows[-1]['classes_covered']}"
+          + (f", class accuracy {rows[-1]['class_accuracy']:.4f}, intra-class FID {rows[-1]['intra_fid']:.2f}"
+             if "class_accuracy" in rows[-1] else ""))
     was = ladder(before, reference["fid"]) if before else {}
     for m, t in ladder(rows, reference["fid"]).items():
         print(f"FID <= {m:2d}x reference ({m * reference['fid']:.2f}): "

@@ -22,6 +22,7 @@ class TrainConfig:
     width: int = 32  # base channel count (dcgan: D 1x,2x,4x and G 4x,2x,1x; seed: 16 is the original)
     z_dim: int = 100  # length of the noise vector z
     z_dist: str = "normal"  # distribution of z: normal (N(0,1)) | uniform ([-1, 1])
+    conditional: str = "off"  # on | off: class-conditional networks (G draws the class asked for, D judges image and class)
     conv_impl: str = "auto"  # auto | direct | fft | matmul: how G's transposed convs are computed (same math)
     steps: int = 5000  # total iterations to reach (a rerun continues up to this)
     batch_size: int = 64  # images per D or G step
@@ -55,7 +56,7 @@ class TrainConfig:
         choices = {"preset": PRESETS, "dataset": DATASETS, "z_dist": ("normal", "uniform"),
                    "device": ("auto", "cpu", "cuda", "mps"), "conv_impl": ("auto", "direct", "fft", "matmul"),
                    "channels_last": AUTO_ON_OFF, "autocast": ("auto", "bf16", "off"), "compile": AUTO_ON_OFF,
-                   "data_on_device": ON_OFF, "noise_on_device": ON_OFF}
+                   "data_on_device": ON_OFF, "noise_on_device": ON_OFF, "conditional": ON_OFF}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{flag(name)} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
@@ -76,6 +77,8 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema"):
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"--{flag(name)} must be in [0, 1), not {getattr(self, name)}")
+        if self.conditional == "on" and self.preset == "seed":
+            raise UsageError("--conditional on needs --preset dcgan: the seed preset is the 2019 network as it was")
 
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -92,7 +95,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Fields a run is born with: the networks' shapes, the data, and the seed (it drew the first weights and started
 # the random streams that a checkpoint continues). A checkpoint only resumes under the same values.
-IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "seed")
+IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "conditional", "seed")
+
+# The classes of each dataset, by label; `sample --class` takes the label or the name.
+CLASS_NAMES = {"mnist": tuple("0123456789"),
+               "fashion-mnist": ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+                                 "bag", "ankle-boot")}
+NUM_CLASSES = 10
 
 
 def flag(name: str) -> str:

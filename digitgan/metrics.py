@@ -18,6 +18,8 @@ from .evaluator import load_evaluator
 
 KEYS = ("fid", "kid", "kid_std", "inception_score", "precision", "recall", "density", "coverage",
         "classes_covered", "class_kl", "mean_confidence")
+CLASS_KEYS = ("class_accuracy", "intra_fid")  # for images drawn as a given class (conditional models)
+CSV_KEYS = KEYS + CLASS_KEYS
 REFERENCE_SEED = 12345  # which 10,000 training images form the real-data reference
 
 
@@ -114,6 +116,19 @@ def compare(real_feats: torch.Tensor, fake_feats: torch.Tensor, fake_probs: torc
             **precision_recall_density_coverage(real_feats, fake_feats, radii=radii), **class_statistics(fake_probs)}
 
 
+def class_metrics(feats: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, test_feats: torch.Tensor,
+                  test_labels: torch.Tensor) -> dict[str, Any]:
+    """For images meant to be of the classes in labels: the share the evaluator classifies as that class (overall
+    and per class), and the intra-class FID: the mean over classes of the FID between that class's images and
+    that class's test images. A generator that ignores its label scores about 0.1 and a large intra-class FID."""
+    hit = probs.argmax(1) == labels
+    classes = range(int(test_labels.max()) + 1)
+    per_class = [hit[labels == c].double().mean().item() for c in classes]
+    intra = [frechet_distance(*gaussian(test_feats[test_labels == c]), *gaussian(feats[labels == c])) for c in classes]
+    return {"class_accuracy": hit.double().mean().item(), "intra_fid": sum(intra) / len(intra),
+            "per_class_accuracy": per_class}
+
+
 class Judge:
     """The evaluator with the test set's features and the real-data reference.
 
@@ -125,29 +140,35 @@ class Judge:
                  device: torch.device | str = "cpu", reference_num: int = 10_000):
         self.model, self.record = load_evaluator(dataset)
         self.model.to(device)
-        cache = Path(cache_dir) / f"judge-{dataset}-{self.record['sha256'][:12]}-{reference_num}.pt"
+        cache = Path(cache_dir) / f"judge2-{dataset}-{self.record['sha256'][:12]}-{reference_num}.pt"
         if not data_dir and cache.exists():
             saved = torch.load(cache, weights_only=True)
-            self.test_feats, self.reference = saved["test_feats"], saved["reference"]
+            self.test_feats, self.test_labels, self.reference = saved["test_feats"], saved["test_labels"], saved["reference"]
             self.radii = real_radii(self.test_feats)
             return
-        self.test_feats, _ = self.model.embed(load_dataset(dataset, "test", data_dir, cache_dir).images)
+        test = load_dataset(dataset, "test", data_dir, cache_dir)
+        (self.test_feats, _), self.test_labels = self.model.embed(test.images), test.labels
         self.radii = real_radii(self.test_feats)
         train = load_dataset(dataset, "train", data_dir, cache_dir)
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:reference_num]
-        self.reference = self.score(train.images[pick])
+        # real training images "drawn as" their own classes: the class metrics' reference
+        self.reference = self.score(train.images[pick], train.labels[pick])
         if not data_dir and Path(cache_dir).is_dir():
-            atomic_write(cache, lambda f: torch.save({"test_feats": self.test_feats, "reference": self.reference}, f))
+            atomic_write(cache, lambda f: torch.save({"test_feats": self.test_feats, "test_labels": self.test_labels,
+                                                      "reference": self.reference}, f))
 
-    def score(self, images: torch.Tensor) -> dict[str, Any]:
+    def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
+        """Every metric of images against the test set; with labels (the classes they were drawn as) also the
+        class metrics."""
         feats, probs = self.model.embed(images)
-        return {**compare(self.test_feats, feats, probs, self.radii), "num_samples": len(images)}
+        by_class = class_metrics(feats, probs, labels, self.test_feats, self.test_labels) if labels is not None else {}
+        return {**compare(self.test_feats, feats, probs, self.radii), **by_class, "num_samples": len(images)}
 
 
 def evaluate_checkpoint(checkpoint_dir: str, checkpoint: str | None = None, num: int = 10_000, seed: int = 0,
                         device: str = "auto", json_path: str | None = None) -> dict[str, Any]:
     """Score num samples of a checkpoint's generator (fixed seed: repeatable), with the real-data reference."""
-    from .sampling import generate, load_generator
+    from .sampling import class_labels, generate, load_generator
 
     if json_path and not Path(json_path).resolve().parent.is_dir():
         raise UsageError(f"--json {json_path}: the directory {Path(json_path).parent}/ does not exist")
@@ -155,7 +176,9 @@ def evaluate_checkpoint(checkpoint_dir: str, checkpoint: str | None = None, num:
         raise UsageError(f"--num must be at least 2 to estimate covariances, not {num}")
     generator, cfg, step = load_generator(checkpoint_dir, checkpoint, device)
     judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, next(generator.parameters()).device)
-    result = {**judge.score(generate(generator, cfg, num, seed)), "step": step, "dataset": cfg.dataset,
+    labels = class_labels(cfg, num)  # a conditional model draws a balanced set
+    result = {**judge.score(generate(generator, cfg, num, seed, labels=labels), labels), "step": step,
+              "dataset": cfg.dataset,
               "evaluator_sha256": judge.record["sha256"], "real_reference": judge.reference}
     if json_path:
         atomic_write(Path(json_path), lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
@@ -167,8 +190,11 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"{result['num_samples']} samples from step {result['step']} vs the {result['dataset']} test set, in the "
              f"{result['dataset']} evaluator's feature space (FID/KID use this evaluator, not Inception)",
              f"{'metric':<18}{'model':>12}{'real data':>12}   (real data: {ref['num_samples']} training images)"]
-    for key in KEYS:
+    for key in KEYS + tuple(k for k in CLASS_KEYS if k in result):
         fmt = (lambda v: f"{v:12d}") if key == "classes_covered" else (lambda v: f"{v:12.4f}")
         lines.append(f"{key:<18}{fmt(result[key])}{fmt(ref[key])}")
+    if "per_class_accuracy" in result:
+        lines.append(f"{'per class':<18}" + " ".join(f"{a:.3f}" for a in result["per_class_accuracy"])
+                     + "   (real data: " + " ".join(f"{a:.3f}" for a in ref["per_class_accuracy"]) + ")")
     lines.append(f"{'class histogram':<18}{result['class_histogram']}")
     return "\n".join(lines)

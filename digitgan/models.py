@@ -1,6 +1,8 @@
 """The two generator/discriminator pairs. Discriminators return logits: losses use BCEWithLogits."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -200,6 +202,76 @@ class DCGANDiscriminator(nn.Module):
         return self.net(x).view(-1)  # (B,)
 
 
+class ClassBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift are looked up per class (conditional batch norm, as in the generator of
+    Miyato & Koyama 2018): the statistics are shared, the affine part is the class's."""
+
+    def __init__(self, channels: int, classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain, self.shift = nn.Embedding(classes, channels), nn.Embedding(classes, channels)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gain(y)[:, :, None, None] + self.shift(y)[:, :, None, None]
+
+
+class ConditionalDCGANGenerator(DCGANGenerator):
+    """The DCGAN generator with each batch norm's scale and shift chosen by the class."""
+
+    def __init__(self, z_dim: int = 100, width: int = 32, classes: int = 10):
+        super().__init__(z_dim, width)
+        for i, m in enumerate(self.net):
+            if isinstance(m, nn.BatchNorm2d):
+                self.net[i] = ClassBatchNorm2d(m.num_features, classes)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = z.view(len(z), -1, 1, 1)
+        for layer in self.net:
+            x = layer(x, y) if isinstance(layer, ClassBatchNorm2d) else layer(x)
+        return x
+
+
+class ProjectionDiscriminator(DCGANDiscriminator):
+    """The DCGAN discriminator plus Miyato & Koyama's projection: the inner product of a class embedding with
+    D's last features, added to the logit (a class-specific linear head on top of the shared one)."""
+
+    def __init__(self, width: int = 32, classes: int = 10):
+        super().__init__(width)
+        self.embed = nn.Embedding(classes, 4 * width * 4 * 4)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.net[:-1](x)  # (B, 4w, 4, 4)
+        return self.net[-1](h).view(-1) + (self.embed(y) * h.flatten(1)).sum(1)  # (B,)
+
+
+class ConcatDCGANGenerator(DCGANGenerator):
+    """The simple design: a learned label embedding appended to z."""
+
+    def __init__(self, z_dim: int = 100, width: int = 32, classes: int = 10, embed: int = 10):
+        super().__init__(z_dim + embed, width)
+        self.embed = nn.Embedding(classes, embed)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.cat([z, self.embed(y)], 1))  # (B, z_dim + embed) in
+
+
+class ConcatDiscriminator(DCGANDiscriminator):
+    """The simple design: a learned 32x32 label map as a second input channel."""
+
+    def __init__(self, width: int = 32, classes: int = 10):
+        super().__init__(width)
+        self.net[0] = nn.Conv2d(2, width, 4, 2, 1, bias=False)
+        self.embed = nn.Embedding(classes, 32 * 32)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.cat([x, self.embed(y).view(-1, 1, 32, 32)], 1))  # (B, 2, 32, 32) in
+
+
+def call(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """model(x), or model(x, y) for a class-conditional model."""
+    return model(x) if y is None else model(x, y)
+
+
 def _init_seed(m: nn.Module) -> None:
     # TF's truncated_normal: redraws anything beyond two standard deviations.
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
@@ -211,15 +283,24 @@ def _init_seed(m: nn.Module) -> None:
 def _init_dcgan(m: nn.Module) -> None:
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(m.weight, 0.0, 0.02)
-    elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
+    elif isinstance(m, ClassBatchNorm2d):  # like a batch norm's affine part, per class
+        nn.init.normal_(m.gain.weight, 1.0, 0.02)
+        nn.init.zeros_(m.shift.weight)
+    elif isinstance(m, ProjectionDiscriminator):  # small, like the weights it adds to
+        nn.init.normal_(m.embed.weight, 0.0, 0.02)
 
 
 def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     """A freshly initialised (generator, discriminator) pair; draws from torch's global RNG."""
     if cfg.preset == "seed":
         g, d, init = SeedGenerator(cfg.z_dim, cfg.width), SeedDiscriminator(cfg.width), _init_seed
+    elif cfg.conditional == "on" and os.environ.get("DIGITGAN_COND_DESIGN") == "concat":  # for the comparison only
+        g, d, init = ConcatDCGANGenerator(cfg.z_dim, cfg.width), ConcatDiscriminator(cfg.width), _init_dcgan
+    elif cfg.conditional == "on":
+        g, d, init = ConditionalDCGANGenerator(cfg.z_dim, cfg.width), ProjectionDiscriminator(cfg.width), _init_dcgan
     else:
         g, d, init = DCGANGenerator(cfg.z_dim, cfg.width), DCGANDiscriminator(cfg.width), _init_dcgan
     g.apply(init)

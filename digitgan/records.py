@@ -24,9 +24,9 @@ from .config import TrainConfig
 from .errors import UsageError
 from .files import append_line, atomic_write
 from .images import plot_curves, save_grid
-from .metrics import KEYS
+from .metrics import CSV_KEYS
 
-CSV_COLUMNS = ("step", "seconds", "d_loss", "g_loss", "d_real", "d_fake") + KEYS  # seconds: training only
+CSV_COLUMNS = ("step", "seconds", "d_loss", "g_loss", "d_real", "d_fake") + CSV_KEYS  # seconds: training only
 METRIC_PANELS = (("FID (MNIST evaluator features; lower is better)", ("fid",)),
                  ("precision / recall / coverage", ("precision", "recall", "coverage")))
 LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("mean D output: real vs generated", ("d_real", "d_fake")))
@@ -110,7 +110,8 @@ class RunRecords:
         append_line(self.csv, _line(row))
 
     def grid(self, step: int, images: torch.Tensor) -> None:
-        save_grid(images, self.sample_dir / f"step_{step:07d}.png", nrow=8)
+        """The fixed batch's grid: 8x8, or for a conditional run 10x10 with row c drawn as class c."""
+        save_grid(images, self.sample_dir / f"step_{step:07d}.png", nrow=8 if len(images) == 64 else 10)
 
     def plot(self, metrics: bool) -> None:
         """losses.png, and metrics.png when quality is tracked."""

@@ -7,12 +7,12 @@ import numpy as np
 import torch
 
 from . import checkpoints
-from .config import TrainConfig, resolve
+from .config import CLASS_NAMES, NUM_CLASSES, TrainConfig, resolve
 from .devices import pick_device, speed_settings
 from .errors import UsageError
 from .files import atomic_write
 from .images import save_grid
-from .models import build_models, sample_noise
+from .models import build_models, call, sample_noise
 
 
 def load_generator(checkpoint_dir: str, checkpoint: str | None = None,
@@ -63,25 +63,58 @@ def _fold_batchnorm(conv: torch.nn.ConvTranspose2d, bn: torch.nn.BatchNorm2d) ->
     conv.bias = torch.nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
 
 
+def class_labels(cfg: TrainConfig, num: int, cls: int | None = None) -> torch.Tensor | None:
+    """The classes a conditional model is asked to draw num images of: all `cls`, or without it a balanced set
+    in class order (counts differ by at most one). None for an unconditional model."""
+    if cfg.conditional != "on":
+        return None
+    return torch.full((num,), cls) if cls is not None else torch.arange(num) * NUM_CLASSES // num
+
+
+def parse_class(text: str, dataset: str) -> int:
+    """A --class value: the label (0-9) or, for Fashion-MNIST, the name (sneaker, ankle-boot, ...)."""
+    names = CLASS_NAMES[dataset]
+    key = text.strip().lower().replace("_", "-").replace(" ", "-")
+    if key.isdigit() and int(key) < len(names):
+        return int(key)
+    if key in names:
+        return names.index(key)
+    raise UsageError(f"--class {text}: {dataset} has the classes 0-{len(names) - 1}"
+                     + (f" ({', '.join(names)})" if dataset != "mnist" else ""))
+
+
 @torch.inference_mode()
-def generate(generator: torch.nn.Module, cfg: TrainConfig, num: int, seed: int, batch: int = 1000) -> torch.Tensor:
-    """(num, 1, 32, 32) images in [-1, 1] on the CPU; noise is drawn on the CPU so any device gives the same z."""
+def generate(generator: torch.nn.Module, cfg: TrainConfig, num: int, seed: int, batch: int = 1000,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(num, 1, 32, 32) images in [-1, 1] on the CPU, of the classes in labels for a conditional model; noise is
+    drawn on the CPU so any device gives the same z."""
     device = next(generator.parameters()).device
     z = sample_noise(cfg, num, torch.Generator().manual_seed(seed), "cpu")
-    return torch.cat([generator(chunk.to(device)).float().cpu() for chunk in z.split(batch)])
+    ys = labels.split(batch) if labels is not None else [None] * len(z.split(batch))
+    return torch.cat([call(generator, chunk.to(device), y if y is None else y.to(device)).float().cpu()
+                      for chunk, y in zip(z.split(batch), ys)])
 
 
 def write_samples(out: str, num: int, seed: int, checkpoint_dir: str, checkpoint: str | None = None,
-                  device: str = "auto") -> Path:
+                  device: str = "auto", cls: str | None = None) -> Path:
+    """A grid (.png), the images (.npy), or images and their classes (.npz: `images`, `labels`)."""
     path = Path(out)
-    if path.suffix not in (".png", ".npy"):
-        raise UsageError(f"--out {out}: the name must end in .png (a grid) or .npy (raw arrays)")
+    if path.suffix not in (".png", ".npy", ".npz"):
+        raise UsageError(f"--out {out}: the name must end in .png (a grid), .npy (raw images) or .npz (images "
+                         f"and labels)")
     if not path.parent.is_dir():
         raise UsageError(f"--out {out}: the directory {path.parent}/ does not exist")
     generator, cfg, _ = load_generator(checkpoint_dir, checkpoint, device)
-    images = generate(generator, cfg, num, seed)
+    if cfg.conditional != "on" and cls is not None:
+        raise UsageError(f"--class {cls}: this checkpoint was trained without --conditional on, so it cannot draw a "
+                         f"chosen class; train one with --conditional on")
+    labels = class_labels(cfg, num, None if cls is None else parse_class(cls, cfg.dataset))
+    images = generate(generator, cfg, num, seed, labels=labels)
     if path.suffix == ".png":
-        save_grid(images, path)
-    else:
+        save_grid(images, path, nrow=10 if labels is not None and cls is None and num % 10 == 0 else None)
+    elif path.suffix == ".npy":
         atomic_write(path, lambda f: np.save(f, images.numpy()))
+    else:
+        arrays = {"images": images.numpy(), **({"labels": labels.numpy()} if labels is not None else {})}
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     return path

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from . import checkpoints
-from .config import TrainConfig
+from .config import NUM_CLASSES, TrainConfig
 from .data import BatchSampler
 from .devices import Speed
 from .models import build_models, sample_noise
@@ -39,6 +39,15 @@ def lr_scale(cfg: TrainConfig, step: int) -> float:
     return min(1.0, (cfg.steps - step) / (cfg.lr_decay * cfg.steps)) if cfg.lr_decay else 1.0
 
 
+def fixed_noise(cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The grid's fixed batch: 64 z (an 8x8 grid); for a conditional run 10 z, each drawn as every class (a 10x10
+    grid, row c class c, column j the j-th z), with those labels."""
+    if cfg.conditional != "on":
+        return sample_noise(cfg, 64, torch.Generator().manual_seed(cfg.seed), "cpu").to(device), None
+    z = sample_noise(cfg, NUM_CLASSES, torch.Generator().manual_seed(cfg.seed), "cpu")
+    return z.repeat(NUM_CLASSES, 1).to(device), torch.arange(NUM_CLASSES).repeat_interleave(NUM_CLASSES).to(device)
+
+
 class TrainState:
     """One run's networks, their Adam optimizers, the generator's weight average, the fixed noise, the batch
     sampler, the random streams, the step, the training time and the health counter.
@@ -62,7 +71,7 @@ class TrainState:
         self.sampler = BatchSampler(num_images, cfg.batch_size, cfg.seed + 2, data_device)
         self.noise_device = device if speed.noise_on_device else torch.device("cpu")
         self.noise_gen = torch.Generator(self.noise_device).manual_seed(cfg.seed + 1)
-        self.fixed_z = sample_noise(cfg, 64, torch.Generator().manual_seed(cfg.seed), "cpu").to(device)
+        self.fixed_z, self.fixed_y = fixed_noise(cfg, device)
         self.step, self.elapsed, self.d_won_steps = 0, 0.0, 0  # elapsed: seconds of training, all sessions
 
     @property
@@ -70,10 +79,13 @@ class TrainState:
         """What grids and evaluations draw from: the weight average where there is one."""
         return self.ema.model if self.ema else self.G
 
-    def noise(self) -> torch.Tensor:
-        """A batch of z from the run's noise stream, on the training device."""
+    def noise(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A batch of z, and for a conditional run uniform class labels, from the run's noise stream (so a resume
+        draws the same ones), on the training device."""
         z = sample_noise(self.cfg, self.cfg.batch_size, self.noise_gen, self.noise_device)
-        return z.to(self.device, non_blocking=True)
+        y = (torch.randint(NUM_CLASSES, (self.cfg.batch_size,), generator=self.noise_gen, device=self.noise_device)
+             if self.cfg.conditional == "on" else None)
+        return z.to(self.device, non_blocking=True), y if y is None else y.to(self.device, non_blocking=True)
 
     def set_hyperparameters(self) -> None:
         """Put the config's learning rates (at this step's decay) and betas into both optimizers. A function of

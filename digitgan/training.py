@@ -19,9 +19,10 @@ from .config import TrainConfig, resolve
 from .data import load_dataset
 from .devices import Speed, pick_device, speed_settings
 from .errors import TrainingStopped, WriteError
-from .metrics import KEYS, Judge
+from .metrics import CSV_KEYS, Judge
+from .models import call
 from .records import CSV_COLUMNS, RunRecords, archive_run, ensure_writable
-from .sampling import generate
+from .sampling import class_labels, generate
 from .state import Averager, TrainState
 
 __all__ = ["Averager", "StopRequest", "autocast", "d_update", "g_update", "prepare", "train"]
@@ -67,13 +68,13 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
-             z: torch.Tensor, ones: torch.Tensor, zeros: torch.Tensor,
-             amp: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
-    """One discriminator step; returns (loss, logits on real, logits on fake)."""
+             z: torch.Tensor, ones: torch.Tensor, zeros: torch.Tensor, amp: torch.dtype | None = None,
+             y_real: torch.Tensor | None = None, y_fake: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """One discriminator step (labels: a conditional run's); returns (loss, logits on real, logits on fake)."""
     with autocast(real.device, amp):
         with torch.no_grad():
-            fake = G(z)
-        real_logits, fake_logits = D(real).float(), D(fake).float()
+            fake = call(G, z, y_fake)
+        real_logits, fake_logits = call(D, real, y_real).float(), call(D, fake, y_fake).float()
     loss = F.binary_cross_entropy_with_logits(real_logits, ones) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -82,10 +83,10 @@ def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer,
 
 
 def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor,
-             ones: torch.Tensor, amp: torch.dtype | None = None) -> torch.Tensor:
+             ones: torch.Tensor, amp: torch.dtype | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
     """One generator step with the non-saturating loss (G maximises log D(G(z)))."""
     with autocast(z.device, amp):
-        logits = D(G(z)).float()
+        logits = call(D, call(G, z, y), y).float()
     loss = F.binary_cross_entropy_with_logits(logits, ones)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -142,8 +143,9 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
     sample_dir = ensure_writable(cfg.sample_dir, "--sample-dir")
     device = pick_device(cfg.device)
     speed = speed_settings(cfg, device)
-    images = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir).images
-    images = images.to(device if speed.data_on_device else "cpu")
+    data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir)
+    images, labels = (t.to(device if speed.data_on_device else "cpu") for t in (data.images, data.labels))
+    conditional = cfg.conditional == "on"
     if speed.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     state = TrainState(cfg, device, speed, len(images))
@@ -168,11 +170,15 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                 # update
                 state.set_hyperparameters()
                 for _ in range(cfg.d_steps):
-                    real = images[state.sampler.next()].to(device, non_blocking=True)
-                    d_loss, real_logits, fake_logits = d_update(G_step, D_step, state.opt_d, real, state.noise(),
-                                                                ones, zeros, speed.autocast)
+                    idx = state.sampler.next()
+                    real = images[idx].to(device, non_blocking=True)
+                    y_real = labels[idx].to(device, non_blocking=True) if conditional else None
+                    z, y_fake = state.noise()
+                    d_loss, real_logits, fake_logits = d_update(G_step, D_step, state.opt_d, real, z, ones, zeros,
+                                                                speed.autocast, y_real, y_fake)
                 for _ in range(cfg.g_steps):
-                    g_loss = g_update(G_step, D_step, state.opt_g, state.noise(), ones, speed.autocast)
+                    z, y_fake = state.noise()
+                    g_loss = g_update(G_step, D_step, state.opt_g, z, ones, speed.autocast, y_fake)
                 if state.ema:
                     state.ema.update(state.step)
                 sums += torch.stack([d_loss, g_loss, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean()]).detach()
@@ -203,8 +209,9 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                     if eval_now:
                         t = time.perf_counter()
                         with eval_mode(state.G_show) as G_show:
-                            scores = judge.score(generate(G_show, cfg, cfg.eval_num, seed=0))
-                        row.update({k: scores[k] for k in KEYS})
+                            asked = class_labels(cfg, cfg.eval_num)
+                            scores = judge.score(generate(G_show, cfg, cfg.eval_num, seed=0, labels=asked), asked)
+                        row.update({k: scores[k] for k in CSV_KEYS if k in scores})
                         pbar.write(f"step {step}: FID {scores['fid']:.2f} (real data: {judge.reference['fid']:.2f}), "
                                    f"precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, "
                                    f"{scores['classes_covered']} classes")
@@ -213,7 +220,7 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                 # sample
                 if step % cfg.sample_every == 0 or stopping:
                     with eval_mode(state.G_show) as G_show, torch.no_grad():
-                        records.grid(step, G_show(state.fixed_z))
+                        records.grid(step, call(G_show, state.fixed_z, state.fixed_y))
                 # save
                 if save_now:
                     state.elapsed = time.perf_counter() - start

@@ -1,0 +1,161 @@
+"""Class-conditional runs: the flag, labels through training and resume, the 10x10 grid, sampling by class, and
+metrics that catch a generator ignoring its label."""
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dcgan
+from digitgan import checkpoints
+from digitgan.config import resolve
+from digitgan.data import load_dataset
+from digitgan.errors import UsageError
+from digitgan.metrics import Judge
+from digitgan.sampling import class_labels, generate
+from digitgan.training import train
+
+ROOT = Path(__file__).resolve().parent.parent
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _args(overrides):
+    return [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _state(path):
+    """A checkpoint less what two runs of the same training must differ in: wall time and directories."""
+    s = checkpoints.load(path)
+    del s["elapsed"]
+    s["config"] = {k: v for k, v in s["config"].items() if k not in ("checkpoint_dir", "sample_dir")}
+    return s
+
+
+def test_the_seed_preset_refuses_conditional(tmp_path, cache_dir, capsys):
+    assert dcgan.main(["train", "--preset", "seed", "--conditional", "on", "--checkpoint-dir", str(tmp_path / "ck"),
+                       "--cache-dir", cache_dir]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --conditional on needs --preset dcgan: the seed preset is the 2019 network as it was"
+
+
+def test_conditional_is_part_of_a_runs_identity(tiny, tmp_path):
+    train(tiny(steps=2))
+    with pytest.raises(UsageError, match="--conditional off, not on"):
+        train(tiny(steps=4, conditional="on"))
+
+
+def test_a_conditional_grid_has_a_row_per_class_and_a_column_per_z(tiny, tmp_path):
+    last = train(tiny(conditional="on"))
+    z = checkpoints.load(last)["fixed_noise"]
+    assert z.shape == (100, 100) and torch.equal(z.view(10, 10, 100), z[:10].expand(10, 10, 100))
+    assert Image.open(tmp_path / "samples" / "step_0000004.png").size == (10 * 34 + 2, 10 * 34 + 2)
+
+
+def test_a_conditional_run_resumes_bit_exactly_through_sigterm(tiny, tmp_path):
+    run = tiny(conditional="on", checkpoint_dir=str(tmp_path / "term"), sample_dir=str(tmp_path / "s1"))
+    argv = _args({k: run[k] for k in ("batch_size", "log_every", "sample_every", "width", "checkpoint_dir",
+                                      "sample_dir", "cache_dir", "device", "conditional")})
+    proc = subprocess.Popen([sys.executable, str(ROOT / "dcgan.py"), "train", "--steps", "100000",
+                             "--checkpoint-every", "100000", *argv], stderr=subprocess.PIPE, text=True)
+    csv_path = tmp_path / "term" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < 4):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "SIGTERM" in err, err
+    (saved,) = checkpoints.list_checkpoints(tmp_path / "term")
+    stopped_at = checkpoints.load(saved)["step"]
+    resumed = train({"steps": stopped_at + 2, "checkpoint_dir": str(tmp_path / "term")})
+    straight = train(tiny(conditional="on", steps=stopped_at + 2, checkpoint_every=100000))
+    assert _same(_state(straight), _state(resumed))
+    # the labels drawn for the fake batches come from the saved noise stream: another stream, other weights
+    other = train(tiny(conditional="on", steps=stopped_at + 2, seed=1, checkpoint_dir=str(tmp_path / "other")))
+    assert not _same(_state(straight)["generator"], _state(other)["generator"])
+
+
+def test_balanced_labels_when_no_class_is_asked_for():
+    cfg = resolve({"conditional": "on"})
+    counts = torch.bincount(class_labels(cfg, 64), minlength=10)
+    assert counts.sum() == 64 and counts.max() - counts.min() <= 1
+    assert torch.equal(class_labels(cfg, 20), torch.arange(10).repeat_interleave(2))
+    assert (class_labels(cfg, 5, cls=7) == 7).all() and class_labels(resolve({}), 5) is None
+
+
+def test_sample_by_class_writes_labels_and_refuses_what_it_cannot_do(tiny, tmp_path, capsys):
+    assert dcgan.main(_args(tiny(conditional="on"))) == 0
+    ck = str(tmp_path / "ck")
+    out = tmp_path / "sevens.npz"
+    assert dcgan.main(["sample", "--checkpoint-dir", ck, "--class", "7", "--num", "12", "--out", str(out)]) == 0
+    arrays = np.load(out)
+    assert arrays["images"].shape == (12, 1, 32, 32) and (arrays["labels"] == 7).all()
+    assert dcgan.main(["sample", "--checkpoint-dir", ck, "--num", "30", "--out", str(tmp_path / "all.npz")]) == 0
+    assert np.bincount(np.load(tmp_path / "all.npz")["labels"]).tolist() == [3] * 10
+    assert dcgan.main(["sample", "--checkpoint-dir", ck, "--class", "7", "--out", str(tmp_path / "g.png")]) == 0
+    capsys.readouterr()
+    assert dcgan.main(["sample", "--checkpoint-dir", ck, "--class", "sneaker", "--out", str(tmp_path / "x.png")]) == 2
+    assert "mnist has the classes 0-9" in capsys.readouterr().err
+    assert dcgan.main(_args(tiny(checkpoint_dir=str(tmp_path / "plain")))) == 0
+    capsys.readouterr()
+    assert dcgan.main(["sample", "--checkpoint-dir", str(tmp_path / "plain"), "--class", "7",
+                       "--out", str(tmp_path / "y.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained without --conditional on" in err
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs dataset-fashion-mnist")
+def test_fashion_classes_by_name(tiny, tmp_path):
+    assert dcgan.main(_args(tiny(conditional="on", dataset="fashion-mnist", steps=2))) == 0
+    out = tmp_path / "sneakers.npz"
+    assert dcgan.main(["sample", "--checkpoint-dir", str(tmp_path / "ck"), "--class", "Sneaker", "--num", "4",
+                       "--out", str(out)]) == 0
+    assert (np.load(out)["labels"] == 7).all()
+
+
+class RealDigits(torch.nn.Module):
+    """A stand-in generator that draws real test digits: of the class asked for, or (ignore=True) of a class of
+    its own choosing, as a generator that ignores its label would."""
+
+    def __init__(self, data, ignore):
+        super().__init__()
+        self.images, self.labels, self.ignore = data.images, data.labels, ignore
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # generate() reads the device from the parameters
+
+    def forward(self, z, y):
+        gen = torch.Generator().manual_seed(int(z[0, 0].abs().mul(1e6)))
+        if self.ignore:
+            y = torch.randint(10, y.shape, generator=gen)
+        pick = [torch.nonzero(self.labels == c).flatten() for c in range(10)]
+        return torch.stack([self.images[pick[c][torch.randint(len(pick[c]), (), generator=gen)]] for c in y.tolist()])
+
+
+@pytest.mark.parametrize("ignore", [True, False])
+def test_class_accuracy_catches_a_generator_that_ignores_its_label(cache_dir, ignore):
+    judge = Judge("mnist", cache_dir)
+    cfg = resolve({"conditional": "on"})
+    asked = class_labels(cfg, 2000)
+    images = generate(RealDigits(load_dataset("mnist", "train", cache_dir=cache_dir), ignore), cfg, 2000, seed=0,
+                      labels=asked)
+    s = judge.score(images, asked)
+    if ignore:
+        assert abs(s["class_accuracy"] - 0.1) < 0.03 and max(s["per_class_accuracy"]) < 0.25
+        assert s["intra_fid"] > 20 * judge.reference["intra_fid"]
+    else:  # real digits of the class asked for: as good as the evaluator on real data
+        assert s["class_accuracy"] > judge.reference["class_accuracy"] - 0.01 and min(s["per_class_accuracy"]) > 0.97
+        assert s["intra_fid"] < 3 * judge.reference["intra_fid"] + 0.5
