@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "evaluator (FID, KID, precision, recall, ...), beside the real-data reference")
     _generator_flags(evaluate, num=10000)
     evaluate.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    evaluate.add_argument("--cas", action="store_true", help="conditional models: also the Classification Accuracy "
+                          "Score, a classifier trained on generated digits only and tested on real ones (minutes)")
+    evaluate.add_argument("--cas-num", type=_positive, default=60_000, help="generated images CAS trains on "
+                          "(default: 60000, the size of the real training set)")
 
     trainer = sub.add_parser("train-evaluator", help="train the fixed evaluator classifier that the metrics use "
                              "(developers only: the shipped weights are what evaluation loads)")
@@ -102,7 +106,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from digitgan.metrics import evaluate_checkpoint, format_table
-    result = evaluate_checkpoint(args.checkpoint_dir, args.checkpoint, args.num, args.seed, args.device, args.json)
+    result = evaluate_checkpoint(args.checkpoint_dir, args.checkpoint, args.num, args.seed, args.device, args.json,
+                                 cas_num=args.cas_num if args.cas else 0)
     print(format_table(result))
     if args.json:
         print(f"wrote {args.json}")

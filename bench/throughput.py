@@ -8,6 +8,7 @@ and each figure is the median over rounds.
     python bench/throughput.py                # each preset as it trains by default
     python bench/throughput.py --compare      # seed: straightforward vs ours; default preset: share of GEMM peak
     python bench/throughput.py --variants     # default preset under every speed switch, batch size, thread count
+    python bench/throughput.py --conditional  # default preset with and without --conditional on, same rounds
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from digitgan.config import TrainConfig, resolve  # noqa: E402
+from digitgan.config import NUM_CLASSES, TrainConfig, resolve  # noqa: E402
 from digitgan.data import BatchSampler, load_dataset  # noqa: E402
 from digitgan.devices import pick_device, speed_settings  # noqa: E402
 from digitgan.models import build_models, sample_noise  # noqa: E402
@@ -49,8 +50,10 @@ def gemm_rate(seconds: float, n: int = GEMM_N) -> float:
 
 
 def make_iteration(overrides: dict[str, Any], device: torch.device, images: torch.Tensor,
-                   optimizer: dict[str, Any] | None = None) -> tuple[Callable[[], None], TrainConfig]:
-    """A closure running one training iteration of the config, and the config."""
+                   optimizer: dict[str, Any] | None = None,
+                   labels: torch.Tensor | None = None) -> tuple[Callable[[], None], TrainConfig]:
+    """A closure running one training iteration of the config (labels: the images', for a conditional one),
+    and the config."""
     cfg = resolve(overrides)
     speed = speed_settings(cfg, device)
     torch.manual_seed(0)
@@ -64,14 +67,18 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
     sampler, gen = BatchSampler(len(images), cfg.batch_size, 0, device), torch.Generator(device).manual_seed(0)
     ones = torch.ones(cfg.batch_size, device=device)
     zeros = torch.zeros(cfg.batch_size, device=device)
+    conditional = cfg.conditional == "on"
+    fake_labels = lambda: (torch.randint(NUM_CLASSES, (cfg.batch_size,), generator=gen, device=device)
+                           if conditional else None)
 
     def iteration() -> None:
         for _ in range(cfg.d_steps):
-            d_update(G_step, D_step, opt_d, images[sampler.next()], sample_noise(cfg, cfg.batch_size, gen, device),
-                     ones, zeros, speed.autocast)
+            idx = sampler.next()
+            d_update(G_step, D_step, opt_d, images[idx], sample_noise(cfg, cfg.batch_size, gen, device),
+                     ones, zeros, speed.autocast, labels[idx] if conditional else None, fake_labels())
         for _ in range(cfg.g_steps):
             loss = g_update(G_step, D_step, opt_g, sample_noise(cfg, cfg.batch_size, gen, device), ones,
-                            speed.autocast)
+                            speed.autocast, fake_labels())
         if ema:
             ema.update(1000)
         loss.item()  # wait for the device
@@ -162,20 +169,34 @@ def variants(device: torch.device, images: torch.Tensor, rounds: int) -> None:
               f"= {rate / peak:4.0%} of peak")
 
 
+def conditional_cost(device: torch.device, images: torch.Tensor, labels: torch.Tensor, rounds: int) -> None:
+    iterations = {name: make_iteration(overrides, device, images, labels=labels)[0]
+                  for name, overrides in (("unconditional", {}), ("conditional", {"conditional": "on"}))}
+    seconds = time_interleaved(iterations, rounds=rounds, per_round=5)
+    for name, s in seconds.items():
+        print(f"default preset, {name:13s} {1000 * s:6.1f} ms/it (median of {rounds} interleaved rounds of 5)")
+    print(f"conditional_overhead={seconds['conditional'] / seconds['unconditional'] - 1:.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--compare", action="store_true", help="seed: straightforward vs ours; default preset: "
                       "FLOPs and share of the GEMM peak; ends with seed_speedup= and default_gemm_share=")
     mode.add_argument("--variants", action="store_true", help="the default preset under every switch tried")
+    mode.add_argument("--conditional", action="store_true", help="the default preset with and without "
+                      "--conditional on; ends with conditional_overhead=")
     p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default="data")
     args = p.parse_args()
     device = pick_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    images = load_dataset("mnist", "train", cache_dir=args.cache_dir).images.to(device)
-    if args.compare:
+    data = load_dataset("mnist", "train", cache_dir=args.cache_dir)
+    images = data.images.to(device)
+    if args.conditional:
+        conditional_cost(device, images, data.labels.to(device), args.rounds)
+    elif args.compare:
         compare(device, images, args.rounds)
     elif args.variants:
         variants(device, images, args.rounds)

@@ -69,27 +69,35 @@ def accuracy(model: Evaluator, dataset: str, cache_dir: str = "data", data_dir: 
     return (probs.argmax(1) == test.labels).double().mean().item()
 
 
-def train_evaluator(dataset: str = "mnist", epochs: int = 6, batch_size: int = 128, seed: int = 0,
-                    out_dir: str | Path = SHIPPED, cache_dir: str = "data", data_dir: str = "") -> Path:
-    """Train the classifier (deterministic on CPU), test it, write <dataset>.safetensors and <dataset>.json."""
+def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, batch_size: int = 128, seed: int = 0,
+                   desc: str = "classifier") -> Evaluator:
+    """A fresh Evaluator trained on (images, labels): AdamW with a one-cycle schedule, shifted copies, label
+    smoothing; deterministic on the CPU for a given seed. The shipped evaluator and CAS both come from here."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    train = load_dataset(dataset, "train", data_dir, cache_dir)
     model = Evaluator()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
-    steps = epochs * (len(train) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    start = time.perf_counter()
+    per_epoch = len(images) // batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * per_epoch)
     model.train()
-    for _ in tqdm(range(epochs), desc=f"evaluator ({dataset})", unit="epoch"):
-        order = torch.randperm(len(train), generator=gen)
-        for i in range(len(train) // batch_size):
+    for _ in tqdm(range(epochs), desc=desc, unit="epoch"):
+        order = torch.randperm(len(images), generator=gen)
+        for i in range(per_epoch):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            loss = F.cross_entropy(model(_shift(train.images[idx], gen)), train.labels[idx], label_smoothing=0.05)
+            loss = F.cross_entropy(model(_shift(images[idx], gen)), labels[idx], label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+    return model.eval()
+
+
+def train_evaluator(dataset: str = "mnist", epochs: int = 6, batch_size: int = 128, seed: int = 0,
+                    out_dir: str | Path = SHIPPED, cache_dir: str = "data", data_dir: str = "") -> Path:
+    """Train the classifier (deterministic on CPU), test it, write <dataset>.safetensors and <dataset>.json."""
+    start = time.perf_counter()
+    train = load_dataset(dataset, "train", data_dir, cache_dir)
+    model = fit_classifier(train.images, train.labels, epochs, batch_size, seed, desc=f"evaluator ({dataset})")
     acc = accuracy(model, dataset, cache_dir, data_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,13 +14,14 @@ import torch
 from .files import atomic_write
 from .data import load_dataset
 from .errors import UsageError
-from .evaluator import load_evaluator
+from .evaluator import accuracy, fit_classifier, load_evaluator
 
 KEYS = ("fid", "kid", "kid_std", "inception_score", "precision", "recall", "density", "coverage",
         "classes_covered", "class_kl", "mean_confidence")
 CLASS_KEYS = ("class_accuracy", "intra_fid")  # for images drawn as a given class (conditional models)
 CSV_KEYS = KEYS + CLASS_KEYS
 REFERENCE_SEED = 12345  # which 10,000 training images form the real-data reference
+CAS_EPOCHS = 2  # the Classification Accuracy Score's fixed schedule (the shipped evaluator had 6)
 
 
 def frechet_distance(mu1: torch.Tensor, s1: torch.Tensor, mu2: torch.Tensor, s2: torch.Tensor) -> float:
@@ -166,8 +167,9 @@ class Judge:
 
 
 def evaluate_checkpoint(checkpoint_dir: str, checkpoint: str | None = None, num: int = 10_000, seed: int = 0,
-                        device: str = "auto", json_path: str | None = None) -> dict[str, Any]:
-    """Score num samples of a checkpoint's generator (fixed seed: repeatable), with the real-data reference."""
+                        device: str = "auto", json_path: str | None = None, cas_num: int = 0) -> dict[str, Any]:
+    """Score num samples of a checkpoint's generator (fixed seed: repeatable), with the real-data reference; with
+    cas_num also the Classification Accuracy Score from that many generated images (conditional models)."""
     from .sampling import class_labels, generate, load_generator
 
     if json_path and not Path(json_path).resolve().parent.is_dir():
@@ -175,14 +177,42 @@ def evaluate_checkpoint(checkpoint_dir: str, checkpoint: str | None = None, num:
     if num < 2:
         raise UsageError(f"--num must be at least 2 to estimate covariances, not {num}")
     generator, cfg, step = load_generator(checkpoint_dir, checkpoint, device)
+    if cas_num and cfg.conditional != "on":
+        raise UsageError("--cas needs a conditional checkpoint (--conditional on): it trains a classifier on "
+                         "generated images labelled by the class they were drawn as")
     judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, next(generator.parameters()).device)
     labels = class_labels(cfg, num)  # a conditional model draws a balanced set
     result = {**judge.score(generate(generator, cfg, num, seed, labels=labels), labels), "step": step,
               "dataset": cfg.dataset,
-              "evaluator_sha256": judge.record["sha256"], "real_reference": judge.reference}
+              "evaluator_sha256": judge.record["sha256"], "real_reference": judge.reference,
+              **(classification_accuracy_score(generator, cfg, cas_num, seed) if cas_num else {})}
     if json_path:
         atomic_write(Path(json_path), lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
     return result
+
+
+def classification_accuracy_score(generator: torch.nn.Module, cfg: Any, num: int = 60_000, seed: int = 0,
+                                   epochs: int = CAS_EPOCHS) -> dict[str, Any]:
+    """Ravuri & Vinyals 2019: a fresh classifier (the evaluator's architecture and schedule) trained only on num
+    generated images labelled by the class they were drawn as, scored on the real test set; beside the same
+    classifier trained on num real training images. The real one is cached in cfg.cache_dir (it is the same every
+    time: the CPU training is deterministic)."""
+    from .sampling import class_labels, generate
+
+    labels = class_labels(cfg, num)
+    fake = fit_classifier(generate(generator, cfg, num, seed, labels=labels), labels, epochs, desc="CAS: generated")
+    cache = Path(cfg.cache_dir) / f"cas-real-{cfg.dataset}-{num}-{epochs}.json"
+    if cache.exists() and not cfg.data_dir:
+        real = json.loads(cache.read_text())["accuracy"]
+    else:
+        train = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir)
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:num]
+        real = accuracy(fit_classifier(train.images[pick], train.labels[pick], epochs, desc="CAS: real"),
+                        cfg.dataset, cfg.cache_dir, cfg.data_dir)
+        if not cfg.data_dir and Path(cfg.cache_dir).is_dir():
+            atomic_write(cache, lambda f: f.write(json.dumps({"accuracy": real}).encode()))
+    return {"cas": accuracy(fake, cfg.dataset, cfg.cache_dir, cfg.data_dir), "cas_real": real, "cas_num": num,
+            "cas_epochs": epochs}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -197,4 +227,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{'per class':<18}" + " ".join(f"{a:.3f}" for a in result["per_class_accuracy"])
                      + "   (real data: " + " ".join(f"{a:.3f}" for a in ref["per_class_accuracy"]) + ")")
     lines.append(f"{'class histogram':<18}{result['class_histogram']}")
+    if "cas" in result:
+        lines.append(f"{'CAS':<18}{result['cas']:12.4f}{result['cas_real']:12.4f}   (test accuracy of a classifier "
+                     f"trained on {result['cas_num']} generated vs real images, {result['cas_epochs']} epochs)")
     return "\n".join(lines)

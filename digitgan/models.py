@@ -1,8 +1,6 @@
 """The two generator/discriminator pairs. Discriminators return logits: losses use BCEWithLogits."""
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -244,29 +242,6 @@ class ProjectionDiscriminator(DCGANDiscriminator):
         return self.net[-1](h).view(-1) + (self.embed(y) * h.flatten(1)).sum(1)  # (B,)
 
 
-class ConcatDCGANGenerator(DCGANGenerator):
-    """The simple design: a learned label embedding appended to z."""
-
-    def __init__(self, z_dim: int = 100, width: int = 32, classes: int = 10, embed: int = 10):
-        super().__init__(z_dim + embed, width)
-        self.embed = nn.Embedding(classes, embed)
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return super().forward(torch.cat([z, self.embed(y)], 1))  # (B, z_dim + embed) in
-
-
-class ConcatDiscriminator(DCGANDiscriminator):
-    """The simple design: a learned 32x32 label map as a second input channel."""
-
-    def __init__(self, width: int = 32, classes: int = 10):
-        super().__init__(width)
-        self.net[0] = nn.Conv2d(2, width, 4, 2, 1, bias=False)
-        self.embed = nn.Embedding(classes, 32 * 32)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return super().forward(torch.cat([x, self.embed(y).view(-1, 1, 32, 32)], 1))  # (B, 2, 32, 32) in
-
-
 def call(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
     """model(x), or model(x, y) for a class-conditional model."""
     return model(x) if y is None else model(x, y)
@@ -297,8 +272,6 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     """A freshly initialised (generator, discriminator) pair; draws from torch's global RNG."""
     if cfg.preset == "seed":
         g, d, init = SeedGenerator(cfg.z_dim, cfg.width), SeedDiscriminator(cfg.width), _init_seed
-    elif cfg.conditional == "on" and os.environ.get("DIGITGAN_COND_DESIGN") == "concat":  # for the comparison only
-        g, d, init = ConcatDCGANGenerator(cfg.z_dim, cfg.width), ConcatDiscriminator(cfg.width), _init_dcgan
     elif cfg.conditional == "on":
         g, d, init = ConditionalDCGANGenerator(cfg.z_dim, cfg.width), ProjectionDiscriminator(cfg.width), _init_dcgan
     else:

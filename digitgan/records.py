@@ -29,6 +29,7 @@ from .metrics import CSV_KEYS
 CSV_COLUMNS = ("step", "seconds", "d_loss", "g_loss", "d_real", "d_fake") + CSV_KEYS  # seconds: training only
 METRIC_PANELS = (("FID (MNIST evaluator features; lower is better)", ("fid",)),
                  ("precision / recall / coverage", ("precision", "recall", "coverage")))
+CLASS_PANEL = ("drawn as the class asked for (conditional)", ("class_accuracy",))
 LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("mean D output: real vs generated", ("d_real", "d_fake")))
 RUN_FILES = ("config.json", "metrics.csv", "losses.png", "metrics.png", "real_reference.json")
 
@@ -95,6 +96,7 @@ class RunRecords:
 
     def __init__(self, cfg: TrainConfig, step: int):
         self.run_dir, self.sample_dir = Path(cfg.checkpoint_dir), Path(cfg.sample_dir)
+        self.metric_panels = METRIC_PANELS + ((CLASS_PANEL,) if cfg.conditional == "on" else ())
         self.csv = self.run_dir / "metrics.csv"
         self.rows = [r for r in read_rows(self.csv) if r["step"] <= step]
         atomic_write(self.csv, lambda f: f.write("".join(line + "\n" for line in
@@ -117,4 +119,4 @@ class RunRecords:
         """losses.png, and metrics.png when quality is tracked."""
         plot_curves(self.rows, self.run_dir / "losses.png", LOSS_PANELS)
         if metrics:
-            plot_curves(self.rows, self.run_dir / "metrics.png", METRIC_PANELS)
+            plot_curves(self.rows, self.run_dir / "metrics.png", self.metric_panels)

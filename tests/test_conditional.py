@@ -16,7 +16,7 @@ from digitgan import checkpoints
 from digitgan.config import resolve
 from digitgan.data import load_dataset
 from digitgan.errors import UsageError
-from digitgan.metrics import Judge
+from digitgan.metrics import Judge, classification_accuracy_score
 from digitgan.sampling import class_labels, generate
 from digitgan.training import train
 
@@ -159,3 +159,48 @@ def test_class_accuracy_catches_a_generator_that_ignores_its_label(cache_dir, ig
     else:  # real digits of the class asked for: as good as the evaluator on real data
         assert s["class_accuracy"] > judge.reference["class_accuracy"] - 0.01 and min(s["per_class_accuracy"]) > 0.97
         assert s["intra_fid"] < 3 * judge.reference["intra_fid"] + 0.5
+
+
+def test_cas_learns_from_right_labels_and_not_from_ignored_ones(cache_dir):
+    cfg = resolve({"conditional": "on", "cache_dir": cache_dir})
+    train_set = load_dataset("mnist", "train", cache_dir=cache_dir)
+    good = classification_accuracy_score(RealDigits(train_set, ignore=False), cfg, num=4000, epochs=2)
+    bad = classification_accuracy_score(RealDigits(train_set, ignore=True), cfg, num=4000, epochs=2)
+    assert good["cas_real"] == bad["cas_real"] > 0.9  # the same real-data classifier beside both (cached)
+    assert good["cas"] > good["cas_real"] - 0.05  # right labels: about as good as training on real digits
+    assert bad["cas"] < 0.3  # labels the images do not match: the classifier learns next to nothing
+
+
+def test_evaluate_cas_writes_the_new_keys_and_refuses_an_unconditional_run(tiny, tmp_path, capsys):
+    assert dcgan.main(_args(tiny(conditional="on"))) == 0
+    out = tmp_path / "e.json"
+    assert dcgan.main(["evaluate", "--checkpoint-dir", str(tmp_path / "ck"), "--num", "300", "--cas", "--cas-num",
+                       "600", "--json", str(out)]) == 0
+    import json
+    result = json.loads(out.read_text())
+    assert {"class_accuracy", "per_class_accuracy", "intra_fid", "cas", "cas_real"} <= set(result)
+    assert {"class_accuracy", "per_class_accuracy", "intra_fid"} <= set(result["real_reference"])
+    assert len(result["per_class_accuracy"]) == 10 and result["cas_num"] == 600 and 0 <= result["cas"] <= 1
+    assert "CAS" in capsys.readouterr().out
+    assert dcgan.main(_args(tiny(checkpoint_dir=str(tmp_path / "plain")))) == 0
+    capsys.readouterr()
+    assert dcgan.main(["evaluate", "--checkpoint-dir", str(tmp_path / "plain"), "--cas"]) == 2
+    assert "--cas needs a conditional checkpoint" in capsys.readouterr().err
+
+
+def test_both_conditional_networks_read_their_labels():
+    from digitgan.models import build_models
+    torch.manual_seed(0)
+    G, D = build_models(resolve({"conditional": "on", "width": 8}))
+    with torch.no_grad():  # give the class embeddings distinct values, as training would
+        for m in G.modules():
+            if hasattr(m, "gain"):
+                m.gain.weight.normal_(1, 0.5)
+                m.shift.weight.normal_(0, 0.5)
+        D.embed.weight.normal_(0, 0.5)
+    z, threes, sevens = torch.randn(4, 100), torch.full((4,), 3), torch.full((4,), 7)
+    G.eval()
+    a, b = G(z, threes), G(z, sevens)
+    assert a.shape == (4, 1, 32, 32) and not torch.allclose(a, b)
+    assert not torch.allclose(D(a, threes), D(a, sevens))
+    assert torch.allclose(G(z[:2], threes[:2]), a[:2], atol=1e-6)  # each image depends on its own label only
