@@ -1,9 +1,5 @@
 """Class-conditional runs: the flag, labels through training and resume, the 10x10 grid, sampling by class, and
 metrics that catch a generator ignoring its label."""
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,31 +15,13 @@ from digitgan.errors import UsageError
 from digitgan.metrics import Judge, classification_accuracy_score
 from digitgan.sampling import class_labels, generate
 from digitgan.training import train
+from runs import same_state, train_until_sigterm, training_state
 
-ROOT = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def _args(overrides):
     return [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-
-
-def _same(a, b):
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
-
-
-def _state(path):
-    """A checkpoint less what two runs of the same training must differ in: wall time and directories."""
-    s = checkpoints.load(path)
-    del s["elapsed"]
-    s["config"] = {k: v for k, v in s["config"].items() if k not in ("checkpoint_dir", "sample_dir")}
-    return s
 
 
 def test_the_seed_preset_refuses_conditional(tmp_path, cache_dir, capsys):
@@ -67,26 +45,17 @@ def test_a_conditional_grid_has_a_row_per_class_and_a_column_per_z(tiny, tmp_pat
 
 
 def test_a_conditional_run_resumes_bit_exactly_through_sigterm(tiny, tmp_path):
-    run = tiny(conditional="on", checkpoint_dir=str(tmp_path / "term"), sample_dir=str(tmp_path / "s1"))
-    argv = _args({k: run[k] for k in ("batch_size", "log_every", "sample_every", "width", "checkpoint_dir",
-                                      "sample_dir", "cache_dir", "device", "conditional")})
-    proc = subprocess.Popen([sys.executable, str(ROOT / "dcgan.py"), "train", "--steps", "100000",
-                             "--checkpoint-every", "100000", *argv], stderr=subprocess.PIPE, text=True)
-    csv_path = tmp_path / "term" / "metrics.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < 4):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and "SIGTERM" in err, err
+    code, err = train_until_sigterm(tiny(checkpoint_dir=str(tmp_path / "term"), sample_dir=str(tmp_path / "s1")),
+                                    "--conditional", "on")
+    assert code == 0 and "SIGTERM" in err, err
     (saved,) = checkpoints.list_checkpoints(tmp_path / "term")
     stopped_at = checkpoints.load(saved)["step"]
     resumed = train({"steps": stopped_at + 2, "checkpoint_dir": str(tmp_path / "term")})
     straight = train(tiny(conditional="on", steps=stopped_at + 2, checkpoint_every=100000))
-    assert _same(_state(straight), _state(resumed))
+    assert same_state(training_state(straight), training_state(resumed))
     # the labels drawn for the fake batches come from the saved noise stream: another stream, other weights
     other = train(tiny(conditional="on", steps=stopped_at + 2, seed=1, checkpoint_dir=str(tmp_path / "other")))
-    assert not _same(_state(straight)["generator"], _state(other)["generator"])
+    assert not same_state(training_state(straight)["generator"], training_state(other)["generator"])
 
 
 def test_balanced_labels_when_no_class_is_asked_for():

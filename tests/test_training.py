@@ -2,10 +2,6 @@ import csv
 import errno
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,29 +11,8 @@ from PIL import Image
 from digitgan import checkpoints
 from digitgan.errors import TrainingStopped, UsageError
 from digitgan.training import train
+from runs import same_state as _same_state, train_until_sigterm, training_state as _training_state
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _same_state(a, b):
-    """Bit-for-bit equality of two nested checkpoint states (tensors, dicts, lists, numbers)."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
-    return a == b
-
-
-def _training_state(path, *differing):
-    """Every entry of a checkpoint except those that must differ between two runs of the same training: the wall
-    time (`elapsed`), and in the config the directories the runs wrote to plus the `differing` flags the test
-    set apart on purpose."""
-    s = checkpoints.load(path)
-    del s["elapsed"]
-    s["config"] = {k: v for k, v in s["config"].items() if k not in ("checkpoint_dir", "sample_dir", *differing)}
-    return s
 
 
 def test_short_run_writes_grid_checkpoint_csv_and_plot(tiny, tmp_path):
@@ -90,19 +65,8 @@ def test_lr_decay_falls_linearly_to_zero_and_resumes_exactly(tiny, tmp_path):
 
 
 def test_sigterm_saves_then_resume_matches_a_straight_run(tiny, tmp_path):
-    run = tiny(checkpoint_dir=str(tmp_path / "term"), sample_dir=str(tmp_path / "s1"))
-    cmd = [sys.executable, str(ROOT / "dcgan.py"), "train", "--steps", "100000", "--checkpoint-every", "100000"]
-    for k in ("batch_size", "log_every", "sample_every", "width", "checkpoint_dir", "sample_dir", "cache_dir",
-              "device"):
-        cmd += [f"--{k.replace('_', '-')}", str(run[k])]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    csv_path = tmp_path / "term" / "metrics.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < 4):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    code, err = train_until_sigterm(tiny(checkpoint_dir=str(tmp_path / "term"), sample_dir=str(tmp_path / "s1")))
+    assert code == 0, err
     assert "SIGTERM" in err and "resume" in err
     (saved,) = checkpoints.list_checkpoints(tmp_path / "term")
     stopped_at = checkpoints.load(saved)["step"]

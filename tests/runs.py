@@ -1,0 +1,50 @@
+"""For tests that run training: stopping a real process with SIGTERM, and comparing checkpoints bit for bit over
+every entry two runs of the same training must share."""
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from digitgan import checkpoints
+
+
+def same_state(a, b):
+    """Bit-for-bit equality of two nested checkpoint states (tensors, dicts, lists, numbers)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def training_state(path, *differing):
+    """Every entry of a checkpoint except those that must differ between two runs of the same training: the wall
+    time (`elapsed`), and in the config the directories the runs wrote to plus the `differing` flags the test
+    set apart on purpose."""
+    s = checkpoints.load(path)
+    del s["elapsed"]
+    s["config"] = {k: v for k, v in s["config"].items() if k not in ("checkpoint_dir", "sample_dir", *differing)}
+    return s
+
+
+def train_until_sigterm(run, *flags, rows=4):
+    """`dcgan.py train` as a real process with run's directories and small-run settings plus flags, toward 100,000
+    steps; SIGTERM once its CSV has `rows` lines. Returns (exit code, stderr)."""
+    cmd = [sys.executable, str(Path(__file__).resolve().parent.parent / "dcgan.py"), "train", "--steps", "100000",
+           "--checkpoint-every", "100000", *flags]
+    for k in ("batch_size", "log_every", "sample_every", "width", "checkpoint_dir", "sample_dir", "cache_dir",
+              "device"):
+        cmd += [f"--{k.replace('_', '-')}", str(run[k])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    csv_path = Path(run["checkpoint_dir"]) / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < rows):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
