@@ -95,11 +95,15 @@ class TrainState:
             for group in opt.param_groups:
                 group["lr"], group["betas"] = lr * scale, (self.cfg.beta1, self.cfg.beta2)
 
+    def _learned(self) -> dict[str, Any]:
+        """The networks, the weight average and Adam's states: what training changes, and NaN could poison."""
+        return dict(generator=self.G.state_dict(),
+                    **({"generator_ema": self.ema.model.state_dict()} if self.ema else {}),
+                    discriminator=self.D.state_dict(), opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict())
+
     def state_dict(self) -> dict[str, Any]:
         return dict(
-            step=self.step, config=dataclasses.asdict(self.cfg), generator=self.G.state_dict(),
-            **({"generator_ema": self.ema.model.state_dict()} if self.ema else {}),
-            discriminator=self.D.state_dict(), opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict(),
+            step=self.step, config=dataclasses.asdict(self.cfg), **self._learned(),
             fixed_noise=self.fixed_z.cpu(), elapsed=self.elapsed, health={"d_won_steps": self.d_won_steps},
             rng={**checkpoints.capture_rng(), "noise": self.noise_gen.get_state(),
                  "sampler": self.sampler.state_dict()})
@@ -129,4 +133,4 @@ class TrainState:
 
     def nonfinite(self) -> list[str]:
         """The parts of the state that hold NaN or inf (empty: it can be saved as a good checkpoint)."""
-        return checkpoints.nonfinite(self.state_dict())
+        return checkpoints.nonfinite(self._learned())

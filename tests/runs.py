@@ -32,14 +32,18 @@ def training_state(path, *differing):
     return s
 
 
+def cli_flags(overrides):
+    """Training overrides as command-line flags: {"batch_size": 8} -> ["--batch-size", "8"]."""
+    return [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
 def train_until_sigterm(run, *flags, rows=4):
     """`dcgan.py train` as a real process with run's directories and small-run settings plus flags, toward 100,000
     steps; SIGTERM once its CSV has `rows` lines. Returns (exit code, stderr)."""
     cmd = [sys.executable, str(Path(__file__).resolve().parent.parent / "dcgan.py"), "train", "--steps", "100000",
-           "--checkpoint-every", "100000", *flags]
-    for k in ("batch_size", "log_every", "sample_every", "width", "checkpoint_dir", "sample_dir", "cache_dir",
-              "device"):
-        cmd += [f"--{k.replace('_', '-')}", str(run[k])]
+           "--checkpoint-every", "100000", *flags,
+           *cli_flags({k: run[k] for k in ("batch_size", "log_every", "sample_every", "width", "checkpoint_dir",
+                                           "sample_dir", "cache_dir", "device")})]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     csv_path = Path(run["checkpoint_dir"]) / "metrics.csv"
     deadline = time.time() + 120

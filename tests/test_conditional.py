@@ -15,13 +15,9 @@ from digitgan.errors import UsageError
 from digitgan.metrics import Judge, classification_accuracy_score
 from digitgan.sampling import class_labels, generate
 from digitgan.training import train
-from runs import same_state, train_until_sigterm, training_state
+from runs import cli_flags, same_state, train_until_sigterm, training_state
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-def _args(overrides):
-    return [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def test_the_seed_preset_refuses_conditional(tmp_path, cache_dir, capsys):
@@ -67,7 +63,7 @@ def test_balanced_labels_when_no_class_is_asked_for():
 
 
 def test_sample_by_class_writes_labels_and_refuses_what_it_cannot_do(tiny, tmp_path, capsys):
-    assert dcgan.main(_args(tiny(conditional="on"))) == 0
+    assert dcgan.main(cli_flags(tiny(conditional="on"))) == 0
     ck = str(tmp_path / "ck")
     out = tmp_path / "sevens.npz"
     assert dcgan.main(["sample", "--checkpoint-dir", ck, "--class", "7", "--num", "12", "--out", str(out)]) == 0
@@ -79,7 +75,7 @@ def test_sample_by_class_writes_labels_and_refuses_what_it_cannot_do(tiny, tmp_p
     capsys.readouterr()
     assert dcgan.main(["sample", "--checkpoint-dir", ck, "--class", "sneaker", "--out", str(tmp_path / "x.png")]) == 2
     assert "mnist has the classes 0-9" in capsys.readouterr().err
-    assert dcgan.main(_args(tiny(checkpoint_dir=str(tmp_path / "plain")))) == 0
+    assert dcgan.main(cli_flags(tiny(checkpoint_dir=str(tmp_path / "plain")))) == 0
     capsys.readouterr()
     assert dcgan.main(["sample", "--checkpoint-dir", str(tmp_path / "plain"), "--class", "7",
                        "--out", str(tmp_path / "y.png")]) == 2
@@ -90,7 +86,7 @@ def test_sample_by_class_writes_labels_and_refuses_what_it_cannot_do(tiny, tmp_p
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs dataset-fashion-mnist")
 def test_fashion_classes_by_name(tiny, tmp_path):
-    assert dcgan.main(_args(tiny(conditional="on", dataset="fashion-mnist", steps=2))) == 0
+    assert dcgan.main(cli_flags(tiny(conditional="on", dataset="fashion-mnist", steps=2))) == 0
     out = tmp_path / "sneakers.npz"
     assert dcgan.main(["sample", "--checkpoint-dir", str(tmp_path / "ck"), "--class", "Sneaker", "--num", "4",
                        "--out", str(out)]) == 0
@@ -141,7 +137,7 @@ def test_cas_learns_from_right_labels_and_not_from_ignored_ones(cache_dir):
 
 
 def test_evaluate_cas_writes_the_new_keys_and_refuses_an_unconditional_run(tiny, tmp_path, capsys):
-    assert dcgan.main(_args(tiny(conditional="on"))) == 0
+    assert dcgan.main(cli_flags(tiny(conditional="on"))) == 0
     out = tmp_path / "e.json"
     assert dcgan.main(["evaluate", "--checkpoint-dir", str(tmp_path / "ck"), "--num", "300", "--cas", "--cas-num",
                        "600", "--json", str(out)]) == 0
@@ -151,7 +147,7 @@ def test_evaluate_cas_writes_the_new_keys_and_refuses_an_unconditional_run(tiny,
     assert {"class_accuracy", "per_class_accuracy", "intra_fid"} <= set(result["real_reference"])
     assert len(result["per_class_accuracy"]) == 10 and result["cas_num"] == 600 and 0 <= result["cas"] <= 1
     assert "CAS" in capsys.readouterr().out
-    assert dcgan.main(_args(tiny(checkpoint_dir=str(tmp_path / "plain")))) == 0
+    assert dcgan.main(cli_flags(tiny(checkpoint_dir=str(tmp_path / "plain")))) == 0
     capsys.readouterr()
     assert dcgan.main(["evaluate", "--checkpoint-dir", str(tmp_path / "plain"), "--cas"]) == 2
     assert "--cas needs a conditional checkpoint" in capsys.readouterr().err

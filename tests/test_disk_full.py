@@ -18,13 +18,10 @@ from digitgan import checkpoints
 from digitgan.data import MNIST_WHEEL
 from digitgan.errors import TrainingStopped
 from digitgan.training import train
+from runs import cli_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 1_000_000  # bytes: above every record of a width-8 run (< 40 kB), below its checkpoints (1.7 MB)
-
-
-def _args(overrides):
-    return [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def _limited(argv, limit=LIMIT):
@@ -47,7 +44,7 @@ def test_a_checkpoint_over_the_size_limit_is_one_line_exit_1_and_loses_nothing(t
     ck = tmp_path / "ck"
     good = train(tiny(steps=2))
     good_bytes = good.read_bytes()
-    done = _limited(_args(tiny(steps=4)))
+    done = _limited(cli_flags(tiny(steps=4)))
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "inline_container" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -102,7 +99,7 @@ def _fill(directory):
 
 def test_disk_full_while_writing_a_checkpoint(tiny, tmpfs, tmp_path, capsys):
     ck = tmpfs("ck", "3m")  # room for one 1.7 MB checkpoint and the records, not for a second checkpoint
-    assert dcgan.main(_args(tiny(checkpoint_dir=str(ck)))) == 1
+    assert dcgan.main(cli_flags(tiny(checkpoint_dir=str(ck)))) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(
