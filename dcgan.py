@@ -4,6 +4,8 @@
     python dcgan.py                       # = train: trains, or resumes from checkpoints/
     python dcgan.py sample --num 64 --out grid.png
     python dcgan.py evaluate --json out.json   # FID, precision, recall, ... against the test set
+    python dcgan.py animate               # sample_image/progress.gif: the grids in step order
+    python dcgan.py interpolate           # latent walks: interpolation.png and .gif
     python dcgan.py data                  # fetch and verify the dataset
 """
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from digitgan.config import DATASETS, PRESETS, TrainConfig, field_help, flag
 from digitgan.errors import TrainingStopped, UsageError, WriteError
 
-COMMANDS = ("train", "sample", "evaluate", "data", "train-evaluator")
+COMMANDS = ("train", "sample", "evaluate", "animate", "interpolate", "data", "train-evaluator")
 TYPES = {"int": int, "float": float, "str": str}  # dataclass field types are strings (postponed annotations)
 
 
@@ -27,6 +30,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def _fps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected frames per second, not {text!r}")
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 100 frames per second, not {value:g}")
     return value
 
 
@@ -69,6 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cas-num", type=_positive, default=60_000, help="generated images CAS trains on "
                           "(default: 60000, the size of the real training set)")
 
+    animate = sub.add_parser("animate", help="an animated GIF of the run's grids in step order, each with its step "
+                             "(training writes one at its end too)")
+    animate.add_argument("--sample-dir", default=TrainConfig.sample_dir, help="where the run's grids are")
+    animate.add_argument("--out", default=None, help="the GIF to write (default: SAMPLE_DIR/progress.gif)")
+    animate.add_argument("--fps", type=_fps, default=4.0, help="frames (grids) per second (default: 4)")
+
+    walk = sub.add_parser("interpolate", help="latent walks: spherical interpolation between random noise "
+                          "vectors, as a grid (one walk per row) and an animated GIF; conditional models also "
+                          "get the style grid (z per column, class per row)")
+    _checkpoint_flags(walk)
+    walk.add_argument("--rows", type=_positive, default=8, help="how many walks (default: 8)")
+    walk.add_argument("--steps", type=_positive, default=10, help="images along each walk, ends included "
+                      "(default: 10)")
+    walk.add_argument("--fps", type=_fps, default=20.0, help="GIF frames per second (default: 20)")
+    walk.add_argument("--out", default="interpolation.png", help="the grid (.png); the GIF is written beside it "
+                      "as .gif, a conditional model's style grid as _style.png")
+
     trainer = sub.add_parser("train-evaluator", help="train the fixed evaluator classifier that the metrics use "
                              "(developers only: the shipped weights are what evaluation loads)")
     trainer.add_argument("--dataset", default="mnist", choices=DATASETS)
@@ -84,9 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _generator_flags(p: argparse.ArgumentParser, num: int) -> None:
+    _checkpoint_flags(p)
+    p.add_argument("--num", type=_positive, default=num, help=f"how many images (default: {num})")
+
+
+def _checkpoint_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", default=TrainConfig.checkpoint_dir, help="use its newest checkpoint")
     p.add_argument("--checkpoint", default=None, help="this checkpoint file instead")
-    p.add_argument("--num", type=_positive, default=num, help=f"how many images (default: {num})")
+    p.add_argument("--best", action="store_true", help="CHECKPOINT_DIR/best.pt instead: the lowest FID training "
+                   "measured")
     p.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same images")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
 
@@ -100,17 +136,36 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from digitgan.sampling import write_samples
-    path = write_samples(args.out, args.num, args.seed, args.checkpoint_dir, args.checkpoint, args.device, args.cls)
+    path = write_samples(args.out, args.num, args.seed, args.checkpoint_dir, args.checkpoint, args.device, args.cls,
+                         args.best)
     print(f"wrote {args.num} samples to {path}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from digitgan.metrics import evaluate_checkpoint, format_table
     result = evaluate_checkpoint(args.checkpoint_dir, args.checkpoint, args.num, args.seed, args.device, args.json,
-                                 cas_num=args.cas_num if args.cas else 0)
+                                 cas_num=args.cas_num if args.cas else 0, best=args.best)
     print(format_table(result))
     if args.json:
         print(f"wrote {args.json}")
+
+
+def cmd_animate(args: argparse.Namespace) -> None:
+    from digitgan.records import animate
+    from digitgan.sampling import check_out_dir
+    if args.out is not None:
+        if not args.out.endswith(".gif"):
+            raise UsageError(f"--out {args.out}: the name must end in .gif")
+        check_out_dir(Path(args.out))
+    path = animate(args.sample_dir, args.out, args.fps)
+    print(f"wrote {path}")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from digitgan.walks import interpolate
+    paths = interpolate(args.out, args.rows, args.steps, args.seed, args.fps, args.checkpoint_dir, args.checkpoint,
+                        args.device, args.best)
+    print("wrote " + ", ".join(map(str, paths)))
 
 
 def cmd_train_evaluator(args: argparse.Namespace) -> None:
@@ -135,8 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv.insert(0, "train")
     args = build_parser().parse_args(argv)
     try:
-        {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "data": cmd_data,
-         "train-evaluator": cmd_train_evaluator}[args.command](args)
+        {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "animate": cmd_animate,
+         "interpolate": cmd_interpolate, "data": cmd_data, "train-evaluator": cmd_train_evaluator}[args.command](args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -77,7 +77,7 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
             d_update(G_step, D_step, opt_d, images[idx], sample_noise(cfg, cfg.batch_size, gen, device),
                      ones, zeros, speed.autocast, labels[idx] if conditional else None, fake_labels())
         for _ in range(cfg.g_steps):
-            loss = g_update(G_step, D_step, opt_g, sample_noise(cfg, cfg.batch_size, gen, device), ones,
+            loss, _ = g_update(G_step, D_step, opt_g, sample_noise(cfg, cfg.batch_size, gen, device), ones,
                             speed.autocast, fake_labels())
         if ema:
             ema.update(1000)

@@ -68,10 +68,15 @@ def save(directory: str | Path, state: dict[str, Any], keep: int) -> Path:
 
     The caller checks nonfinite(state) first (the loop does, before it evaluates or draws a grid), so that a
     checkpoint on disk is always one to resume from."""
-    path = path_for(directory, state["step"])
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    path = save_as(path_for(directory, state["step"]), state)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink()
+    return path
+
+
+def save_as(path: Path, state: dict[str, Any]) -> Path:
+    """Write state as a checkpoint file at path (atomically: the file is the old one or the new one)."""
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
     return path
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from copy import deepcopy
 from pathlib import Path
 
 import torch
@@ -39,17 +40,33 @@ class Evaluator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.body(x)))  # (B, 10) logits
 
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features (N, 128), class probabilities (N, 10)) in float64 on the CPU, in eval mode."""
-        self.eval()
+    @torch.inference_mode()
+    def embed(self, images: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (N, 128), class probabilities (N, 10)) in float64 on the CPU, in eval mode.
+
+        Runs a copy with each BatchNorm folded into its convolution, in channels_last, 500 images at a time:
+        twice as fast on the CPU as the plain model (bench/results/eval-profile.txt), same function."""
+        fast = self.folded().to(memory_format=torch.channels_last)
         device = next(self.parameters()).device
         feats, probs = [], []
         for chunk in images.split(batch):
-            f = self.body(chunk.to(device).float())
+            f = fast.body(chunk.to(device).float().contiguous(memory_format=torch.channels_last))
             feats.append(f.double().cpu())
-            probs.append(F.softmax(self.head(f), dim=1).double().cpu())
+            probs.append(F.softmax(fast.head(f), dim=1).double().cpu())
         return torch.cat(feats), torch.cat(probs)
+
+    def folded(self) -> "Evaluator":
+        """An eval-mode copy with each BatchNorm folded into the convolution before it."""
+        copy = deepcopy(self).eval()  # not Evaluator(): its random init would draw from the caller's RNG
+        layers = list(copy.body)
+        for i, (conv, bn) in enumerate(zip(layers, layers[1:])):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                # eval-mode bn(y) = (y - mean) * scale + beta, per output channel
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
+                conv.bias = nn.Parameter(bn.bias - bn.running_mean * scale, requires_grad=False)
+                copy.body[i + 1] = nn.Identity()
+        return copy
 
 
 def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Pictures: sample grids (PNG) and the loss / metric curves (matplotlib)."""
+"""Pictures: sample grids (PNG), animations (GIF) and the loss / metric curves (matplotlib)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from .files import atomic_write
 
@@ -28,6 +28,23 @@ def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndar
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
     path = Path(path)
     atomic_write(path, lambda f: Image.fromarray(grid(images, nrow)).save(f, format="PNG"))
+    return path
+
+
+def captioned(image: np.ndarray, text: str, height: int = 16) -> np.ndarray:
+    """A uint8 greyscale image with a black strip on top bearing text in white."""
+    out = Image.new("L", (image.shape[1], image.shape[0] + height), 0)
+    out.paste(Image.fromarray(image), (0, height))
+    ImageDraw.Draw(out).text((4, 1), text, fill=255, font=ImageFont.load_default(size=height - 4))
+    return np.asarray(out)
+
+
+def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float) -> Path:
+    """An endlessly looping GIF of uint8 greyscale frames (all one size), fps frames per second."""
+    path = Path(path)
+    ims = [Image.fromarray(f) for f in frames]
+    atomic_write(path, lambda f: ims[0].save(f, format="GIF", save_all=True, append_images=ims[1:],
+                                             duration=round(1000 / fps), loop=0))
     return path
 
 

@@ -6,6 +6,7 @@ penultimate features, not Inception features: its values are comparable between 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +37,37 @@ def gaussian(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return features.mean(0), torch.cov(features.T)
 
 
-def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, size: int = 1000,
-        seed: int = 0) -> tuple[float, float]:
-    """Unbiased MMD^2 with the cubic polynomial kernel (x.y/d + 1)^3: (mean, std) over random subsets."""
+def _subsets(n: int, size: int, subsets: int, seed: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
+    return [torch.randperm(n, generator=gen)[:size] for _ in range(subsets)]
+
+
+def _cubic(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a @ b.T / a.shape[1] + 1) ** 3
+
+
+def _off_diagonal_mean(k: torch.Tensor) -> torch.Tensor:
+    return (k.sum() - k.diagonal().sum()) / (len(k) * (len(k) - 1))
+
+
+def kid_real_terms(real: torch.Tensor, size: int, subsets: int = 100, seed: int = 0) -> torch.Tensor:
+    """The real side of KID for each subset (mean off-diagonal kernel of that real subset): it depends on the
+    real set alone, so a Judge computes it once and every evaluation reuses it."""
+    return torch.stack([_off_diagonal_mean(_cubic(real[i], real[i])) for i in _subsets(len(real), size, subsets, seed)])
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, size: int = 1000, seed: int = 0,
+        real_terms: dict[int, torch.Tensor] | None = None) -> tuple[float, float]:
+    """Unbiased MMD^2 with the cubic polynomial kernel (x.y/d + 1)^3: (mean, std) over random subsets (real and
+    fake subsets drawn from their own streams; real_terms: a cache of kid_real_terms by subset size)."""
     size = min(size, len(real), len(fake))
-    d = real.shape[1]
-    values = []
-    for _ in range(subsets):
-        x = real[torch.randperm(len(real), generator=gen)[:size]]
-        y = fake[torch.randperm(len(fake), generator=gen)[:size]]
-        kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
-        off = lambda k: (k.sum() - k.diagonal().sum()) / (size * (size - 1))
-        values.append((off(kxx) + off(kyy) - 2 * kxy.mean()).item())
-    v = torch.tensor(values, dtype=torch.float64)
+    terms = real_terms if real_terms is not None else {}
+    if size not in terms:
+        terms[size] = kid_real_terms(real, size, subsets, seed)
+    values = [terms[size][s] + _off_diagonal_mean(_cubic(fake[j], fake[j])) - 2 * _cubic(real[i], fake[j]).mean()
+              for s, (i, j) in enumerate(zip(_subsets(len(real), size, subsets, seed),
+                                              _subsets(len(fake), size, subsets, seed + 1)))]
+    v = torch.stack(values).double()
     return v.mean().item(), v.std().item()
 
 
@@ -110,9 +128,10 @@ def class_statistics(probs: torch.Tensor) -> dict[str, Any]:
 
 
 def compare(real_feats: torch.Tensor, fake_feats: torch.Tensor, fake_probs: torch.Tensor,
-            radii: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
-    """Every metric of the fake set against the real (test) set (radii: the real set's, if already known)."""
-    k_mean, k_std = kid(real_feats, fake_feats)
+            radii: tuple[torch.Tensor, torch.Tensor] | None = None,
+            kid_terms: dict[int, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Every metric of the fake set against the real (test) set (radii, kid_terms: the real set's, if known)."""
+    k_mean, k_std = kid(real_feats, fake_feats, real_terms=kid_terms)
     return {"fid": frechet_distance(*gaussian(real_feats), *gaussian(fake_feats)), "kid": k_mean, "kid_std": k_std,
             **precision_recall_density_coverage(real_feats, fake_feats, radii=radii), **class_statistics(fake_probs)}
 
@@ -141,12 +160,15 @@ class Judge:
                  device: torch.device | str = "cpu", reference_num: int = 10_000):
         self.model, self.record = load_evaluator(dataset)
         self.model.to(device)
-        cache = Path(cache_dir) / f"judge2-{dataset}-{self.record['sha256'][:12]}-{reference_num}.pt"
+        self.kid_terms: dict[int, torch.Tensor] = {}  # the real side of KID, filled by the first evaluation
+        cache = Path(cache_dir) / f"judge3-{dataset}-{self.record['sha256'][:12]}-{reference_num}.pt"
         if not data_dir and cache.exists():
             saved = torch.load(cache, weights_only=True)
             self.test_feats, self.test_labels, self.reference = saved["test_feats"], saved["test_labels"], saved["reference"]
             self.radii = real_radii(self.test_feats)
             return
+        print(f"embedding the {dataset} test set and the real-data reference with the evaluator (once: kept in "
+              f"{cache_dir}/)", file=sys.stderr)
         test = load_dataset(dataset, "test", data_dir, cache_dir)
         (self.test_feats, _), self.test_labels = self.model.embed(test.images), test.labels
         self.radii = real_radii(self.test_feats)
@@ -163,26 +185,36 @@ class Judge:
         class metrics."""
         feats, probs = self.model.embed(images)
         by_class = class_metrics(feats, probs, labels, self.test_feats, self.test_labels) if labels is not None else {}
-        return {**compare(self.test_feats, feats, probs, self.radii), **by_class, "num_samples": len(images)}
+        return {**compare(self.test_feats, feats, probs, self.radii, self.kid_terms), **by_class,
+                "num_samples": len(images)}
+
+    def score_generator(self, generator: torch.nn.Module, cfg: Any, num: int, seed: int = 0) -> dict[str, Any]:
+        """Every metric of num images drawn by generator (as from sampling.load_generator: eval mode, batch norm
+        folded) from the noise of seed; a conditional model draws a balanced set and gets the class metrics too.
+        Training's evaluations and `evaluate` both come here, so the same weights give the same figures."""
+        from .sampling import class_labels, generate
+
+        labels = class_labels(cfg, num)
+        return self.score(generate(generator, cfg, num, seed, labels=labels), labels)
 
 
 def evaluate_checkpoint(checkpoint_dir: str, checkpoint: str | None = None, num: int = 10_000, seed: int = 0,
-                        device: str = "auto", json_path: str | None = None, cas_num: int = 0) -> dict[str, Any]:
+                        device: str = "auto", json_path: str | None = None, cas_num: int = 0,
+                        best: bool = False) -> dict[str, Any]:
     """Score num samples of a checkpoint's generator (fixed seed: repeatable), with the real-data reference; with
     cas_num also the Classification Accuracy Score from that many generated images (conditional models)."""
-    from .sampling import class_labels, generate, load_generator
+    from .sampling import load_generator
 
     if json_path and not Path(json_path).resolve().parent.is_dir():
         raise UsageError(f"--json {json_path}: the directory {Path(json_path).parent}/ does not exist")
     if num < 2:
         raise UsageError(f"--num must be at least 2 to estimate covariances, not {num}")
-    generator, cfg, step = load_generator(checkpoint_dir, checkpoint, device)
+    generator, cfg, step = load_generator(checkpoint_dir, checkpoint, device, best)
     if cas_num and cfg.conditional != "on":
         raise UsageError("--cas needs a conditional checkpoint (--conditional on): it trains a classifier on "
                          "generated images labelled by the class they were drawn as")
     judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, next(generator.parameters()).device)
-    labels = class_labels(cfg, num)  # a conditional model draws a balanced set
-    result = {**judge.score(generate(generator, cfg, num, seed, labels=labels), labels), "step": step,
+    result = {**judge.score_generator(generator, cfg, num, seed), "step": step,
               "dataset": cfg.dataset,
               "evaluator_sha256": judge.record["sha256"], "real_reference": judge.reference,
               **(classification_accuracy_score(generator, cfg, cas_num, seed) if cas_num else {})}

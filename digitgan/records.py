@@ -1,37 +1,54 @@
-"""The run's records beside its checkpoints: config.json, metrics.csv, the curves, the sample grids, and the
-real-data reference; also making the run's directories and moving an old run aside for --fresh.
+"""The run's records beside its checkpoints: config.json, metrics.csv, TensorBoard's event files, the curves, the
+sample grids and their animation, the real-data grid and reference, and the best checkpoint; also making the
+run's directories and moving an old run aside for --fresh.
 
 Every write goes through digitgan.files, so a full disk is one WriteError. The CSV's rows are appended without
 fsync (one per --log-every steps): a crash can lose or cut the last few, and a resume rebuilds the file from the
-rows up to its checkpoint's step, dropping a cut row.
+rows up to its checkpoint's step, dropping a cut row. TensorBoard's events are cut back the same way: a resumed
+run opens its writer with purge_step, so a reader drops what an earlier session logged after the checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
+import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 import torch
+from PIL import Image
 
 from . import checkpoints
 from .config import TrainConfig
-from .errors import UsageError
+from .errors import UsageError, WriteError
 from .files import append_line, atomic_write
-from .images import plot_curves, save_grid
+from .images import captioned, grid, plot_curves, save_gif, save_grid
 from .metrics import CSV_KEYS
 
-CSV_COLUMNS = ("step", "seconds", "d_loss", "g_loss", "d_real", "d_fake") + CSV_KEYS  # seconds: training only
+LOGGED = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g", "it_per_s")
+CSV_COLUMNS = ("step", "seconds") + LOGGED + CSV_KEYS  # seconds: of training only, evaluations left out
+# TensorBoard's name for each CSV column, grouped into its panels
+TB_TAGS = {"d_loss": "loss/discriminator", "g_loss": "loss/generator", "d_real": "D_output/real_D(x)",
+           "d_fake": "D_output/generated_D(G(z))", "grad_norm_d": "gradient_norm/discriminator",
+           "grad_norm_g": "gradient_norm/generator", "lr_d": "learning_rate/discriminator",
+           "lr_g": "learning_rate/generator", "it_per_s": "speed/iterations_per_second",
+           **{k: f"quality/{k}" for k in CSV_KEYS}}
+GRID_NAME = re.compile(r"^step_(\d{7,})\.png$")
 METRIC_PANELS = (("FID (MNIST evaluator features; lower is better)", ("fid",)),
                  ("precision / recall / coverage", ("precision", "recall", "coverage")))
 CLASS_PANEL = ("drawn as the class asked for (conditional)", ("class_accuracy",))
-LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("mean D output: real vs generated", ("d_real", "d_fake")))
-RUN_FILES = ("config.json", "metrics.csv", "losses.png", "metrics.png", "real_reference.json")
+LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("mean D output: real vs generated", ("d_real", "d_fake")),
+               ("gradient norms", ("grad_norm_d", "grad_norm_g")))
+RUN_FILES = ("config.json", "metrics.csv", "losses.png", "metrics.png", "real_reference.json", "best.pt", "best.json",
+             "tensorboard")
 
 
 def ensure_writable(directory: str | Path, flag: str) -> Path:
@@ -56,7 +73,7 @@ def archive_run(run_dir: Path, force: bool) -> None:
     dest = run_dir / time.strftime("previous-%Y%m%d-%H%M%S")
     dest.mkdir()
     for p in run_dir.iterdir():
-        if p.is_file() and (checkpoints.NAME.match(p.name) or p.suffix == ".corrupt" or p.name in RUN_FILES):
+        if checkpoints.NAME.match(p.name) or p.suffix == ".corrupt" or p.name in RUN_FILES:
             shutil.move(str(p), dest / p.name)
     print(f"moved the previous run in {run_dir}/ to {dest}/", file=sys.stderr)
 
@@ -89,10 +106,28 @@ def _json(value: Any) -> Any:
     return lambda f: f.write(json.dumps(value, indent=2).encode() + b"\n")
 
 
+def _quiet_board_thread(hook: Any) -> Any:
+    """threading.excepthook, less the traceback of TensorBoard's writer thread failing to write: the writer raises
+    that OSError again in the training thread, where it becomes the run's one-line WriteError."""
+    def quiet(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            hook(args)
+    return quiet
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """TensorBoard's writer reports a failed write (its own thread's) as an OSError: make it a WriteError."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(path, e) from None
+
+
 class RunRecords:
-    """Opens a run's records at a step: config.json is written anew and metrics.csv cut back to the rows up to
-    that step (what was logged after the checkpoint is redone); then rows, grids and curves are added as the run
-    goes."""
+    """Opens a run's records at a step: config.json is written anew, metrics.csv cut back to the rows up to that
+    step and TensorBoard's later events marked for purging (what was logged after the checkpoint is redone); then
+    rows, grids, curves and the best checkpoint are added as the run goes."""
 
     def __init__(self, cfg: TrainConfig, step: int):
         self.run_dir, self.sample_dir = Path(cfg.checkpoint_dir), Path(cfg.sample_dir)
@@ -102,21 +137,101 @@ class RunRecords:
         atomic_write(self.csv, lambda f: f.write("".join(line + "\n" for line in
                                                          [",".join(CSV_COLUMNS), *map(_line, self.rows)]).encode()))
         atomic_write(self.run_dir / "config.json", _json(dataclasses.asdict(cfg)))
+        self.board, self.board_seconds, self._hook = None, 0.0, None  # board_seconds: TensorBoard's cost
+        if cfg.tensorboard == "on":
+            self.board_dir = self.run_dir / "tensorboard"
+            self._hook, threading.excepthook = threading.excepthook, _quiet_board_thread(threading.excepthook)
+            with self._board():
+                from torch.utils.tensorboard import SummaryWriter
+                # Events from step + 1 on are an earlier session's lost stretch: readers drop them.
+                self.board = SummaryWriter(self.board_dir, purge_step=step + 1, flush_secs=60)
+                settings = "\n".join(f"    {k} = {v}" for k, v in dataclasses.asdict(cfg).items())
+                self.board.add_text("config", f"The settings from step {step + 1} on:\n\n{settings}", step + 1)
+        real = self.sample_dir / "real.png"
+        self.write_real = not real.exists()
+
+    @contextlib.contextmanager
+    def _board(self) -> Iterator[None]:
+        t = time.perf_counter()
+        with _writing(self.board_dir):
+            yield
+        self.board_seconds += time.perf_counter() - t
 
     def reference(self, figures: dict[str, Any]) -> None:
         """The real-data reference beside which quality figures are read."""
         atomic_write(self.run_dir / "real_reference.json", _json(figures))
 
+    def real_grid(self, images: torch.Tensor, labels: torch.Tensor, conditional: bool) -> None:
+        """SAMPLE_DIR/real.png, once: training images to hold the grids against, laid out like them: 64 random
+        ones, or for a conditional run 10 of each class, row c class c."""
+        if self.write_real:
+            pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+            if conditional:
+                pick = torch.cat([pick[labels[pick] == c][:10] for c in range(int(labels.max()) + 1)])
+            save_grid(images[pick[:100 if conditional else 64]].float(), self.sample_dir / "real.png",
+                      nrow=10 if conditional else 8)
+            self.write_real = False
+
     def log(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         append_line(self.csv, _line(row))
+        if self.board:
+            with self._board():
+                for key, value in row.items():
+                    if key in TB_TAGS and value != "":
+                        self.board.add_scalar(TB_TAGS[key], value, row["step"])
 
     def grid(self, step: int, images: torch.Tensor) -> None:
         """The fixed batch's grid: 8x8, or for a conditional run 10x10 with row c drawn as class c."""
-        save_grid(images, self.sample_dir / f"step_{step:07d}.png", nrow=8 if len(images) == 64 else 10)
+        nrow = 8 if len(images) == 64 else 10
+        save_grid(images, self.sample_dir / f"step_{step:07d}.png", nrow=nrow)
+        if self.board:
+            with self._board():
+                self.board.add_image("samples/fixed_noise", grid(images, nrow), step, dataformats="HW")
+
+    def best(self, state: dict[str, Any], fid: float) -> None:
+        """best.pt (the whole state at the lowest FID so far; never pruned, never resumed from) and best.json."""
+        checkpoints.save_as(self.run_dir / "best.pt", state)
+        atomic_write(self.run_dir / "best.json", _json({"step": state["step"], "fid": fid, "checkpoint": "best.pt"}))
 
     def plot(self, metrics: bool) -> None:
-        """losses.png, and metrics.png when quality is tracked."""
+        """losses.png, and metrics.png when quality is tracked; TensorBoard's events flushed to disk."""
         plot_curves(self.rows, self.run_dir / "losses.png", LOSS_PANELS)
         if metrics:
             plot_curves(self.rows, self.run_dir / "metrics.png", self.metric_panels)
+        if self.board:
+            with self._board():
+                self.board.flush()
+
+    def close(self, quiet: bool = False) -> None:
+        """Flush and close TensorBoard's writer (quiet: on the way out of a failed run, a failure to is ignored)."""
+        board, self.board = self.board, None
+        try:
+            if board:
+                with contextlib.suppress(WriteError) if quiet else contextlib.nullcontext(), self._board():
+                    board.close()
+        finally:
+            if self._hook:
+                threading.excepthook, self._hook = self._hook, None
+
+
+def grids(sample_dir: str | Path, up_to: int | None = None) -> list[tuple[int, Path]]:
+    """The run's grids (step_NNNNNNN.png) by step, up to a step if given."""
+    d = Path(sample_dir)
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := GRID_NAME.match(p.name))] if d.is_dir() else []
+    return sorted((s, p) for s, p in found if up_to is None or s <= up_to)
+
+
+def animate(sample_dir: str | Path, out: str | Path | None = None, fps: float = 4.0,
+            up_to: int | None = None) -> Path:
+    """An animated GIF of the grids in step order, each with its step written above it (default
+    SAMPLE_DIR/progress.gif)."""
+    found = grids(sample_dir, up_to)
+    if not found:
+        raise UsageError(f"no grids (step_NNNNNNN.png) in {sample_dir}/: train first, or pass the --sample-dir "
+                         f"the run wrote to")
+    frames = [np.asarray(Image.open(p).convert("L")) for _, p in found]
+    # A sample dir shared by runs of another grid size: animate those of the newest grid's size.
+    keep = [(step, f) for (step, _), f in zip(found, frames) if f.shape == frames[-1].shape]
+    return save_gif([captioned(f, f"step {step}") for step, f in keep],
+                    Path(out) if out else Path(sample_dir) / "progress.gif", fps)

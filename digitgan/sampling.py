@@ -1,6 +1,7 @@
 """Generating images from a saved generator, deterministically for a given seed."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,20 @@ from .images import save_grid
 from .models import build_models, call, sample_noise
 
 
-def load_generator(checkpoint_dir: str, checkpoint: str | None = None,
-                   device: str = "auto") -> tuple[torch.nn.Module, TrainConfig, int]:
-    """(generator in eval mode, its config, its step) from a checkpoint file or a directory's newest one.
+def load_generator(checkpoint_dir: str, checkpoint: str | None = None, device: str = "auto",
+                   best: bool = False) -> tuple[torch.nn.Module, TrainConfig, int]:
+    """(generator in eval mode, its config, its step) from a checkpoint file, a directory's best.pt (best), or
+    its newest checkpoint.
 
     The weight average is used where the checkpoint has one: it is what the run's grids and scores showed.
     """
+    if best:
+        if checkpoint:
+            raise UsageError("--best and --checkpoint name two checkpoints: pass one of them")
+        checkpoint = str(Path(checkpoint_dir) / "best.pt")
+        if not Path(checkpoint).is_file():
+            raise UsageError(f"--best: no best.pt in {checkpoint_dir}/: it is written when training tracks quality "
+                             f"(--eval-every > 0, the default); pass --checkpoint-dir of such a run")
     if checkpoint:
         if not Path(checkpoint).is_file():
             raise UsageError(f"--checkpoint {checkpoint} does not exist")
@@ -63,6 +72,16 @@ def _fold_batchnorm(conv: torch.nn.ConvTranspose2d, bn: torch.nn.BatchNorm2d) ->
     conv.bias = torch.nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
 
 
+def check_out_dir(path: Path) -> None:
+    """--out must go into an existing directory that can be written to."""
+    if not path.parent.is_dir():
+        raise UsageError(f"--out {path}: the directory {path.parent}/ does not exist")
+    try:
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot write in {path.parent}/ ({e.strerror}); pass another --out")
+
+
 def class_labels(cfg: TrainConfig, num: int, cls: int | None = None) -> torch.Tensor | None:
     """The classes a conditional model is asked to draw num images of: all `cls`, or without it a balanced set
     in class order (counts differ by at most one). None for an unconditional model."""
@@ -88,23 +107,28 @@ def generate(generator: torch.nn.Module, cfg: TrainConfig, num: int, seed: int, 
              labels: torch.Tensor | None = None) -> torch.Tensor:
     """(num, 1, 32, 32) images in [-1, 1] on the CPU, of the classes in labels for a conditional model; noise is
     drawn on the CPU so any device gives the same z."""
+    return draw(generator, sample_noise(cfg, num, torch.Generator().manual_seed(seed), "cpu"), labels, batch)
+
+
+@torch.inference_mode()
+def draw(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None,
+         batch: int = 1000) -> torch.Tensor:
+    """The images generator draws from the noise z (and classes labels), on the CPU, batch at a time."""
     device = next(generator.parameters()).device
-    z = sample_noise(cfg, num, torch.Generator().manual_seed(seed), "cpu")
     ys = labels.split(batch) if labels is not None else [None] * len(z.split(batch))
     return torch.cat([call(generator, chunk.to(device), y if y is None else y.to(device)).float().cpu()
                       for chunk, y in zip(z.split(batch), ys)])
 
 
 def write_samples(out: str, num: int, seed: int, checkpoint_dir: str, checkpoint: str | None = None,
-                  device: str = "auto", cls: str | None = None) -> Path:
+                  device: str = "auto", cls: str | None = None, best: bool = False) -> Path:
     """A grid (.png), the images (.npy), or images and their classes (.npz: `images`, `labels`)."""
     path = Path(out)
     if path.suffix not in (".png", ".npy", ".npz"):
         raise UsageError(f"--out {out}: the name must end in .png (a grid), .npy (raw images) or .npz (images "
                          f"and labels)")
-    if not path.parent.is_dir():
-        raise UsageError(f"--out {out}: the directory {path.parent}/ does not exist")
-    generator, cfg, _ = load_generator(checkpoint_dir, checkpoint, device)
+    check_out_dir(path)
+    generator, cfg, _ = load_generator(checkpoint_dir, checkpoint, device, best)
     if cfg.conditional != "on" and cls is not None:
         raise UsageError(f"--class {cls}: this checkpoint was trained without --conditional on, so it cannot draw a "
                          f"chosen class; train one with --conditional on")

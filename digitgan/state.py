@@ -50,7 +50,7 @@ def fixed_noise(cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, t
 
 class TrainState:
     """One run's networks, their Adam optimizers, the generator's weight average, the fixed noise, the batch
-    sampler, the random streams, the step, the training time and the health counter.
+    sampler, the random streams, the step, the training time, the health counter and the best FID so far.
 
     state_dict() is exactly what a checkpoint holds. load_state_dict() restores it under this state's config, so
     the hyperparameters typed on a resume (learning rates, betas, --lr-decay, --ema, step counts, batch size)
@@ -73,6 +73,7 @@ class TrainState:
         self.noise_gen = torch.Generator(self.noise_device).manual_seed(cfg.seed + 1)
         self.fixed_z, self.fixed_y = fixed_noise(cfg, device)
         self.step, self.elapsed, self.d_won_steps = 0, 0.0, 0  # elapsed: seconds of training, all sessions
+        self.best: dict[str, Any] | None = None  # {"step", "fid"} of the lowest FID so far (best.pt)
 
     @property
     def G_show(self) -> torch.nn.Module:
@@ -105,6 +106,7 @@ class TrainState:
         return dict(
             step=self.step, config=dataclasses.asdict(self.cfg), **self._learned(),
             fixed_noise=self.fixed_z.cpu(), elapsed=self.elapsed, health={"d_won_steps": self.d_won_steps},
+            best=self.best,
             rng={**checkpoints.capture_rng(), "noise": self.noise_gen.get_state(),
                  "sampler": self.sampler.state_dict()})
 
@@ -129,6 +131,7 @@ class TrainState:
         self.sampler.load_state_dict(state["rng"]["sampler"])
         checkpoints.restore_rng(state["rng"])
         self.step, self.elapsed, self.d_won_steps = state["step"], state["elapsed"], state["health"]["d_won_steps"]
+        self.best = state.get("best")  # as of the checkpoint's step: a best.pt from a lost stretch is outbid
         self.set_hyperparameters()
 
     def nonfinite(self) -> list[str]:

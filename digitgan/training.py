@@ -3,6 +3,7 @@ holds lives in state.TrainState, the run directory's records in records.RunRecor
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import signal
 import sys
@@ -21,8 +22,8 @@ from .devices import Speed, pick_device, speed_settings
 from .errors import TrainingStopped, WriteError
 from .metrics import CSV_KEYS, Judge
 from .models import call
-from .records import CSV_COLUMNS, RunRecords, archive_run, ensure_writable
-from .sampling import class_labels, generate
+from .records import CSV_COLUMNS, RunRecords, animate, archive_run, ensure_writable
+from .sampling import prepare_for_inference
 from .state import Averager, TrainState
 
 __all__ = ["Averager", "StopRequest", "autocast", "d_update", "g_update", "prepare", "train"]
@@ -70,7 +71,8 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
              z: torch.Tensor, ones: torch.Tensor, zeros: torch.Tensor, amp: torch.dtype | None = None,
              y_real: torch.Tensor | None = None, y_fake: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """One discriminator step (labels: a conditional run's); returns (loss, logits on real, logits on fake)."""
+    """One discriminator step (labels: a conditional run's); returns (loss, logits on real, logits on fake, the
+    gradient's norm), all on the device."""
     with autocast(real.device, amp):
         with torch.no_grad():
             fake = call(G, z, y_fake)
@@ -78,20 +80,28 @@ def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer,
     loss = F.binary_cross_entropy_with_logits(real_logits, ones) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    norm = gradient_norm(D)
     opt.step()
-    return loss, real_logits, fake_logits
+    return loss, real_logits, fake_logits, norm
 
 
 def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor,
              ones: torch.Tensor, amp: torch.dtype | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
-    """One generator step with the non-saturating loss (G maximises log D(G(z)))."""
+    """One generator step with the non-saturating loss (G maximises log D(G(z))); returns (loss, the gradient's
+    norm) on the device."""
     with autocast(z.device, amp):
         logits = call(D, call(G, z, y), y).float()
     loss = F.binary_cross_entropy_with_logits(logits, ones)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    norm = gradient_norm(G)
     opt.step()
-    return loss
+    return loss, norm
+
+
+def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
+    """The L2 norm of all of model's gradients together, left on the device (read back with the losses)."""
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
 
 
 def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -127,6 +137,13 @@ def stopped(problem: str, last_ckpt: Path | None, advice: str) -> TrainingStoppe
     return TrainingStopped(f"{problem}; {last}. {advice}")
 
 
+def evaluate(judge: Judge, state: TrainState) -> dict[str, Any]:
+    """The quality of the sampling generator now, by the path `evaluate --num EVAL_NUM` takes for a checkpoint of
+    this step (a batch-norm-folded copy, the same noise), so the two give the same figures."""
+    generator = prepare_for_inference(copy.deepcopy(state.G_show), state.cfg, state.device)
+    return judge.score_generator(generator, state.cfg, state.cfg.eval_num)
+
+
 def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: bool = False) -> Path:
     """Train to cfg.steps, resuming from the newest usable checkpoint; return the last checkpoint's path."""
     overrides = dict(overrides or {})
@@ -155,16 +172,19 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
     G_step, D_step = prepare(state.G, state.D, speed)
     ones = torch.ones(cfg.batch_size, device=device)
     zeros = torch.zeros(cfg.batch_size, device=device)
-    sums, count = torch.zeros(4, device=device), 0  # d_loss, g_loss, D(x), D(G(z)); read back every log_every
+    sums, count = torch.zeros(6, device=device), 0  # LOGGED's first six; read back every log_every
     elapsed_before, start_step = state.elapsed, state.step
-    stop_signal, out_of_time, stopping = None, False, False
-    pbar = tqdm(total=cfg.steps, initial=state.step, unit="it", dynamic_ncols=True, mininterval=1.0)
+    stop_signal, out_of_time, stopping, eval_seconds, evals = None, False, False, 0.0, 0
+    records = pbar = None
     try:
         records = RunRecords(cfg, state.step)
+        records.real_grid(data.images, data.labels, conditional)
         judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device) if cfg.eval_every else None
         if judge is not None:
             records.reference(judge.reference)
+        pbar = tqdm(total=cfg.steps, initial=state.step, unit="it", dynamic_ncols=True, mininterval=1.0)
         start = time.perf_counter() - state.elapsed  # moves on past evaluations: they don't count as training
+        last_log = (state.step, state.elapsed)  # (step, training seconds) at the last CSV row: for it/s
         with StopRequest() as stop:
             while not stopping:
                 # update
@@ -174,14 +194,15 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                     real = images[idx].to(device, non_blocking=True)
                     y_real = labels[idx].to(device, non_blocking=True) if conditional else None
                     z, y_fake = state.noise()
-                    d_loss, real_logits, fake_logits = d_update(G_step, D_step, state.opt_d, real, z, ones, zeros,
-                                                                speed.autocast, y_real, y_fake)
+                    d_loss, real_logits, fake_logits, d_norm = d_update(G_step, D_step, state.opt_d, real, z, ones,
+                                                                        zeros, speed.autocast, y_real, y_fake)
                 for _ in range(cfg.g_steps):
                     z, y_fake = state.noise()
-                    g_loss = g_update(G_step, D_step, state.opt_g, z, ones, speed.autocast, y_fake)
+                    g_loss, g_norm = g_update(G_step, D_step, state.opt_g, z, ones, speed.autocast, y_fake)
                 if state.ema:
                     state.ema.update(state.step)
-                sums += torch.stack([d_loss, g_loss, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean()]).detach()
+                sums += torch.stack([d_loss, g_loss, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean(),
+                                     d_norm, g_norm]).detach()
                 count += 1
                 state.step += 1
                 step = state.step
@@ -205,16 +226,23 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                     if problem:
                         raise stopped(problem, last_ckpt, "Rerun with a lower --lr-d or --lr-g to resume from it "
                                       "with them, or start over with another --seed (--fresh --force)")
-                    row = dict(zip(CSV_COLUMNS, [step, time.perf_counter() - start, *means]))
+                    seconds = time.perf_counter() - start
+                    rate = (step - last_log[0]) / max(seconds - last_log[1], 1e-9)
+                    row = dict(zip(CSV_COLUMNS, [step, seconds, *means, state.opt_d.param_groups[0]["lr"],
+                                                 state.opt_g.param_groups[0]["lr"], rate]))
+                    last_log = (step, seconds)
                     if eval_now:
                         t = time.perf_counter()
-                        with eval_mode(state.G_show) as G_show:
-                            asked = class_labels(cfg, cfg.eval_num)
-                            scores = judge.score(generate(G_show, cfg, cfg.eval_num, seed=0, labels=asked), asked)
+                        scores = evaluate(judge, state)
                         row.update({k: scores[k] for k in CSV_KEYS if k in scores})
                         pbar.write(f"step {step}: FID {scores['fid']:.2f} (real data: {judge.reference['fid']:.2f}), "
                                    f"precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, "
                                    f"{scores['classes_covered']} classes")
+                        if math.isfinite(scores["fid"]) and (state.best is None or scores["fid"] < state.best["fid"]):
+                            state.best = {"step": step, "fid": scores["fid"]}
+                            state.elapsed = seconds
+                            records.best(state.state_dict(), scores["fid"])
+                        eval_seconds, evals = eval_seconds + time.perf_counter() - t, evals + 1
                         start += time.perf_counter() - t
                     records.log(row)
                 # sample
@@ -227,14 +255,25 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                     last_ckpt = checkpoints.save(run_dir, state.state_dict(), cfg.keep)
                     records.plot(metrics=judge is not None)
             stop_signal = stop.signal
+        if stop_signal is None:
+            animate(sample_dir, up_to=state.step)
+        records.close()
     except WriteError as e:
         raise stopped(str(e), last_ckpt, f"Free some space in {e.path.parent}/ (or make it writable), then run the "
                       f"same command again to resume") from None
     finally:
-        pbar.close()
+        if pbar is not None:
+            pbar.close()
+        if records is not None:
+            records.close(quiet=True)  # closed already, unless the run failed
 
     # finish
-    rate = (state.step - start_step) / max(time.perf_counter() - start - elapsed_before, 1e-9)
+    trained = time.perf_counter() - start - elapsed_before
+    rate = (state.step - start_step) / max(trained, 1e-9)
+    if evals or records.board_seconds:
+        print(f"records: {evals} evaluations took {eval_seconds:.1f} s ({100 * eval_seconds / trained:.1f} % of this "
+              f"session's {trained:.0f} s of training), TensorBoard {records.board_seconds:.2f} s "
+              f"({100 * records.board_seconds / trained:.2f} %)", file=sys.stderr)
     if out_of_time:
         print(f"time limit: stopped after {cfg.minutes} minutes of training at step {state.step}, saved {last_ckpt}",
               file=sys.stderr)
@@ -242,6 +281,6 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
         print(f"{signal.Signals(stop_signal).name}: stopped at step {state.step} of {cfg.steps}, saved {last_ckpt}. "
               f"Run the same command again to resume.", file=sys.stderr)
     else:
-        print(f"done: step {state.step} ({rate:.1f} it/s this session); checkpoint {last_ckpt}, grids in "
-              f"{sample_dir}/", file=sys.stderr)
+        print(f"done: step {state.step} ({rate:.1f} it/s this session); checkpoint {last_ckpt}, grids and their "
+              f"animation progress.gif in {sample_dir}/", file=sys.stderr)
     return Path(last_ckpt)

@@ -37,18 +37,19 @@ def cli_flags(overrides):
     return [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def train_until_sigterm(run, *flags, rows=4):
-    """`dcgan.py train` as a real process with run's directories and small-run settings plus flags, toward 100,000
-    steps; SIGTERM once its CSV has `rows` lines. Returns (exit code, stderr)."""
+def train_until_sigterm(run, *flags, rows=4, sig=signal.SIGTERM):
+    """`dcgan.py train` as a real process with run's directories and small-run settings plus flags (which win over
+    those), toward 100,000 steps; SIGTERM (or sig) once its CSV has `rows` lines. Returns (exit code, stderr)."""
     cmd = [sys.executable, str(Path(__file__).resolve().parent.parent / "dcgan.py"), "train", "--steps", "100000",
-           "--checkpoint-every", "100000", *flags,
+           "--checkpoint-every", "100000",
            *cli_flags({k: run[k] for k in ("batch_size", "log_every", "sample_every", "width", "checkpoint_dir",
-                                           "sample_dir", "cache_dir", "device")})]
+                                           "sample_dir", "cache_dir", "device", "eval_every", "tensorboard")}),
+           *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     csv_path = Path(run["checkpoint_dir"]) / "metrics.csv"
     deadline = time.time() + 120
     while time.time() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < rows):
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err

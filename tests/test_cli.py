@@ -63,12 +63,26 @@ def test_data_command_reports_what_it_has(cache_dir, capsys):
     (["sample", "--checkpoint", "{tmp}/afile"], "cannot be used"),
     (["sample", "--num", "0"], "must be a positive integer"),
     (["sample", "--out", "{tmp}/grid.jpg"], "must end in .png"),
+    (["sample", "--best", "--checkpoint-dir", "{tmp}/empty"], "no best.pt in"),
+    (["evaluate", "--best", "--checkpoint", "{tmp}/afile"], "--best and --checkpoint"),
+    (["animate", "--sample-dir", "{tmp}/empty"], "no grids"),
+    (["animate", "--fps", "-2"], "--fps: must be above 0"),
+    (["animate", "--fps", "0"], "--fps: must be above 0"),
+    (["animate", "--out", "{tmp}/afile/progress.gif"], "does not exist"),
+    (["animate", "--out", "/proc/progress.gif"], "cannot write in /proc/"),
+    (["animate", "--out", "{tmp}/progress.png"], "must end in .gif"),
+    (["interpolate", "--checkpoint-dir", "{tmp}/empty", "--out", "{tmp}/walk.png"], "no checkpoint in"),
+    (["interpolate", "--out", "{tmp}/afile/walk.png"], "does not exist"),
+    (["interpolate", "--out", "/proc/walk.png"], "cannot write in /proc/"),
+    (["interpolate", "--out", "{tmp}/walk.gif"], "must end in .png"),
+    (["interpolate", "--steps", "1", "--out", "{tmp}/walk.png"], "--steps must be at least 2"),
+    (["interpolate", "--rows", "0"], "must be a positive integer"),
 ])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, cache_dir, capsys, argv, message):
     (tmp_path / "afile").write_text("precious")
     (tmp_path / "empty").mkdir()
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    if argv[0] != "sample":
+    if argv[0] not in dcgan.COMMANDS:
         argv = ["train", "--checkpoint-dir", str(tmp_path / "ck"), "--sample-dir", str(tmp_path / "s"),
                 "--cache-dir", cache_dir, "--steps", "1"] + argv
     before = sorted(p.name for p in tmp_path.rglob("*"))

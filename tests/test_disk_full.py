@@ -113,6 +113,7 @@ def test_disk_full_while_writing_a_checkpoint(tiny, tmpfs, tmp_path, capsys):
 def test_disk_full_while_drawing_a_grid(tiny, tmpfs, tmp_path):
     train(tiny(steps=2))
     samples = tmpfs("full", "64k")
+    shutil.copy(tmp_path / "samples" / "real.png", samples)  # written once per sample dir; here the grids fail
     _fill(samples)
     with pytest.raises(TrainingStopped, match=rf"cannot write {samples}/step_0000004\.png: no space left on the "
                                               rf"device; the last good checkpoint is .*ckpt_0000002\.pt\."):
@@ -129,3 +130,13 @@ def test_disk_full_when_a_resume_rewrites_the_records(tiny, tmpfs):
                                               r"device; the last good checkpoint is .*ckpt_0000002\.pt\."):
         train(tiny(steps=4, checkpoint_dir=str(ck)))
     assert _leftovers(ck) == [] and (ck / "metrics.csv").read_bytes() == csv_before
+
+
+def test_disk_full_under_the_tensorboard_events(tiny, tmpfs, tmp_path):
+    train(tiny(steps=2))
+    board = tmpfs("ck/tensorboard", "64k")
+    _fill(board)
+    with pytest.raises(TrainingStopped, match=rf"cannot write {board}: no space left on the device; the last good "
+                                              rf"checkpoint is .*ckpt_0000002\.pt\."):
+        train(tiny(steps=4, tensorboard="on"))
+    assert checkpoints.list_checkpoints(tmp_path / "ck")[-1].name == "ckpt_0000002.pt"

@@ -29,10 +29,10 @@ def _one_update_each(speed, cache_dir, preset="dcgan"):
     ones, zeros = torch.ones(16), torch.zeros(16)
     # lr 0: the step leaves the weights alone, so the G step sees the same D
     opt_d, opt_g = (torch.optim.SGD(m.parameters(), lr=0.0) for m in (D, G))
-    d_loss, real_logits, _ = d_update(G_step, D_step, opt_d, real, sample_noise(cfg, 16, gen, "cpu"), ones, zeros,
+    d_loss, real_logits, _, _ = d_update(G_step, D_step, opt_d, real, sample_noise(cfg, 16, gen, "cpu"), ones, zeros,
                                       speed.autocast)
     d_grads = [p.grad.clone() for p in D.parameters()]
-    g_loss = g_update(G_step, D_step, opt_g, sample_noise(cfg, 16, gen, "cpu"), ones, speed.autocast)
+    g_loss, _ = g_update(G_step, D_step, opt_g, sample_noise(cfg, 16, gen, "cpu"), ones, speed.autocast)
     g_grads = [p.grad.clone() for p in G.parameters()]
     return torch.stack([d_loss, g_loss]).detach(), real_logits.detach(), d_grads + g_grads
 

@@ -1,0 +1,70 @@
+"""Latent walks: what a generator draws on the way from one noise vector to another (a smooth morph says it
+learned a continuous space rather than a lookup table of training digits), and for a conditional model the
+"style" grid, one fixed z per column drawn as every class."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from .config import NUM_CLASSES, TrainConfig
+from .errors import UsageError
+from .images import grid, save_gif, save_grid
+from .models import sample_noise
+from .sampling import check_out_dir, draw, load_generator
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from each row of a (N, Z) to the same row of b at the fractions t (T,): (N, T, Z).
+    For Gaussian z it keeps the norm typical of the prior, where a straight line would pass through the
+    low-norm middle that the generator never saw (White 2016, "Sampling generative networks")."""
+    cos = (torch.nn.functional.normalize(a, dim=1) * torch.nn.functional.normalize(b, dim=1)).sum(1).clamp(-1, 1)
+    omega = torch.arccos(cos)[:, None]  # (N, 1)
+    t = t[None, :]  # (1, T)
+    sin = torch.sin(omega)
+    near = sin.abs() < 1e-6  # (anti)parallel ends: a straight line is as good
+    wa = torch.where(near, 1 - t, torch.sin((1 - t) * omega) / torch.where(near, 1.0, sin))
+    wb = torch.where(near, t, torch.sin(t * omega) / torch.where(near, 1.0, sin))
+    return wa[..., None] * a[:, None, :] + wb[..., None] * b[:, None, :]
+
+
+def walk(cfg: TrainConfig, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The path between noise vectors for cfg's prior: spherical for normal z; straight for uniform z (the seed
+    preset), which keeps it inside the cube [-1, 1]^d the generator was trained on."""
+    if cfg.z_dist == "normal":
+        return slerp(a, b, t)
+    return (1 - t)[None, :, None] * a[:, None, :] + t[None, :, None] * b[:, None, :]
+
+
+def interpolate(out: str, rows: int, steps: int, seed: int, fps: float, checkpoint_dir: str,
+                checkpoint: str | None = None, device: str = "auto", best: bool = False) -> list[Path]:
+    """rows walks of steps images each as a grid (out, one walk per row), the same walks as an animated GIF going
+    there and back (out with .gif), and for a conditional model the style grid (out with _style.png). A
+    conditional model's row r is drawn as class r mod 10. Returns the files written."""
+    path = Path(out)
+    if path.suffix != ".png":
+        raise UsageError(f"--out {out}: the name must end in .png (the GIF and style grid go beside it)")
+    check_out_dir(path)
+    if steps < 2:
+        raise UsageError(f"--steps must be at least 2 (the two ends), not {steps}")
+    generator, cfg, _ = load_generator(checkpoint_dir, checkpoint, device, best)
+    ends = sample_noise(cfg, 2 * rows, torch.Generator().manual_seed(seed), "cpu")
+    labels = torch.arange(rows) % NUM_CLASSES if cfg.conditional == "on" else None
+
+    def at(t: torch.Tensor) -> torch.Tensor:  # (rows * len(t), 1, 32, 32), row-major by walk
+        z = walk(cfg, ends[:rows], ends[rows:], t).reshape(-1, cfg.z_dim)
+        return draw(generator, z, None if labels is None else labels.repeat_interleave(len(t)))
+
+    written = [save_grid(at(torch.linspace(0, 1, steps)), path, nrow=steps)]
+    frames = 4 * steps  # finer than the grid, so the GIF moves smoothly
+    moving = at(torch.linspace(0, 1, frames)).view(rows, frames, 1, 32, 32)
+    cols = math.ceil(math.sqrt(rows))
+    pictures = [grid(moving[:, i], nrow=cols) for i in range(frames)]
+    written.append(save_gif(pictures + pictures[-2:0:-1], path.with_suffix(".gif"), fps))
+    if labels is not None:
+        z = sample_noise(cfg, NUM_CLASSES, torch.Generator().manual_seed(seed), "cpu")
+        classes = torch.arange(NUM_CLASSES).repeat_interleave(NUM_CLASSES)
+        written.append(save_grid(draw(generator, z.repeat(NUM_CLASSES, 1), classes),
+                                 path.with_name(path.stem + "_style.png"), nrow=NUM_CLASSES))
+    return written
