@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from digitgan.config import DATASETS, PRESETS, TrainConfig, field_help, flag
@@ -152,11 +151,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_animate(args: argparse.Namespace) -> None:
     from digitgan.records import animate
-    from digitgan.sampling import check_out_dir
-    if args.out is not None:
-        if not args.out.endswith(".gif"):
-            raise UsageError(f"--out {args.out}: the name must end in .gif")
-        check_out_dir(Path(args.out))
     path = animate(args.sample_dir, args.out, args.fps)
     print(f"wrote {path}")
 

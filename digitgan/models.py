@@ -287,3 +287,23 @@ def sample_noise(cfg: TrainConfig, n: int, generator: torch.Generator, device: t
     if cfg.z_dist == "uniform":
         return torch.rand(n, cfg.z_dim, generator=generator, device=device).mul_(2).sub_(1)
     return torch.randn(n, cfg.z_dim, generator=generator, device=device)
+
+
+@torch.no_grad()
+def fold_batchnorms(model: nn.Module) -> nn.Module:
+    """Fold, in place, each eval-mode BatchNorm2d into the (transposed) convolution before it in a Sequential:
+    the same function with one pass fewer over the activations. For inference only: the folded layers are
+    frozen."""
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
+                # bn(y) = (y - mean) * scale + beta per output channel, with scale = gamma / sqrt(var + eps)
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                # output channels are a conv's dim 0 and a transposed conv's dim 1
+                shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
+                conv.weight.mul_(scale.view(shape))
+                conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+                seq[i + 1] = nn.Identity()
+    return model

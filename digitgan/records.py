@@ -32,6 +32,7 @@ from .errors import UsageError, WriteError
 from .files import append_line, atomic_write
 from .images import captioned, grid, plot_curves, save_gif, save_grid
 from .metrics import CSV_KEYS
+from .sampling import check_out_dir
 
 LOGGED = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g", "it_per_s")
 CSV_COLUMNS = ("step", "seconds") + LOGGED + CSV_KEYS  # seconds: of training only, evaluations left out
@@ -115,15 +116,6 @@ def _quiet_board_thread(hook: Any) -> Any:
     return quiet
 
 
-@contextlib.contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """TensorBoard's writer reports a failed write (its own thread's) as an OSError: make it a WriteError."""
-    try:
-        yield
-    except OSError as e:
-        raise WriteError(path, e) from None
-
-
 class RunRecords:
     """Opens a run's records at a step: config.json is written anew, metrics.csv cut back to the rows up to that
     step and TensorBoard's later events marked for purging (what was logged after the checkpoint is redone); then
@@ -152,9 +144,13 @@ class RunRecords:
 
     @contextlib.contextmanager
     def _board(self) -> Iterator[None]:
+        """Around each TensorBoard call: its time counted, and a failed write (reported by the writer as an
+        OSError, its thread's or its own) made the run's WriteError."""
         t = time.perf_counter()
-        with _writing(self.board_dir):
+        try:
             yield
+        except OSError as e:
+            raise WriteError(self.board_dir, e) from None
         self.board_seconds += time.perf_counter() - t
 
     def reference(self, figures: dict[str, Any]) -> None:
@@ -226,6 +222,10 @@ def animate(sample_dir: str | Path, out: str | Path | None = None, fps: float = 
             up_to: int | None = None) -> Path:
     """An animated GIF of the grids in step order, each with its step written above it (default
     SAMPLE_DIR/progress.gif)."""
+    if out is not None:
+        if Path(out).suffix != ".gif":
+            raise UsageError(f"--out {out}: the name must end in .gif")
+        check_out_dir(Path(out))
     found = grids(sample_dir, up_to)
     if not found:
         raise UsageError(f"no grids (step_NNNNNNN.png) in {sample_dir}/: train first, or pass the --sample-dir "

@@ -13,7 +13,7 @@ from .devices import pick_device, speed_settings
 from .errors import UsageError
 from .files import atomic_write
 from .images import save_grid
-from .models import build_models, call, sample_noise
+from .models import build_models, call, fold_batchnorms, sample_noise
 
 
 def load_generator(checkpoint_dir: str, checkpoint: str | None = None, device: str = "auto",
@@ -52,24 +52,10 @@ def load_generator(checkpoint_dir: str, checkpoint: str | None = None, device: s
 def prepare_for_inference(generator: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
     """The generator on the device in eval mode, each BatchNorm folded into the convolution before it (the same
     function, one pass fewer over the activations), in channels_last where training would use it."""
-    generator = generator.to(device).eval()
-    for seq in [m for m in generator.modules() if isinstance(m, torch.nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            if isinstance(seq[i], torch.nn.ConvTranspose2d) and isinstance(seq[i + 1], torch.nn.BatchNorm2d):
-                _fold_batchnorm(seq[i], seq[i + 1])
-                seq[i + 1] = torch.nn.Identity()
+    generator = fold_batchnorms(generator.to(device).eval())
     if speed_settings(cfg, device).channels_last:
         generator.to(memory_format=torch.channels_last)
     return generator
-
-
-@torch.no_grad()
-def _fold_batchnorm(conv: torch.nn.ConvTranspose2d, bn: torch.nn.BatchNorm2d) -> None:
-    # In eval mode bn(y) = (y - mean) * scale + beta per channel, with scale = gamma / sqrt(var + eps).
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    conv.weight.mul_(scale.view(1, -1, 1, 1))  # a transposed conv's weight is (C_in, C_out, kh, kw)
-    conv.bias = torch.nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
 
 
 def check_out_dir(path: Path) -> None:
