@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Sequence
 
-from digitgan.config import DATASETS, PRESETS, TrainConfig, field_help, flag
-from digitgan.errors import TrainingStopped, UsageError, WriteError
+from digitgan.config import BACKENDS, DATASETS, PRESETS, TrainConfig, field_help, flag
+from digitgan.errors import ProcessLost, TrainingStopped, UsageError, WriteError
 
 COMMANDS = ("train", "sample", "evaluate", "animate", "interpolate", "data", "train-evaluator")
 TYPES = {"int": int, "float": float, "str": str}  # dataclass field types are strings (postponed annotations)
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "--checkpoint-dir, or --force)")
     train.add_argument("--force", action="store_true", help="with --fresh: move the existing run aside into "
                        "CHECKPOINT_DIR/previous-<time>/ (nothing is deleted)")
+    train.add_argument("--backend", default="auto", choices=BACKENDS, help="under torchrun: how the processes talk "
+                       "(auto: nccl on CUDA, gloo on the CPU; nccl needs one GPU per process)")
+    train.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS", help="under torchrun: how "
+                       "long a process waits for the others before the run stops instead of hanging (default: 300)")
 
     sample = sub.add_parser("sample", help="write a grid (.png) or raw array (.npy) of generated digits")
     _generator_flags(sample, num=64)
@@ -130,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from digitgan.training import train
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name) is not None}
-    train(overrides, fresh=args.fresh, force=args.force)
+    train(overrides, fresh=args.fresh, force=args.force, backend=args.backend, timeout=args.dist_timeout)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -178,6 +183,13 @@ def cmd_data(args: argparse.Namespace) -> None:
               f"{len(set(labels.tolist()))} classes")
 
 
+def say(line: str, every_process: bool = False) -> None:
+    """An error line on stderr; under torchrun from rank 0 only (every process meets the same error), unless
+    each process has its own view to give."""
+    if every_process or os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
@@ -187,13 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "animate": cmd_animate,
          "interpolate": cmd_interpolate, "data": cmd_data, "train-evaluator": cmd_train_evaluator}[args.command](args)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return 2
     except TrainingStopped as e:
-        print(f"training stopped: {e}", file=sys.stderr)
+        say(f"training stopped: {e}", every_process=isinstance(e, ProcessLost))
         return 1
     except WriteError as e:
-        print(f"error: {e}; nothing else was changed", file=sys.stderr)
+        say(f"error: {e}; nothing else was changed")
         return 1
     return 0
 

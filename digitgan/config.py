@@ -86,6 +86,7 @@ class TrainConfig:
 DATASETS = ("mnist", "fashion-mnist")
 ON_OFF = ("on", "off")
 AUTO_ON_OFF = ("auto", "on", "off")
+BACKENDS = ("auto", "nccl", "gloo")  # torchrun's process group (train --backend)
 
 # What each preset changes from the defaults above (which are the dcgan preset).
 PRESETS: dict[str, dict[str, Any]] = {

@@ -31,13 +31,14 @@ class Speed:
     noise_on_device: bool
 
 
-def speed_settings(cfg: TrainConfig, device: torch.device) -> Speed:
+def speed_settings(cfg: TrainConfig, device: torch.device, processes: int = 1) -> Speed:
     """auto: channels_last everywhere (faster on the CPU, suits tensor cores); bf16 autocast and torch.compile on
     CUDA only: compile was slower on the CPU, and bf16, though faster there, changes the rounding
-    (bench/throughput.py --variants has the figures)."""
+    (bench/throughput.py --variants has the figures). Compile stays off under torchrun unless asked for: its
+    pairing with DistributedDataParallel has not been measured on a GPU here."""
     cuda = device.type == "cuda"
     pick = lambda value, auto: auto if value == "auto" else value == "on"
     return Speed(channels_last=pick(cfg.channels_last, True),
                  autocast=torch.bfloat16 if cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda) else None,
-                 compile=pick(cfg.compile, cuda),
+                 compile=pick(cfg.compile, cuda and processes == 1),
                  data_on_device=cfg.data_on_device == "on", noise_on_device=cfg.noise_on_device == "on")

@@ -14,6 +14,10 @@ class TrainingStopped(Exception):
     good checkpoint."""
 
 
+class ProcessLost(TrainingStopped):
+    """Under torchrun: another process died or stopped answering. Every surviving process reports it."""
+
+
 # What a failed write most often means, in the user's words; anything else gets the system's own text.
 CAUSES = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
           errno.EFBIG: "the file size limit was reached", errno.EACCES: "not writable (permission denied)",

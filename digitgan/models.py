@@ -297,7 +297,7 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(seq) - 1):
             conv, bn = seq[i], seq[i + 1]
-            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.modules.batchnorm._BatchNorm):
                 # bn(y) = (y - mean) * scale + beta per output channel, with scale = gamma / sqrt(var + eps)
                 scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
                 bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)

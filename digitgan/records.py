@@ -100,7 +100,7 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def _fmt(v: Any) -> str:
-    return "" if v == "" else f"{v:.6g}" if isinstance(v, float) else str(v)
+    return "" if v == "" else f"{v:.8g}" if isinstance(v, float) else str(v)  # float32's precision
 
 
 def _json(value: Any) -> Any:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import random
 import sys
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from . import checkpoints
@@ -57,9 +59,13 @@ class TrainState:
     take effect from the resumed step on; the config's fields that a run is born with cannot change (config.py).
     """
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, speed: Speed, num_images: int):
-        self.cfg, self.device = cfg, device
+    def __init__(self, cfg: TrainConfig, device: torch.device, speed: Speed, num_images: int,
+                 share: Callable[[torch.Tensor], torch.Tensor] = lambda batch: batch):
+        # share: this process's rows of a global batch (distributed.World.share); the streams stay global
+        self.cfg, self.device, self.share = cfg, device, share
         torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)  # unused by training, but in every checkpoint: alike in runs started alike
+        np.random.seed(cfg.seed)
         self.G, self.D = (m.to(device) for m in build_models(cfg))
         if speed.channels_last:  # before the optimizers and the average take references to the weights
             self.G.to(memory_format=torch.channels_last)
@@ -80,12 +86,17 @@ class TrainState:
         """What grids and evaluations draw from: the weight average where there is one."""
         return self.ema.model if self.ema else self.G
 
+    def batch(self) -> torch.Tensor:
+        """The indices of this process's share of the next global batch of training images."""
+        return self.share(self.sampler.next())
+
     def noise(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A batch of z, and for a conditional run uniform class labels, from the run's noise stream (so a resume
-        draws the same ones), on the training device."""
+        """This process's share of a global batch of z, and for a conditional run of uniform class labels, from
+        the run's noise stream (so a resume draws the same ones), on the training device."""
         z = sample_noise(self.cfg, self.cfg.batch_size, self.noise_gen, self.noise_device)
         y = (torch.randint(NUM_CLASSES, (self.cfg.batch_size,), generator=self.noise_gen, device=self.noise_device)
              if self.cfg.conditional == "on" else None)
+        z, y = self.share(z), y if y is None else self.share(y)
         return z.to(self.device, non_blocking=True), y if y is None else y.to(self.device, non_blocking=True)
 
     def set_hyperparameters(self) -> None:

@@ -19,7 +19,8 @@ from . import checkpoints
 from .config import TrainConfig, resolve
 from .data import load_dataset
 from .devices import Speed, pick_device, speed_settings
-from .errors import TrainingStopped, WriteError
+from .distributed import World, data_parallel, join
+from .errors import ProcessLost, TrainingStopped, WriteError
 from .metrics import CSV_KEYS, Judge
 from .models import call
 from .records import CSV_COLUMNS, RunRecords, animate, archive_run, ensure_writable
@@ -33,8 +34,9 @@ D_WINS_LOSS = 1e-3  # D loss below this means D separates real from fake almost 
 class StopRequest:
     """Turns the first SIGINT/SIGTERM into a flag the loop checks after each step; a second one interrupts."""
 
-    def __init__(self) -> None:
+    def __init__(self, escalate: bool = True) -> None:
         self.signal: int | None = None
+        self.escalate = escalate  # off under torchrun: it passes a Ctrl-C on to processes that had it already
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "StopRequest":
@@ -43,7 +45,7 @@ class StopRequest:
         return self
 
     def _handle(self, sig: int, frame: Any) -> None:
-        if self.signal is not None:
+        if self.signal is not None and self.escalate:
             raise KeyboardInterrupt
         self.signal = sig
 
@@ -88,12 +90,13 @@ def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer,
 def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor,
              ones: torch.Tensor, amp: torch.dtype | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
     """One generator step with the non-saturating loss (G maximises log D(G(z))); returns (loss, the gradient's
-    norm) on the device."""
-    with autocast(z.device, amp):
-        logits = call(D, call(G, z, y), y).float()
-    loss = F.binary_cross_entropy_with_logits(logits, ones)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+    norm) on the device. D's gradients from it are thrown away, so several processes do not average them."""
+    with D.no_sync() if hasattr(D, "no_sync") else contextlib.nullcontext():
+        with autocast(z.device, amp):
+            logits = call(D, call(G, z, y), y).float()
+        loss = F.binary_cross_entropy_with_logits(logits, ones)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
     norm = gradient_norm(G)
     opt.step()
     return loss, norm
@@ -104,12 +107,17 @@ def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
     return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
 
 
-def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The (G, D) the update steps call: in channels_last and compiled when asked. The state stays in G and D."""
+def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed, world: World,
+            device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The (G, D) the update steps call: in channels_last, compiled when asked, and under torchrun in their own
+    DistributedDataParallel wrappers with global batch norm. The state stays in G and D."""
     if speed.channels_last:
         G.to(memory_format=torch.channels_last)
         D.to(memory_format=torch.channels_last)
-    return (torch.compile(G), torch.compile(D)) if speed.compile else (G, D)
+    G_step, D_step = (torch.compile(G), torch.compile(D)) if speed.compile else (G, D)
+    if world.size > 1:
+        G_step, D_step = data_parallel(G_step, device), data_parallel(D_step, device)
+    return G_step, D_step
 
 
 def nothing_to_train(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> str | None:
@@ -132,9 +140,10 @@ def health(means: list[float], d_won_steps: int, cfg: TrainConfig, step: int) ->
     return None
 
 
-def stopped(problem: str, last_ckpt: Path | None, advice: str) -> TrainingStopped:
+def stopped(problem: str, last_ckpt: Path | None, advice: str,
+            kind: type[TrainingStopped] = TrainingStopped) -> TrainingStopped:
     last = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was saved"
-    return TrainingStopped(f"{problem}; {last}. {advice}")
+    return kind(f"{problem}; {last}. {advice}")
 
 
 def evaluate(judge: Judge, state: TrainState) -> dict[str, Any]:
@@ -144,53 +153,80 @@ def evaluate(judge: Judge, state: TrainState) -> dict[str, Any]:
     return judge.score_generator(generator, state.cfg, state.cfg.eval_num)
 
 
-def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: bool = False) -> Path:
-    """Train to cfg.steps, resuming from the newest usable checkpoint; return the last checkpoint's path."""
-    overrides = dict(overrides or {})
-    resolve(overrides)  # reject bad values before touching the disk
+def setup(overrides: dict[str, Any], fresh: bool, force: bool,
+          world: World) -> tuple[TrainConfig, dict[str, Any] | None, Path | None, str | None]:
+    """The run's config, the checkpoint it resumes from and its path, and why there is nothing to train (or
+    None); makes the run's directories, and for --fresh moves an earlier run aside."""
+    first = resolve(overrides)  # reject bad values before touching the disk
+    if fresh or "batch_size" in overrides:
+        world.check_batch(first.batch_size)
     run_dir = ensure_writable(overrides.get("checkpoint_dir", TrainConfig.checkpoint_dir), "--checkpoint-dir")
-    overrides["checkpoint_dir"] = str(run_dir)
+    overrides = {**overrides, "checkpoint_dir": str(run_dir)}
     if fresh:
         archive_run(run_dir, force)
     saved, last_ckpt = checkpoints.load_latest(run_dir, quarantine=True) or (None, None)
     cfg = resolve(overrides, saved["config"] if saved else None)
+    world.check_batch(cfg.batch_size)
     if saved and (why := nothing_to_train(cfg, saved, last_ckpt)):
-        print(why, file=sys.stderr)
+        return cfg, saved, last_ckpt, why
+    ensure_writable(cfg.sample_dir, "--sample-dir")
+    return cfg, saved, last_ckpt, None
+
+
+def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: bool = False,
+          backend: str = "auto", timeout: float = 300.0) -> Path:
+    """Train to cfg.steps, resuming from the newest usable checkpoint; return the last checkpoint's path.
+    Under torchrun, every process calls this (backend, timeout: the process group's; see distributed.py)."""
+    world = join(backend, timeout, (overrides or {}).get("device", TrainConfig.device))
+    try:
+        return _train(dict(overrides or {}), fresh, force, world)
+    finally:
+        world.close()
+
+
+def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World) -> Path:
+    cfg, saved, last_ckpt, why = world.on_main(lambda: setup(overrides, fresh, force, world))
+    if why:
+        if world.main:
+            print(why, file=sys.stderr)
         return last_ckpt
-    sample_dir = ensure_writable(cfg.sample_dir, "--sample-dir")
-    device = pick_device(cfg.device)
-    speed = speed_settings(cfg, device)
-    data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir)
+    run_dir, sample_dir = Path(cfg.checkpoint_dir), Path(cfg.sample_dir)
+    device = world.device(pick_device(cfg.device))
+    speed = speed_settings(cfg, device, world.size)
+    data = world.main_first(lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir))
     images, labels = (t.to(device if speed.data_on_device else "cpu") for t in (data.images, data.labels))
     conditional = cfg.conditional == "on"
     if speed.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    state = TrainState(cfg, device, speed, len(images))
+    state = TrainState(cfg, device, speed, len(images), world.share)
     if saved:
         state.load_state_dict(saved)
-        print(f"resuming from {last_ckpt} (step {state.step} of {cfg.steps})", file=sys.stderr)
-    G_step, D_step = prepare(state.G, state.D, speed)
-    ones = torch.ones(cfg.batch_size, device=device)
-    zeros = torch.zeros(cfg.batch_size, device=device)
+        if world.main:
+            print(f"resuming from {last_ckpt} (step {state.step} of {cfg.steps})", file=sys.stderr)
+    G_step, D_step = prepare(state.G, state.D, speed, world, device)
+    ones = torch.ones(cfg.batch_size // world.size, device=device)
+    zeros = torch.zeros(cfg.batch_size // world.size, device=device)
     sums, count = torch.zeros(6, device=device), 0  # LOGGED's first six; read back every log_every
     elapsed_before, start_step = state.elapsed, state.step
     stop_signal, out_of_time, stopping, eval_seconds, evals = None, False, False, 0.0, 0
     records = pbar = None
     try:
-        records = RunRecords(cfg, state.step)
-        records.real_grid(data.images, data.labels, conditional)
-        judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device) if cfg.eval_every else None
+        if world.main:  # the one process that writes the run's files
+            records = RunRecords(cfg, state.step)
+            records.real_grid(data.images, data.labels, conditional)
+        judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device) if cfg.eval_every and world.main else None
         if judge is not None:
             records.reference(judge.reference)
-        pbar = tqdm(total=cfg.steps, initial=state.step, unit="it", dynamic_ncols=True, mininterval=1.0)
+        pbar = tqdm(total=cfg.steps, initial=state.step, unit="it", dynamic_ncols=True, mininterval=1.0,
+                    disable=not world.main)
         start = time.perf_counter() - state.elapsed  # moves on past evaluations: they don't count as training
         last_log = (state.step, state.elapsed)  # (step, training seconds) at the last CSV row: for it/s
-        with StopRequest() as stop:
+        with StopRequest(escalate=world.size == 1) as stop:
             while not stopping:
                 # update
                 state.set_hyperparameters()
                 for _ in range(cfg.d_steps):
-                    idx = state.sampler.next()
+                    idx = state.batch()
                     real = images[idx].to(device, non_blocking=True)
                     y_real = labels[idx].to(device, non_blocking=True) if conditional else None
                     z, y_fake = state.noise()
@@ -208,14 +244,16 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                 step = state.step
                 pbar.update(1)
 
-                out_of_time = cfg.minutes > 0 and time.perf_counter() - start >= 60 * cfg.minutes
+                out_of_time, stop_signal = world.agree(
+                    step % cfg.log_every == 0, cfg.minutes > 0 and time.perf_counter() - start >= 60 * cfg.minutes,
+                    stop.signal)
                 finished = step == cfg.steps or out_of_time
-                stopping = finished or stop.signal is not None
+                stopping = finished or stop_signal is not None
                 save_now = step % cfg.checkpoint_every == 0 or stopping
-                eval_now = judge is not None and (step % cfg.eval_every == 0 or finished)
+                eval_step = cfg.eval_every and (step % cfg.eval_every == 0 or finished)
                 # log: the only host read-back; at a save step the weights are checked too, before anything uses them
-                if step % cfg.log_every == 0 or save_now or eval_now:
-                    means = (sums / count).tolist()
+                if step % cfg.log_every == 0 or save_now or eval_step:
+                    means = world.mean(sums / count).tolist()
                     sums.zero_()
                     state.d_won_steps = state.d_won_steps + count if means[0] < D_WINS_LOSS else 0
                     count = 0
@@ -231,7 +269,7 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                     row = dict(zip(CSV_COLUMNS, [step, seconds, *means, state.opt_d.param_groups[0]["lr"],
                                                  state.opt_g.param_groups[0]["lr"], rate]))
                     last_log = (step, seconds)
-                    if eval_now:
+                    if eval_step and judge is not None:  # on rank 0: the others wait for it
                         t = time.perf_counter()
                         scores = evaluate(judge, state)
                         row.update({k: scores[k] for k in CSV_KEYS if k in scores})
@@ -244,23 +282,29 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
                             records.best(state.state_dict(), scores["fid"])
                         eval_seconds, evals = eval_seconds + time.perf_counter() - t, evals + 1
                         start += time.perf_counter() - t
-                    records.log(row)
+                    if world.main:
+                        records.log(row)
                 # sample
-                if step % cfg.sample_every == 0 or stopping:
+                if world.main and (step % cfg.sample_every == 0 or stopping):
                     with eval_mode(state.G_show) as G_show, torch.no_grad():
                         records.grid(step, call(G_show, state.fixed_z, state.fixed_y))
                 # save
-                if save_now:
+                if save_now and world.main:
                     state.elapsed = time.perf_counter() - start
                     last_ckpt = checkpoints.save(run_dir, state.state_dict(), cfg.keep)
                     records.plot(metrics=judge is not None)
-            stop_signal = stop.signal
-        if stop_signal is None:
-            animate(sample_dir, up_to=state.step)
-        records.close()
+        if world.main:
+            if stop_signal is None:
+                animate(sample_dir, up_to=state.step)
+            records.close()
     except WriteError as e:
         raise stopped(str(e), last_ckpt, f"Free some space in {e.path.parent}/ (or make it writable), then run the "
                       f"same command again to resume") from None
+    except RuntimeError as e:
+        if (why := world.lost(e)) is None:
+            raise
+        raise stopped(f"another process of this run failed or stopped answering ({why})", last_ckpt,
+                      "Run the same command again to resume", ProcessLost) from None
     finally:
         if pbar is not None:
             pbar.close()
@@ -268,6 +312,8 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
             records.close(quiet=True)  # closed already, unless the run failed
 
     # finish
+    if not world.main:
+        return last_ckpt
     trained = time.perf_counter() - start - elapsed_before
     rate = (state.step - start_step) / max(trained, 1e-9)
     if evals or records.board_seconds:

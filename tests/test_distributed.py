@@ -1,0 +1,197 @@
+"""Training on several processes with torchrun (gloo on the CPU): the same math as one process with the same global
+batch, rank 0 alone writing, checkpoints that resume on any number of processes, and clean stops and failures.
+
+Every run here is a real torchrun of dcgan.py. The learning rate is 1e-5: at the default 4e-3 any change in the
+order of a sum, even channels_last on or off in one process, makes two runs drift apart by 1e-3 within 7 steps
+(Adam turns gradients that are zero up to rounding into full-sized steps of either sign), so no two ways of
+computing the same batch can be compared there; at 1e-5 such runs stay within 1e-6 over 50 steps.
+"""
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runs import cli_flags, same_state, training_state
+
+DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
+LOSSES = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+def flags(run_dir, cache_dir, **extra):
+    base = dict(steps=50, batch_size=32, width=8, lr_d=1e-5, lr_g=1e-5, log_every=1, sample_every=1000,
+                checkpoint_every=1000, eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
+                checkpoint_dir=str(run_dir / "ck"), sample_dir=str(run_dir / "samples"))
+    return cli_flags({**base, **extra})
+
+
+def torchrun(n, *args, extra=()):
+    """The torchrun command line for n processes on this machine (a free port of its own)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), *extra,
+            DCGAN, "train", *args]
+
+
+def run(cmd, timeout=180):
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stderr
+
+
+def rows(run_dir):
+    with open(run_dir / "ck" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def worst(a, b, keys=LOSSES):
+    """The largest relative difference between the CSV figures of run a and of run b (which logged every step),
+    over every step a logged."""
+    by_step = {r["step"]: r for r in b}
+    assert len(a) >= 10 and all(r["step"] in by_step for r in a)
+    return max(abs(float(r[k]) - float(by_step[r["step"]][k])) / abs(float(r[k])) for r in a for k in keys)
+
+
+def rank_tracebacks(err):
+    return [line for line in err.splitlines() if line.startswith("[rank")]
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory, cache_dir):
+    """A 2-process run of 50 steps: the reference the tests below compare with."""
+    d = tmp_path_factory.mktemp("two")
+    code, err = run(torchrun(2, *flags(d, cache_dir)))
+    assert code == 0, err
+    return d, err
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(two, tmp_path, cache_dir):
+    d2, err = two
+    code, _ = run([sys.executable, DCGAN, "train", *flags(tmp_path, cache_dir)])
+    assert code == 0
+    one, both = rows(tmp_path), rows(d2)
+    assert len(both) == 50
+    assert worst(one, both) <= 1e-5  # losses and D's outputs at every one of the 50 steps
+    # Gradient norms are taken after DDP's average: they show a sum where a mean belongs (Adam would hide it)
+    assert worst(one, both, ("grad_norm_d", "grad_norm_g")) <= 1e-3
+    # Rank 0 alone writes: one set of files, one closing line
+    assert sorted(p.name for p in (d2 / "ck").iterdir()) == ["ckpt_0000050.pt", "config.json", "losses.png",
+                                                           "metrics.csv"]
+    assert err.count("done: step 50") == 1 and not rank_tracebacks(err)
+
+
+def test_sigterm_stops_every_rank_at_one_step_and_resumes_on_2_1_and_4_processes(two, tmp_path, cache_dir):
+    d2, _ = two
+    stopped = tmp_path / "stopped"
+    cmd = torchrun(2, *flags(stopped, cache_dir, steps=100_000, checkpoint_every=100_000, log_every=4))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(rows_if_any(stopped)) >= 3)
+    proc.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to every rank
+    _, err = proc.communicate(timeout=120)
+    saved = sorted((stopped / "ck").glob("ckpt_*.pt"))
+    assert len(saved) == 1
+    step = int(saved[0].stem.split("_")[1])
+    assert 12 <= step <= 40 and step % 4 == 0  # the ranks agree at a --log-every step
+    assert err.count(f"SIGTERM: stopped at step {step} of 100000") == 1 and not rank_tracebacks(err)
+
+    resumed = {}
+    for n in (2, 1, 4):
+        d = tmp_path / f"on{n}"
+        shutil.copytree(stopped, d)
+        end = 50 if n == 2 else step + 10  # (fewer steps where only the CSV is compared: 4 processes are slow)
+        args = flags(d, cache_dir, steps=end)
+        code, err = run(torchrun(n, *args) if n > 1 else [sys.executable, DCGAN, "train", *args])
+        assert code == 0, err
+        assert err.count(f"resuming from {d / 'ck' / saved[0].name} (step {step} of {end})") == 1
+        resumed[n] = d
+    # The same number of processes: bit for bit what the uninterrupted run holds
+    assert same_state(training_state(resumed[2] / "ck" / "ckpt_0000050.pt"),
+                      training_state(d2 / "ck" / "ckpt_0000050.pt"))
+    # Another number of processes: the same math, summed in another order
+    for n in (1, 4):
+        assert worst([r for r in rows(resumed[n]) if int(r["step"]) > step], rows(d2)) <= 1e-5
+
+
+def rows_if_any(run_dir):
+    return rows(run_dir) if (run_dir / "ck" / "metrics.csv").exists() else []
+
+
+def wait_for(condition, timeout=120):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_ctrl_c_to_the_process_group_stops_cleanly(tmp_path, cache_dir):
+    # A terminal's Ctrl-C reaches torchrun and every rank at once, and torchrun passes it on again
+    cmd = torchrun(2, *flags(tmp_path, cache_dir, steps=100_000, log_every=4))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(lambda: len(rows_if_any(tmp_path)) >= 2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    saved = sorted((tmp_path / "ck").glob("ckpt_*.pt"))
+    assert len(saved) == 1 and err.count("SIGINT: stopped at step") == 1 and not rank_tracebacks(err)
+
+
+def _start_and_wait_for_checkpoint(tmp_path, cache_dir, extra_flags=(), torchrun_flags=()):
+    cmd = torchrun(2, *flags(tmp_path, cache_dir, steps=100_000, checkpoint_every=10), *extra_flags,
+                   extra=torchrun_flags)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: list((tmp_path / "ck").glob("ckpt_*.pt")))
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(ranks) == 2
+    return proc, sorted(map(int, ranks))
+
+
+def gone(pid):
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
+def test_a_lost_rank_ends_the_run_instead_of_a_hang_and_a_rerun_resumes(tmp_path, cache_dir, sig):
+    # killed: torchrun sees the death and the survivor's next collective fails at once. frozen: nobody notices
+    # but the survivor, whose collective gives up after --dist-timeout (torchrun then kills the frozen one).
+    proc, (survivor, lost) = _start_and_wait_for_checkpoint(tmp_path, cache_dir, ("--dist-timeout", "4"))
+    t = time.time()
+    os.kill(lost, sig)
+    wait_for(lambda: gone(survivor), timeout=30)
+    assert time.time() - t < 4 + 10
+    if sig == signal.SIGSTOP:
+        os.kill(lost, signal.SIGCONT)  # torchrun's SIGTERM waits in it; else torchrun SIGKILLs it after 30 s
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    line = next(line for line in err.splitlines() if line.startswith("training stopped: "))
+    assert "another process of this run failed or stopped answering" in line
+    assert ("Timed out" in line) == (sig == signal.SIGSTOP)
+    last = max(int(p.stem.split("_")[1]) for p in (tmp_path / "ck").glob("ckpt_*.pt"))
+    code, err = run(torchrun(2, *flags(tmp_path, cache_dir, steps=last + 5)))
+    assert code == 0 and f"(step {last} of {last + 5})" in err
+
+
+def test_bad_input_is_one_line_from_rank_0_and_exit_2(tmp_path, cache_dir):
+    code, err = run(torchrun(2, *flags(tmp_path, cache_dir, batch_size=33)))
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert lines == ["error: --batch-size 33 is the global batch and must divide evenly among the 2 processes; "
+                     "pass a multiple of 2"]
+    assert "exitcode  : 2" in err and not (tmp_path / "ck").exists()
+
+    code, err = run(torchrun(2, *flags(tmp_path, cache_dir), "--backend", "nccl"))
+    assert [line for line in err.splitlines() if line.startswith("error: ")] == [
+        "error: --backend nccl needs CUDA GPUs, one per process, and --device is cpu: pass --backend gloo (or "
+        "auto) to train on the CPU"]
+
+    code, err = run(torchrun(2, *flags(tmp_path, cache_dir, steps=2)))
+    assert code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ck").iterdir()}
+    code, err = run(torchrun(2, *flags(tmp_path, cache_dir, steps=4), "--preset", "seed"))
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "was trained with --preset dcgan, not seed" in lines[0]
+    assert "exitcode  : 2" in err
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ck").iterdir()} == before
