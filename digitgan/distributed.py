@@ -211,12 +211,13 @@ def global_batchnorms(model: nn.Module) -> nn.Module:
     return model
 
 
-def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+def data_parallel(model: nn.Module) -> nn.Module:
     """model with global batch norm, in a DistributedDataParallel wrapper that averages gradients over the
     processes. Buffers are not broadcast: the global statistics keep every rank's running statistics equal, and
     broadcasting between D's two forward passes before one backward breaks autograd (pytorch/pytorch#175024)."""
     from torch.nn.parallel import DistributedDataParallel
     global_batchnorms(model)
+    device = next(model.parameters()).device
     # A weight with one input channel (D's first conv) is both contiguous and channels_last: DDP warns that its
     # gradient's strides differ from its bucket's, a cost of one copy of a few hundred numbers.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")

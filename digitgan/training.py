@@ -107,8 +107,8 @@ def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
     return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
 
 
-def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed, world: World,
-            device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed,
+            world: World = World()) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The (G, D) the update steps call: in channels_last, compiled when asked, and under torchrun in their own
     DistributedDataParallel wrappers with global batch norm. The state stays in G and D."""
     if speed.channels_last:
@@ -116,7 +116,7 @@ def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed, world: World,
         D.to(memory_format=torch.channels_last)
     G_step, D_step = (torch.compile(G), torch.compile(D)) if speed.compile else (G, D)
     if world.size > 1:
-        G_step, D_step = data_parallel(G_step, device), data_parallel(D_step, device)
+        G_step, D_step = data_parallel(G_step), data_parallel(D_step)
     return G_step, D_step
 
 
@@ -203,7 +203,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World) ->
         state.load_state_dict(saved)
         if world.main:
             print(f"resuming from {last_ckpt} (step {state.step} of {cfg.steps})", file=sys.stderr)
-    G_step, D_step = prepare(state.G, state.D, speed, world, device)
+    G_step, D_step = prepare(state.G, state.D, speed, world)
     ones = torch.ones(cfg.batch_size // world.size, device=device)
     zeros = torch.zeros(cfg.batch_size // world.size, device=device)
     sums, count = torch.zeros(6, device=device), 0  # LOGGED's first six; read back every log_every

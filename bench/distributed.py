@@ -1,0 +1,120 @@
+"""Several processes (torchrun, DDP): what one iteration all-reduces, what that costs over a link, and the measured
+speed of 1 process against 2 on this machine.
+
+    python bench/distributed.py --volume          # bytes and collectives per iteration, both presets (no timing)
+    python bench/distributed.py --scaling 300 3   # 300 steps, 3 rounds of (1 process, 2 processes), medians
+
+--volume measures the collective count by running one iteration of each preset in one process with hooks on the
+batch norms (each GlobalBatchNorm forward in training mode is 2 all-reduces, and 2 more in the backward where a
+gradient flows back through it) and adds DDP's gradient all-reduce of each network (one bucket each: both are far
+under DDP's 25 MB bucket). The link figures are a model, not a measurement: a ring all-reduce sends and receives
+2 (N-1)/N times the buffer per process; the bandwidths and per-collective latencies are the assumptions printed.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from digitgan.config import resolve  # noqa: E402
+from digitgan.models import build_models, sample_noise  # noqa: E402
+from digitgan.training import d_update, g_update  # noqa: E402
+
+# (name, bandwidth per direction in bytes/s, latency of one small all-reduce in s): assumptions, see the README
+LINKS = (("NVLink 4 (H100 SXM)", 450e9, 10e-6), ("25 Gb/s Ethernet", 25e9 / 8, 50e-6))
+
+
+def collectives_per_iteration(preset: str) -> tuple[int, int, int, int]:
+    """(G parameter bytes, D parameter bytes, batch-norm all-reduces per iteration, their bytes)."""
+    cfg = resolve({"preset": preset, "device": "cpu"})
+    torch.manual_seed(0)
+    G, D = build_models(cfg)
+    count, payload = [0], [0]
+
+    def hook(module, inputs, output):  # a training-mode batch norm: 2 all-reduces of C floats (sum, then variance)
+        if module.training:
+            backward = torch.is_grad_enabled()
+            count[0] += 2 * (1 + backward)
+            payload[0] += 2 * (1 + backward) * module.num_features * 4
+
+    for m in [*G.modules(), *D.modules()]:
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.register_forward_hook(hook)
+    b = cfg.batch_size
+    gen = torch.Generator().manual_seed(0)
+    real = torch.rand(b, 1, 32, 32) * 2 - 1
+    opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    ones, zeros = torch.ones(b), torch.zeros(b)
+    for _ in range(cfg.d_steps):
+        d_update(G, D, opt_d, real, sample_noise(cfg, b, gen, "cpu"), ones, zeros)
+    for _ in range(cfg.g_steps):
+        g_update(G, D, opt_g, sample_noise(cfg, b, gen, "cpu"), ones)
+    nbytes = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
+    return nbytes(G), nbytes(D), count[0], payload[0]
+
+
+def volume() -> None:
+    print("Per iteration (one D step and one G step each; the seed preset: 1 D + 2 G steps), float32 gradients.")
+    print("Assumed links: " + "; ".join(f"{name}: {bw / 1e9:g} GB/s per direction, {lat * 1e6:g} us per small "
+                                        f"all-reduce" for name, bw, lat in LINKS))
+    for preset in ("dcgan", "seed"):
+        g, d, bn_calls, bn_bytes = collectives_per_iteration(preset)
+        cfg = resolve({"preset": preset})
+        grads = cfg.d_steps * d + cfg.g_steps * g  # DDP averages D's gradients each D step, G's each G step
+        calls = bn_calls + cfg.d_steps + cfg.g_steps
+        print(f"\n{preset}: G {g / 1e6:.2f} MB ({g // 4:,} parameters), D {d / 1e6:.2f} MB ({d // 4:,}); gradients "
+              f"all-reduced per iteration {grads / 1e6:.2f} MB in {cfg.d_steps + cfg.g_steps} calls, plus "
+              f"{bn_calls} batch-norm all-reduces ({bn_bytes / 1e3:.1f} kB)")
+        for n in (2, 8):
+            moved = 2 * (n - 1) / n * (grads + bn_bytes)
+            times = ", ".join(f"{name}: {1e3 * (moved / bw + calls * lat):.3f} ms "
+                              f"({1e3 * moved / bw:.3f} bandwidth + {1e3 * calls * lat:.3f} latency)"
+                              for name, bw, lat in LINKS)
+            print(f"  {n} processes: {moved / 1e6:.2f} MB sent per process per iteration; {times}")
+
+
+def rate(cmd: list[str]) -> float:
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    m = re.search(r"done: step \d+ \(([\d.]+) it/s", done.stderr)
+    if done.returncode or not m:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-2000:]}")
+    return float(m.group(1))
+
+
+def scaling(steps: int, rounds: int, out: Path) -> None:
+    flags = ["train", "--steps", str(steps), "--eval-every", "0", "--tensorboard", "off", "--sample-every", "100000",
+             "--device", "cpu", "--fresh", "--force", "--checkpoint-dir", str(out / "ck"), "--sample-dir",
+             str(out / "s")]
+    kinds = {"1 process (2 threads)": [sys.executable, "dcgan.py", *flags],
+             "2 processes (torchrun, gloo, 1 thread each)": [sys.executable, "-m", "torch.distributed.run",
+                                                             "--standalone", "--nproc_per_node", "2", "dcgan.py",
+                                                             *flags]}
+    found: dict[str, list[float]] = {k: [] for k in kinds}
+    for r in range(rounds):
+        for kind, cmd in kinds.items():
+            found[kind].append(rate(cmd))
+            print(f"round {r + 1}: {kind}: {found[kind][-1]:.1f} it/s", flush=True)
+    base = statistics.median(found["1 process (2 threads)"])
+    for kind, rates in found.items():
+        print(f"{kind}: median {statistics.median(rates):.1f} it/s over {rounds} runs of {steps} steps "
+              f"({statistics.median(rates) / base:.2f}x one process)")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--volume", action="store_true")
+    p.add_argument("--scaling", nargs=2, type=int, metavar=("STEPS", "ROUNDS"))
+    p.add_argument("--out", default="/tmp/dcgan-bench-distributed")
+    a = p.parse_args()
+    if a.volume:
+        volume()
+    if a.scaling:
+        scaling(*a.scaling, Path(a.out))
