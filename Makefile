@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: train test venv data fashion-mnist bench clean-venv
+.PHONY: train test venv data fashion-mnist site browser bench clean-venv
 
-train: venv data
+train: venv data site
 	$(PY) dcgan.py train
 
-test: venv data fashion-mnist
+test: venv data fashion-mnist site browser
 	$(PY) -m pytest -q tests
 
 venv: $(VENV)/.installed
@@ -29,6 +29,22 @@ fashion-mnist:
 	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
 	    sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	  else echo "note: $(FASHION) is missing and apt-get needs root: the Fashion-MNIST tests will be skipped"; fi; \
+	fi
+
+# The exported page's runtime (onnxruntime-web, pinned in web/package-lock.json); `dcgan.py export` copies it.
+site: web/node_modules/.installed
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The browser test drives Debian's chromium through chromedriver; install them when we may.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	    sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: chromium and chromium-driver are missing and apt-get needs root: the browser test will be skipped"; fi; \
 	fi
 
 bench: venv data

@@ -6,6 +6,8 @@
     python dcgan.py evaluate --json out.json   # FID, precision, recall, ... against the test set
     python dcgan.py animate               # sample_image/progress.gif: the grids in step order
     python dcgan.py interpolate           # latent walks: interpolation.png and .gif
+    python dcgan.py export --out site     # generator.onnx, .safetensors and a web page that draws digits
+    python dcgan.py serve site            # show that page at http://127.0.0.1:8000/
     python dcgan.py data                  # fetch and verify the dataset
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Sequence
 from digitgan.config import BACKENDS, DATASETS, PRESETS, TrainConfig, field_help, flag
 from digitgan.errors import ProcessLost, TrainingStopped, UsageError, WriteError
 
-COMMANDS = ("train", "sample", "evaluate", "animate", "interpolate", "data", "train-evaluator")
+COMMANDS = ("train", "sample", "evaluate", "animate", "interpolate", "export", "serve", "data", "train-evaluator")
 TYPES = {"int": int, "float": float, "str": str}  # dataclass field types are strings (postponed annotations)
 
 
@@ -103,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     walk.add_argument("--out", default="interpolation.png", help="the grid (.png); the GIF is written beside it "
                       "as .gif, a conditional model's style grid as _style.png")
 
+    export = sub.add_parser("export", help="a folder to share: generator.onnx, generator.safetensors + .json, and "
+                            "a static web page (index.html) that draws digits in the browser")
+    export.add_argument("--out", required=True, help="the folder to write (must be empty, unless --force)")
+    export.add_argument("--force", action="store_true", help="write into a non-empty --out, replacing its files")
+    export.add_argument("--checkpoint-dir", default=TrainConfig.checkpoint_dir, help="use its newest checkpoint")
+    export.add_argument("--checkpoint", default=None, help="this checkpoint file instead")
+    export.add_argument("--best", action="store_true", help="CHECKPOINT_DIR/best.pt instead")
+
+    serve = sub.add_parser("serve", help="serve an exported folder on a local web server and print its URL")
+    serve.add_argument("folder", help="a folder written by export")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1, this "
+                       "machine only; 0.0.0.0 shares it with the network)")
+    serve.add_argument("--port", type=int, default=8000, help="default: 8000 (0: any free port)")
+
     trainer = sub.add_parser("train-evaluator", help="train the fixed evaluator classifier that the metrics use "
                              "(developers only: the shipped weights are what evaluation loads)")
     trainer.add_argument("--dataset", default="mnist", choices=DATASETS)
@@ -167,6 +183,19 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, paths)))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from digitgan.export import export
+    path = export(args.out, args.checkpoint_dir, args.checkpoint, args.best, args.force)
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    print(f"wrote {path}/ ({size / 1e6:.1f} MB): generator.onnx, generator.safetensors, generator.json and "
+          f"index.html; view it with `python dcgan.py serve {path}`")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from digitgan.export import serve
+    serve(args.folder, args.host, args.port)
+
+
 def cmd_train_evaluator(args: argparse.Namespace) -> None:
     from digitgan.evaluator import SHIPPED, train_evaluator
     weights = train_evaluator(args.dataset, args.epochs, out_dir=args.out_dir or SHIPPED, cache_dir=args.cache_dir)
@@ -197,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "animate": cmd_animate,
-         "interpolate": cmd_interpolate, "data": cmd_data, "train-evaluator": cmd_train_evaluator}[args.command](args)
+         "interpolate": cmd_interpolate, "export": cmd_export, "serve": cmd_serve, "data": cmd_data, "train-evaluator": cmd_train_evaluator}[args.command](args)
     except UsageError as e:
         say(f"error: {e}")
         return 2

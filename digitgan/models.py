@@ -183,7 +183,7 @@ class DCGANGenerator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(len(z), -1, 1, 1))
+        return self.net(z[:, :, None, None])  # (B, z_dim, 1, 1)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -223,7 +223,7 @@ class ConditionalDCGANGenerator(DCGANGenerator):
                 self.net[i] = ClassBatchNorm2d(m.num_features, classes)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = z.view(len(z), -1, 1, 1)
+        x = z[:, :, None, None]  # (B, z_dim, 1, 1)
         for layer in self.net:
             x = layer(x, y) if isinstance(layer, ClassBatchNorm2d) else layer(x)
         return x

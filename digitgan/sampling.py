@@ -1,8 +1,10 @@
 """Generating images from a saved generator, deterministically for a given seed."""
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,13 +18,20 @@ from .images import save_grid
 from .models import build_models, call, fold_batchnorms, sample_noise
 
 
-def load_generator(checkpoint_dir: str, checkpoint: str | None = None, device: str = "auto",
-                   best: bool = False) -> tuple[torch.nn.Module, TrainConfig, int]:
-    """(generator in eval mode, its config, its step) from a checkpoint file, a directory's best.pt (best), or
-    its newest checkpoint.
+def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint: str | None = None,
+                   device: str = "auto", best: bool = False, with_state: bool = False) -> tuple[Any, ...]:
+    """(generator in eval mode, its config, its step) from a checkpoint file, a directory's best.pt (best), its
+    newest checkpoint, or an exported generator.safetensors (with its generator.json beside it); with_state, the
+    checkpoint's whole state as a fourth.
 
     The weight average is used where the checkpoint has one: it is what the run's grids and scores showed.
     """
+    if checkpoint and Path(checkpoint).suffix == ".safetensors":
+        state = _exported_state(Path(checkpoint))
+        cfg = resolve({}, state["config"])
+        generator, _ = build_models(cfg)
+        generator.load_state_dict(state["generator"])
+        return prepare_for_inference(generator, cfg, pick_device(device)), cfg, state["step"]
     if best:
         if checkpoint:
             raise UsageError("--best and --checkpoint name two checkpoints: pass one of them")
@@ -46,7 +55,19 @@ def load_generator(checkpoint_dir: str, checkpoint: str | None = None, device: s
     cfg = resolve({}, state["config"])
     generator, _ = build_models(cfg)
     generator.load_state_dict(state.get("generator_ema", state["generator"]))
-    return prepare_for_inference(generator, cfg, pick_device(device)), cfg, state["step"]
+    found = prepare_for_inference(generator, cfg, pick_device(device)), cfg, state["step"]
+    return (*found, state) if with_state else found
+
+
+def _exported_state(path: Path) -> dict[str, Any]:
+    """An exported generator's weights (generator.safetensors) and what rebuilds it (generator.json beside it)."""
+    info = path.with_suffix(".json")
+    if not path.is_file() or not info.is_file():
+        raise UsageError(f"--checkpoint {path}: an exported generator needs {path.name} and {info.name} side by "
+                         f"side (python dcgan.py export writes both)")
+    from safetensors.torch import load_file
+    meta = json.loads(info.read_text())
+    return {"generator": load_file(str(path)), "config": meta["config"], "step": meta["step"]}
 
 
 def prepare_for_inference(generator: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:

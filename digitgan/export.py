@@ -1,0 +1,159 @@
+"""Sharing a trained generator: a folder with generator.onnx (for any ONNX runtime), generator.safetensors and
+generator.json (for PyTorch: load_generator reads them), the run's record, and a static page (web/) that draws
+digits in the browser with onnxruntime-web. `serve` shows such a folder on a local web server."""
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import CLASS_NAMES
+from .errors import UsageError
+from .files import atomic_write
+from .models import set_conv_impl
+from .records import grids
+from .sampling import load_generator
+from .state import fixed_noise
+
+WEB = Path(__file__).resolve().parent.parent / "web"  # the page's sources and its npm package (web/package.json)
+PAGE = ("index.html", "page.js", "style.css")
+RUNTIME = WEB / "node_modules" / "onnxruntime-web" / "dist"
+RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")  # wasm backend only
+RECORD_FILES = ("losses.png", "metrics.png", "real_reference.json", "best.json")
+MIME = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript", ".json": "application/json"}
+
+
+class _Named(torch.nn.Module):
+    """The generator with named inputs for the exporter: z, and for a conditional model its class."""
+
+    def __init__(self, generator: torch.nn.Module, conditional: bool):
+        super().__init__()
+        self.generator, self.conditional = generator, conditional
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(z, label) if self.conditional else self.generator(z)
+
+
+def export_onnx(generator: torch.nn.Module, z_dim: int, conditional: bool, path: Path) -> None:
+    """generator (eval mode, batch norm folded) as ONNX opset 18 with a dynamic batch: inputs z (B, z_dim) float32
+    and, for a conditional model, label (B,) int64; output images (B, 1, 32, 32) in [-1, 1]."""
+    model = _Named(generator, conditional).eval()
+    set_conv_impl(model, "direct")  # plain ConvTranspose nodes: the FFT and matmul forms are for training speed
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    args = (torch.zeros(2, z_dim),) + ((torch.zeros(2, dtype=torch.long),) if conditional else ())
+    shapes = {"z": {0: batch}, **({"label": {0: batch}} if conditional else {})}
+    program = torch.onnx.export(model, args, dynamo=True, opset_version=18, dynamic_shapes=shapes,
+                                input_names=["z", *(["label"] if conditional else [])], output_names=["images"],
+                                verbose=False)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # whole or not at all
+        program.save(str(Path(tmp) / path.name))
+        Path(tmp, path.name).replace(path)
+
+
+def _rows(run_dir: Path, step: int) -> list[dict[str, Any]]:
+    """metrics.csv's rows up to step, numbers as numbers (empty cells left out)."""
+    if not (run_dir / "metrics.csv").is_file():
+        return []
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f) if int(r["step"]) <= step]
+
+
+def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: bool = False,
+           force: bool = False) -> Path:
+    """Write the folder: model files, the page with its runtime, and the run's record."""
+    dest = Path(out)
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"--out {dest} is a file: pass a directory to export into")
+    if dest.is_dir() and any(dest.iterdir()) and not force:
+        raise UsageError(f"--out {dest}/ is not empty: pass --force to write over what is there, or another --out")
+    if checkpoint and Path(checkpoint).suffix != ".pt":
+        raise UsageError(f"--checkpoint {checkpoint}: export reads a training checkpoint (.pt), which holds the "
+                         f"run's fixed noise too")
+    missing = [f for f in RUNTIME_FILES if not (RUNTIME / f).is_file()]
+    if missing:
+        raise UsageError(f"the browser runtime is missing ({RUNTIME}/{missing[0]}): run `make site` (npm ci in "
+                         f"{WEB}/) first")
+    generator, cfg, step, state = load_generator(checkpoint_dir, checkpoint, "cpu", best, with_state=True)
+    conditional = cfg.conditional == "on"
+    dest.mkdir(parents=True, exist_ok=True)
+    export_onnx(generator, cfg.z_dim, conditional, dest / "generator.onnx")
+
+    # Weights for PyTorch: the sampling generator as trained (unfolded), with what rebuilds it
+    from safetensors.torch import save as safetensors_bytes
+    weights = {k: v.contiguous() for k, v in state.get("generator_ema", state["generator"]).items()}
+    atomic_write(dest / "generator.safetensors", lambda f: f.write(safetensors_bytes(weights)))
+    run_dir, sample_dir = Path(cfg.checkpoint_dir), Path(cfg.sample_dir)
+    record = {k: json.loads((run_dir / k).read_text()) for k in ("real_reference.json", "best.json")
+              if (run_dir / k).is_file()}
+    rows = _rows(run_dir, step)
+    scored = [r for r in rows if "fid" in r]
+    info = {"format": "dcgan-generator/1", "step": step, "config": cfg.__dict__, "conditional": conditional,
+            "classes": list(CLASS_NAMES[cfg.dataset]), "inputs": ["z", "label"] if conditional else ["z"],
+            "metrics": scored[-1] if scored else None, "reference": record.get("real_reference.json"),
+            "best": record.get("best.json")}
+    atomic_write(dest / "generator.json", lambda f: f.write(json.dumps(info, indent=1).encode()))
+
+    # The run's record for the page: the grids by step, the curves, and the fixed noise of the grids
+    (dest / "grids").mkdir(exist_ok=True)
+    found = grids(sample_dir, up_to=step) if sample_dir.is_dir() else []
+    for s, p in found:
+        shutil.copyfile(p, dest / "grids" / p.name)
+    for name in ("progress.gif", "real.png"):
+        if (sample_dir / name).is_file():
+            shutil.copyfile(sample_dir / name, dest / name)
+    for name in ("losses.png", "metrics.png"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, dest / name)
+    _, y = fixed_noise(cfg, torch.device("cpu"))  # the grid's classes (its noise is the checkpoint's)
+    z = state["fixed_noise"].float()
+    run = {**info, "grids": [{"step": s, "file": f"grids/{p.name}"} for s, p in found],
+           "losses": [{k: r[k] for k in ("step", "d_loss", "g_loss", "d_real", "d_fake") if k in r} for r in rows],
+           "scored": scored, "fixed": {"z": z.flatten().tolist(), "labels": None if y is None else y.tolist(),
+                                      "n": len(z), "cols": 10 if conditional else 8},
+           "files": {n: (dest / n).is_file() for n in ("progress.gif", "real.png", "losses.png", "metrics.png")}}
+    atomic_write(dest / "run.json", lambda f: f.write(json.dumps(run).encode()))
+    for name in PAGE:
+        shutil.copyfile(WEB / name, dest / name)
+    for name in RUNTIME_FILES:
+        shutil.copyfile(RUNTIME / name, dest / name)
+    return dest
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Static files from one folder (SimpleHTTPRequestHandler maps every path inside it and drops `..`), with the
+    types the page needs, and no caching so that a re-export shows at once."""
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME}
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the URL is what the user needs
+        pass
+
+
+def serve(folder: str, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve an exported folder until Ctrl-C, printing its URL."""
+    root = Path(folder)
+    if not (root / "index.html").is_file():
+        raise UsageError(f"{root}/ has no index.html: pass a folder written by `python dcgan.py export --out DIR`")
+    handler = functools.partial(_Handler, directory=str(root.resolve()))
+    try:
+        server = http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port} ({e.strerror}): pass another --port")
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {root}/ at http://{shown}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
