@@ -101,7 +101,8 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     atomic_write(dest / "generator.json", lambda f: f.write(json.dumps(info, indent=1).encode()))
 
     # The run's record for the page: the grids by step, the curves, and the fixed noise of the grids
-    (dest / "grids").mkdir(exist_ok=True)
+    shutil.rmtree(dest / "grids", ignore_errors=True)  # (--force) an earlier export's grids are not this run's
+    (dest / "grids").mkdir()
     found = grids(sample_dir, up_to=step) if sample_dir.is_dir() else []
     for s, p in found:
         shutil.copyfile(p, dest / "grids" / p.name)

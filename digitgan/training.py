@@ -184,7 +184,8 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
         world.close()
 
 
-def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World) -> Path:
+def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World) -> Path | None:
+    """train() in this process: set up, loop (update, log, sample, save), finish."""
     cfg, saved, last_ckpt, why = world.on_main(lambda: setup(overrides, fresh, force, world))
     if why:
         if world.main:
