@@ -3,6 +3,7 @@ speed of 1 process against 2 on this machine.
 
     python bench/distributed.py --volume          # bytes and collectives per iteration, both presets (no timing)
     python bench/distributed.py --scaling 300 3   # 300 steps, 3 rounds of (1 process, 2 processes), medians
+    python bench/distributed.py --exactness       # how far apart runs that differ only in summation order drift
 
 --volume measures the collective count by running one iteration of each preset in one process with hooks on the
 batch norms (each GlobalBatchNorm forward in training mode is 2 all-reduces, and 2 more in the backward where a
@@ -13,6 +14,7 @@ under DDP's 25 MB bucket). The link figures are a model, not a measurement: a ri
 from __future__ import annotations
 
 import argparse
+import csv
 import re
 import statistics
 import subprocess
@@ -108,13 +110,42 @@ def scaling(steps: int, rounds: int, out: Path) -> None:
               f"({statistics.median(rates) / base:.2f}x one process)")
 
 
+def drift(a: Path, b: Path) -> str:
+    """The largest relative difference of the losses and D's outputs between two runs' CSVs, by step."""
+    rows = [list(csv.DictReader(open(p / "ck" / "metrics.csv"))) for p in (a, b)]
+    worst = [max(abs(float(r[k]) - float(s[k])) / abs(float(r[k])) for k in ("d_loss", "g_loss", "d_real", "d_fake"))
+             for r, s in zip(*rows)]
+    at = lambda n: f"step {n}: {max(worst[:n]):.1e}"
+    return f"{at(5)}, {at(7)}, {at(10)}, {at(50)} (the largest up to each step)"
+
+
+def exactness(out: Path) -> None:
+    """50 steps (width 8, batch 32, a CSV row per step) run twice, differing in summation order only."""
+    def run(name: str, *extra: str, n: int = 1) -> Path:
+        flags = ["train", "--steps", "50", "--batch-size", "32", "--width", "8", "--log-every", "1", "--eval-every",
+                 "0", "--tensorboard", "off", "--sample-every", "1000", "--device", "cpu", "--fresh", "--force",
+                 "--checkpoint-dir", str(out / name / "ck"), "--sample-dir", str(out / name / "s"), *extra]
+        cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)] if n > 1
+               else [sys.executable]) + ["dcgan.py", *flags]
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+        return out / name
+    for lr in ("4e-3", "1e-5"):
+        lrs = ("--lr-d", lr, "--lr-g", lr)
+        one = run(f"one-{lr}", *lrs)
+        print(f"lr {lr}: 1 process, channels_last on vs off: " + drift(one, run(f"cl-off-{lr}", *lrs, "--channels-last", "off")))
+        print(f"lr {lr}: 1 process vs 2 processes (torchrun, gloo): " + drift(one, run(f"two-{lr}", *lrs, n=2)))
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--volume", action="store_true")
     p.add_argument("--scaling", nargs=2, type=int, metavar=("STEPS", "ROUNDS"))
+    p.add_argument("--exactness", action="store_true")
     p.add_argument("--out", default="/tmp/dcgan-bench-distributed")
     a = p.parse_args()
     if a.volume:
         volume()
     if a.scaling:
         scaling(*a.scaling, Path(a.out))
+    if a.exactness:
+        exactness(Path(a.out))

@@ -2,9 +2,10 @@
 batch, rank 0 alone writing, checkpoints that resume on any number of processes, and clean stops and failures.
 
 Every run here is a real torchrun of dcgan.py. The learning rate is 1e-5: at the default 4e-3 any change in the
-order of a sum, even channels_last on or off in one process, makes two runs drift apart by 1e-3 within 7 steps
+order of a sum, even channels_last on or off in one process, makes two runs drift apart by 6e-2 within 10 steps
 (Adam turns gradients that are zero up to rounding into full-sized steps of either sign), so no two ways of
-computing the same batch can be compared there; at 1e-5 such runs stay within 1e-6 over 50 steps.
+computing the same batch can be compared there; at 1e-5 such runs stay within 1e-6 over 50 steps
+(bench/distributed.py --exactness).
 """
 import csv
 import os
