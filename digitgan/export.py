@@ -3,12 +3,11 @@ generator.json (for PyTorch: load_generator reads them), the run's record, and a
 digits in the browser with onnxruntime-web. `serve` shows such a folder on a local web server."""
 from __future__ import annotations
 
-import csv
+import dataclasses
 import functools
 import http.server
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from .config import CLASS_NAMES
 from .errors import UsageError
 from .files import atomic_write
 from .models import set_conv_impl
-from .records import grids
+from .records import grids, read_rows
 from .sampling import load_generator
 from .state import fixed_noise
 
@@ -52,17 +51,7 @@ def export_onnx(generator: torch.nn.Module, z_dim: int, conditional: bool, path:
     program = torch.onnx.export(model, args, dynamo=True, opset_version=18, dynamic_shapes=shapes,
                                 input_names=["z", *(["label"] if conditional else [])], output_names=["images"],
                                 verbose=False)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # whole or not at all
-        program.save(str(Path(tmp) / path.name))
-        Path(tmp, path.name).replace(path)
-
-
-def _rows(run_dir: Path, step: int) -> list[dict[str, Any]]:
-    """metrics.csv's rows up to step, numbers as numbers (empty cells left out)."""
-    if not (run_dir / "metrics.csv").is_file():
-        return []
-    with open(run_dir / "metrics.csv") as f:
-        return [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f) if int(r["step"]) <= step]
+    atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))
 
 
 def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: bool = False,
@@ -92,9 +81,9 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     run_dir, sample_dir = Path(cfg.checkpoint_dir), Path(cfg.sample_dir)
     record = {k: json.loads((run_dir / k).read_text()) for k in ("real_reference.json", "best.json")
               if (run_dir / k).is_file()}
-    rows = _rows(run_dir, step)
-    scored = [r for r in rows if "fid" in r]
-    info = {"format": "dcgan-generator/1", "step": step, "config": cfg.__dict__, "conditional": conditional,
+    scored = [{k: v for k, v in r.items() if v != ""} for r in read_rows(run_dir / "metrics.csv")
+              if r.get("fid", "") != "" and r["step"] <= step]
+    info = {"format": "dcgan-generator/1", "step": step, "config": dataclasses.asdict(cfg), "conditional": conditional,
             "classes": list(CLASS_NAMES[cfg.dataset]), "inputs": ["z", "label"] if conditional else ["z"],
             "metrics": scored[-1] if scored else None, "reference": record.get("real_reference.json"),
             "best": record.get("best.json")}
@@ -115,8 +104,7 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     _, y = fixed_noise(cfg, torch.device("cpu"))  # the grid's classes (its noise is the checkpoint's)
     z = state["fixed_noise"].float()
     run = {**info, "grids": [{"step": s, "file": f"grids/{p.name}"} for s, p in found],
-           "losses": [{k: r[k] for k in ("step", "d_loss", "g_loss", "d_real", "d_fake") if k in r} for r in rows],
-           "scored": scored, "fixed": {"z": z.flatten().tolist(), "labels": None if y is None else y.tolist(),
+           "fixed": {"z": z.flatten().tolist(), "labels": None if y is None else y.tolist(),
                                       "n": len(z), "cols": 10 if conditional else 8},
            "files": {n: (dest / n).is_file() for n in ("progress.gif", "real.png", "losses.png", "metrics.png")}}
     atomic_write(dest / "run.json", lambda f: f.write(json.dumps(run).encode()))

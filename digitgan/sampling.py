@@ -26,12 +26,6 @@ def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint:
 
     The weight average is used where the checkpoint has one: it is what the run's grids and scores showed.
     """
-    if checkpoint and Path(checkpoint).suffix == ".safetensors":
-        state = _exported_state(Path(checkpoint))
-        cfg = resolve({}, state["config"])
-        generator, _ = build_models(cfg)
-        generator.load_state_dict(state["generator"])
-        return prepare_for_inference(generator, cfg, pick_device(device)), cfg, state["step"]
     if best:
         if checkpoint:
             raise UsageError("--best and --checkpoint name two checkpoints: pass one of them")
@@ -39,7 +33,9 @@ def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint:
         if not Path(checkpoint).is_file():
             raise UsageError(f"--best: no best.pt in {checkpoint_dir}/: it is written when training tracks quality "
                              f"(--eval-every > 0, the default); pass --checkpoint-dir of such a run")
-    if checkpoint:
+    if checkpoint and Path(checkpoint).suffix == ".safetensors":
+        state = _exported_state(Path(checkpoint))
+    elif checkpoint:
         if not Path(checkpoint).is_file():
             raise UsageError(f"--checkpoint {checkpoint} does not exist")
         try:
