@@ -210,9 +210,6 @@ class ClassBatchNorm2d(nn.Module):
         self.gain, self.shift = nn.Embedding(classes, channels), nn.Embedding(classes, channels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        import os
-        if os.environ.get("DIGITGAN_CBN_FUSED"):
-            return torch.addcmul(self.shift(y)[:, :, None, None], self.bn(x), self.gain(y)[:, :, None, None])
         return self.bn(x) * self.gain(y)[:, :, None, None] + self.shift(y)[:, :, None, None]
 
 
@@ -221,22 +218,13 @@ class ConditionalDCGANGenerator(DCGANGenerator):
 
     def __init__(self, z_dim: int = 100, width: int = 32, classes: int = 10):
         super().__init__(z_dim, width)
-        import os
-        k = int(os.environ.get("DIGITGAN_CBN_LAYERS", "3"))
         for i, m in enumerate(self.net):
-            if isinstance(m, nn.BatchNorm2d) and i < 3 * k:
+            if isinstance(m, nn.BatchNorm2d):
                 self.net[i] = ClassBatchNorm2d(m.num_features, classes)
-        self.input_cond = os.environ.get("DIGITGAN_G_COND") == "input"
-        if self.input_cond:
-            self.class_map = nn.Embedding(classes, 4 * width * 16)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = z[:, :, None, None]  # (B, z_dim, 1, 1)
-        net = self.net
-        if self.input_cond:
-            x = net[0](x) + self.class_map(y).view(len(y), -1, 4, 4)
-            net = net[1:]
-        for layer in net:
+        for layer in self.net:
             x = layer(x, y) if isinstance(layer, ClassBatchNorm2d) else layer(x)
         return x
 
@@ -276,8 +264,6 @@ def _init_dcgan(m: nn.Module) -> None:
     elif isinstance(m, ClassBatchNorm2d):  # like a batch norm's affine part, per class
         nn.init.normal_(m.gain.weight, 1.0, 0.02)
         nn.init.zeros_(m.shift.weight)
-    elif isinstance(m, ConditionalDCGANGenerator) and getattr(m, "input_cond", False):
-        nn.init.normal_(m.class_map.weight, 0.0, 0.2)
     elif isinstance(m, ProjectionDiscriminator):  # small, like the weights it adds to
         nn.init.normal_(m.embed.weight, 0.0, 0.02)
 

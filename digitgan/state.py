@@ -94,9 +94,7 @@ class TrainState:
         """This process's share of a global batch of z, and for a conditional run of uniform class labels, from
         the run's noise stream (so a resume draws the same ones), on the training device."""
         z = sample_noise(self.cfg, self.cfg.batch_size, self.noise_gen, self.noise_device)
-        import os
-        pair = 2 if os.environ.get("DIGITGAN_MS") else 1
-        y = (torch.randint(NUM_CLASSES, (self.cfg.batch_size // pair,), generator=self.noise_gen, device=self.noise_device).repeat_interleave(pair)
+        y = (torch.randint(NUM_CLASSES, (self.cfg.batch_size,), generator=self.noise_gen, device=self.noise_device)
              if self.cfg.conditional == "on" else None)
         z, y = self.share(z), y if y is None else self.share(y)
         return z.to(self.device, non_blocking=True), y if y is None else y.to(self.device, non_blocking=True)

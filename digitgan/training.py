@@ -93,15 +93,8 @@ def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer,
     norm) on the device. D's gradients from it are thrown away, so several processes do not average them."""
     with D.no_sync() if hasattr(D, "no_sync") else contextlib.nullcontext():
         with autocast(z.device, amp):
-            fake = call(G, z, y)
-            logits = call(D, fake, y).float()
+            logits = call(D, call(G, z, y), y).float()
         loss = F.binary_cross_entropy_with_logits(logits, ones)
-        import os
-        ms = float(os.environ.get("DIGITGAN_MS", "0"))
-        if ms:
-            f, zz = fake.float().flatten(1), z.flatten(1)
-            lz = (f[0::2] - f[1::2]).abs().mean() / (zz[0::2] - zz[1::2]).abs().mean()
-            loss = loss + ms / (lz + 1e-5)
         opt.zero_grad(set_to_none=True)
         loss.backward()
     norm = gradient_norm(G)
