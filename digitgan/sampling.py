@@ -15,7 +15,7 @@ from .devices import pick_device, speed_settings
 from .errors import UsageError
 from .files import atomic_write
 from .images import save_grid
-from .models import build_models, call, fold_batchnorms, sample_noise
+from .models import build_models, call, fold_batchnorms, load_weights, sample_noise
 
 
 def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint: str | None = None,
@@ -50,7 +50,7 @@ def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint:
         state = found[0]
     cfg = resolve({}, state["config"])
     generator, _ = build_models(cfg)
-    generator.load_state_dict(state.get("generator_ema", state["generator"]))
+    load_weights(generator, state.get("generator_ema", state["generator"]))
     found = prepare_for_inference(generator, cfg, pick_device(device)), cfg, state["step"]
     return (*found, state) if with_state else found
 

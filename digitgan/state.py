@@ -14,7 +14,7 @@ from . import checkpoints
 from .config import NUM_CLASSES, TrainConfig
 from .data import BatchSampler
 from .devices import Speed
-from .models import build_models, sample_noise
+from .models import build_models, load_weights, sample_noise
 
 
 class Averager:
@@ -122,15 +122,15 @@ class TrainState:
                  "sampler": self.sampler.state_dict()})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["generator"])  # copies into the weights: channels_last survives
-        self.D.load_state_dict(state["discriminator"])
+        load_weights(self.G, state["generator"])  # copies into the weights: channels_last survives
+        load_weights(self.D, state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         if self.ema:
             if "generator_ema" not in state:
                 print("note: --ema is on from here: the weight average starts from the generator as it is now",
                       file=sys.stderr)
-            self.ema.model.load_state_dict(state.get("generator_ema", state["generator"]))
+            load_weights(self.ema.model, state.get("generator_ema", state["generator"]))
         elif "generator_ema" in state:
             print("note: --ema 0: the weight average is dropped from here on (earlier checkpoints keep it)",
                   file=sys.stderr)

@@ -54,6 +54,34 @@ def test_a_conditional_run_resumes_bit_exactly_through_sigterm(tiny, tmp_path):
     assert not same_state(training_state(straight)["generator"], training_state(other)["generator"])
 
 
+def test_conditional_runs_default_to_their_own_weight_average_and_flags_still_rule():
+    assert resolve({"conditional": "on"}).ema == 0.995 and resolve({}).ema == 0.999
+    assert resolve({"conditional": "on", "ema": 0.9}).ema == 0.9
+
+
+def test_a_checkpoint_of_another_network_layout_is_one_line_and_kept(tiny, tmp_path, capsys):
+    """An earlier version gave the 16x16 layer a class batch norm too: its conditional checkpoints hold
+    net.7.bn.*, net.7.gain and net.7.shift where this one has a plain net.7 batch norm."""
+    run = tiny(conditional="on")
+    last = train(run)
+    state = checkpoints.load(last)
+    for name in ("generator", "generator_ema"):
+        g = state[name]
+        for key in ("running_mean", "running_var", "num_batches_tracked"):
+            g[f"net.7.bn.{key}"] = g.pop(f"net.7.{key}")
+        g["net.7.gain.weight"] = g.pop("net.7.weight").repeat(10, 1)
+        g["net.7.shift.weight"] = g.pop("net.7.bias").repeat(10, 1)
+    torch.save(state, last)
+    before = last.read_bytes()
+    capsys.readouterr()
+    assert dcgan.main(["train", *cli_flags({**run, "steps": 6})]) == 2
+    assert dcgan.main(["sample", "--checkpoint", str(last), "--out", str(tmp_path / "s.png")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all("does not fit the network this version of dcgan builds" in e for e in errors)
+    assert "net.7" in errors[0] and "--fresh" in errors[0]
+    assert last.read_bytes() == before and not (tmp_path / "s.png").exists()
+
+
 def test_balanced_labels_when_no_class_is_asked_for():
     cfg = resolve({"conditional": "on"})
     counts = torch.bincount(class_labels(cfg, 64), minlength=10)
