@@ -22,13 +22,17 @@ $(VENV)/.installed: requirements.txt
 data: venv
 	$(PY) dcgan.py data
 
+# Shell: apt-get install the Debian packages $(1) as root or through sudo; otherwise a note that $(2) missing
+# and $(3) will be skipped.
+apt_install = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; \
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+    sudo apt-get update -qq && sudo apt-get install -y -qq $(1) >/dev/null; \
+  else echo "note: $(2) missing and apt-get needs root: $(3) will be skipped"; fi
+
 # The tests read the real Fashion-MNIST files from Debian's package; install it when we may.
 fashion-mnist:
 	@if [ ! -d $(FASHION) ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
-	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
-	    sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
-	  else echo "note: $(FASHION) is missing and apt-get needs root: the Fashion-MNIST tests will be skipped"; fi; \
+	  $(call apt_install,dataset-fashion-mnist,$(FASHION) is,the Fashion-MNIST tests); \
 	fi
 
 # The exported page's runtime (onnxruntime-web, pinned in web/package-lock.json); `dcgan.py export` copies it.
@@ -41,10 +45,7 @@ web/node_modules/.installed: web/package.json web/package-lock.json
 # The browser test drives Debian's chromium through chromedriver; install them when we may.
 browser:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
-	    sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	  else echo "note: chromium and chromium-driver are missing and apt-get needs root: the browser test will be skipped"; fi; \
+	  $(call apt_install,chromium chromium-driver,chromium and chromium-driver are,the browser test); \
 	fi
 
 bench: venv data

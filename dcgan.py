@@ -226,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "animate": cmd_animate,
-         "interpolate": cmd_interpolate, "export": cmd_export, "serve": cmd_serve, "data": cmd_data, "train-evaluator": cmd_train_evaluator}[args.command](args)
+         "interpolate": cmd_interpolate, "export": cmd_export, "serve": cmd_serve, "data": cmd_data,
+         "train-evaluator": cmd_train_evaluator}[args.command](args)
     except UsageError as e:
         say(f"error: {e}")
         return 2

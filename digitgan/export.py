@@ -25,7 +25,6 @@ WEB = Path(__file__).resolve().parent.parent / "web"  # the page's sources and i
 PAGE = ("index.html", "page.js", "style.css")
 RUNTIME = WEB / "node_modules" / "onnxruntime-web" / "dist"
 RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")  # wasm backend only
-RECORD_FILES = ("losses.png", "metrics.png", "real_reference.json", "best.json")
 MIME = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript", ".json": "application/json"}
 
 
@@ -93,20 +92,18 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     shutil.rmtree(dest / "grids", ignore_errors=True)  # (--force) an earlier export's grids are not this run's
     (dest / "grids").mkdir()
     found = grids(sample_dir, up_to=step) if sample_dir.is_dir() else []
-    for s, p in found:
+    for _, p in found:
         shutil.copyfile(p, dest / "grids" / p.name)
-    for name in ("progress.gif", "real.png"):
-        if (sample_dir / name).is_file():
-            shutil.copyfile(sample_dir / name, dest / name)
-    for name in ("losses.png", "metrics.png"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, dest / name)
+    pictures = {"progress.gif": sample_dir, "real.png": sample_dir, "losses.png": run_dir, "metrics.png": run_dir}
+    for name, folder in pictures.items():
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, dest / name)
     _, y = fixed_noise(cfg, torch.device("cpu"))  # the grid's classes (its noise is the checkpoint's)
     z = state["fixed_noise"].float()
     run = {**info, "grids": [{"step": s, "file": f"grids/{p.name}"} for s, p in found],
-           "fixed": {"z": z.flatten().tolist(), "labels": None if y is None else y.tolist(),
-                                      "n": len(z), "cols": 10 if conditional else 8},
-           "files": {n: (dest / n).is_file() for n in ("progress.gif", "real.png", "losses.png", "metrics.png")}}
+           "fixed": {"z": z.flatten().tolist(), "labels": None if y is None else y.tolist(), "n": len(z),
+                     "cols": 10 if conditional else 8},
+           "files": {n: (dest / n).is_file() for n in pictures}}
     atomic_write(dest / "run.json", lambda f: f.write(json.dumps(run).encode()))
     for name in PAGE:
         shutil.copyfile(WEB / name, dest / name)

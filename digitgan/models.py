@@ -296,8 +296,9 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        missing = set(model.state_dict()) ^ set(weights)
-        detail = f"{len(missing)} weight names differ, e.g. {min(missing)}" if missing else str(e).splitlines()[-1].strip()
+        differ = set(model.state_dict()) ^ set(weights)
+        detail = (f"{len(differ)} weight names differ, e.g. {min(differ)}" if differ
+                  else str(e).splitlines()[-1].strip())  # same names, other shapes
         raise UsageError(f"the checkpoint's {type(model).__name__} does not fit the network this version of dcgan "
                          f"builds for its config ({detail}): use the version that trained it, or start over with "
                          f"--fresh") from None
