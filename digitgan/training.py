@@ -8,8 +8,9 @@ import math
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from . import checkpoints
 from .config import TrainConfig, resolve
-from .data import load_dataset
+from .data import Dataset, load_dataset
 from .devices import Speed, pick_device, speed_settings
 from .distributed import World, data_parallel, join
 from .errors import ProcessLost, TrainingStopped, WriteError
@@ -146,13 +147,6 @@ def stopped(problem: str, last_ckpt: Path | None, advice: str,
     return kind(f"{problem}; {last}. {advice}")
 
 
-def evaluate(judge: Judge, state: TrainState) -> dict[str, Any]:
-    """The quality of the sampling generator now, by the path `evaluate --num EVAL_NUM` takes for a checkpoint of
-    this step (a batch-norm-folded copy, the same noise), so the two give the same figures."""
-    generator = prepare_for_inference(copy.deepcopy(state.G_show), state.cfg, state.device)
-    return judge.score_generator(generator, state.cfg, state.cfg.eval_num)
-
-
 def setup(overrides: dict[str, Any], fresh: bool, force: bool,
           world: World) -> tuple[TrainConfig, dict[str, Any] | None, Path | None, str | None]:
     """The run's config, the checkpoint it resumes from and its path, and why there is nothing to train (or
@@ -173,6 +167,210 @@ def setup(overrides: dict[str, Any], fresh: bool, force: bool,
     return cfg, saved, last_ckpt, None
 
 
+class Batches:
+    """The training set where batches are drawn from (the device, or the CPU with --data-on-device off), and the
+    loss targets of this process's share of a batch."""
+
+    def __init__(self, data: Dataset, cfg: TrainConfig, device: torch.device, speed: Speed, world: World):
+        where = device if speed.data_on_device else torch.device("cpu")
+        self.images, self.labels = data.images.to(where), data.labels.to(where)
+        if speed.channels_last:
+            self.images = self.images.contiguous(memory_format=torch.channels_last)
+        self.device, self.conditional = device, cfg.conditional == "on"
+        self.ones = torch.ones(cfg.batch_size // world.size, device=device)
+        self.zeros = torch.zeros(cfg.batch_size // world.size, device=device)
+
+    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The images at idx on the training device, with their labels for a conditional run."""
+        real = self.images[idx].to(self.device, non_blocking=True)
+        return real, self.labels[idx].to(self.device, non_blocking=True) if self.conditional else None
+
+
+def update(state: TrainState, G_step: torch.nn.Module, D_step: torch.nn.Module, batches: Batches,
+           amp: torch.dtype | None) -> torch.Tensor:
+    """One iteration: cfg.d_steps discriminator updates, cfg.g_steps generator updates, the weight average. Returns
+    what a CSV row averages (LOGGED's first six: the last updates' losses, D's mean outputs on real and fake,
+    the gradient norms), on the device: nothing is read back here."""
+    cfg = state.cfg
+    state.set_hyperparameters()
+    for _ in range(cfg.d_steps):
+        real, y_real = batches(state.batch())
+        z, y_fake = state.noise()
+        d_loss, real_logits, fake_logits, d_norm = d_update(G_step, D_step, state.opt_d, real, z, batches.ones,
+                                                            batches.zeros, amp, y_real, y_fake)
+    for _ in range(cfg.g_steps):
+        z, y_fake = state.noise()
+        g_loss, g_norm = g_update(G_step, D_step, state.opt_g, z, batches.ones, amp, y_fake)
+    if state.ema:
+        state.ema.update(state.step)
+    state.step += 1
+    return torch.stack([d_loss, g_loss, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean(), d_norm,
+                        g_norm]).detach()
+
+
+class Meter:
+    """The values update() returns, summed on the device and read back (averaged over the steps since the last
+    read, and over the processes) only when a CSV row is due: the loop's one host sync."""
+
+    def __init__(self, device: torch.device):
+        self.sums, self.count = torch.zeros(6, device=device), 0
+
+    def add(self, values: torch.Tensor) -> None:
+        self.sums += values
+        self.count += 1
+
+    def read(self, world: World) -> tuple[list[float], int]:
+        """(the means, how many steps they cover), and a fresh start."""
+        means = world.mean(self.sums / self.count).tolist()
+        self.sums.zero_()
+        count, self.count = self.count, 0
+        return means, count
+
+
+class Clock:
+    """Seconds of training summed over a run's sessions; it stands still while an evaluation runs."""
+
+    def __init__(self, elapsed: float, step: int):
+        self.start = time.perf_counter() - elapsed
+        self.before = elapsed  # trained in earlier sessions
+        self.paused, self.pauses = 0.0, 0  # this session's evaluations
+        self._lap = (step, elapsed)  # (step, seconds) at the last lap
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def spent(self, minutes: float) -> bool:
+        """Whether a budget of minutes (0: none) is used up."""
+        return minutes > 0 and self.seconds() >= 60 * minutes
+
+    def lap(self, step: int) -> tuple[float, float]:
+        """(seconds of training now, iterations per second since the last lap)."""
+        seconds = self.seconds()
+        rate = (step - self._lap[0]) / max(seconds - self._lap[1], 1e-9)
+        self._lap = (step, seconds)
+        return seconds, rate
+
+    @contextlib.contextmanager
+    def pause(self) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - t
+            self.start, self.paused, self.pauses = self.start + took, self.paused + took, self.pauses + 1
+
+
+@dataclass(frozen=True)
+class Due:
+    """What the loop does after a step."""
+    row: bool  # read the means back, check the run's health, write a CSV row
+    evaluate: bool  # score the sampling generator (rank 0)
+    grid: bool  # draw the fixed noise's grid
+    save: bool  # write a checkpoint
+    stop: bool  # the last step of this session
+
+    @staticmethod
+    def at(cfg: TrainConfig, step: int, out_of_time: bool, stop_signal: int | None) -> "Due":
+        finished = step == cfg.steps or out_of_time
+        stop = finished or stop_signal is not None
+        save = step % cfg.checkpoint_every == 0 or stop
+        evaluate = bool(cfg.eval_every) and (step % cfg.eval_every == 0 or finished)
+        return Due(step % cfg.log_every == 0 or save or evaluate, evaluate, step % cfg.sample_every == 0 or stop,
+                   save, stop)
+
+
+class Saver:
+    """Writes the run's checkpoints and knows the last good one (what a stop message points to)."""
+
+    def __init__(self, run_dir: str | Path, keep: int, last: Path | None):
+        self.run_dir, self.keep, self.last = Path(run_dir), keep, last
+
+    def save(self, state: TrainState, clock: Clock) -> None:
+        state.elapsed = clock.seconds()
+        self.last = checkpoints.save(self.run_dir, state.state_dict(), self.keep)
+
+    def stopped(self, problem: str, advice: str, kind: type[TrainingStopped] = TrainingStopped) -> TrainingStopped:
+        return stopped(problem, self.last, advice, kind)
+
+    @contextlib.contextmanager
+    def failures_as_stops(self, world: World) -> Iterator[None]:
+        """A failed write, or under torchrun a lost process, ends the run as one line naming the last good
+        checkpoint."""
+        try:
+            yield
+        except WriteError as e:
+            raise self.stopped(str(e), f"Free some space in {e.path.parent}/ (or make it writable), then run the "
+                               f"same command again to resume") from None
+        except RuntimeError as e:
+            if (why := world.lost(e)) is None:
+                raise
+            raise self.stopped(f"another process of this run failed or stopped answering ({why})",
+                               "Run the same command again to resume", ProcessLost) from None
+
+
+def read_row(state: TrainState, meter: Meter, clock: Clock, world: World, saver: Saver,
+             save: bool) -> dict[str, Any]:
+    """The CSV row of this step: the means read back, after checking the run's health (and at a save step that
+    the weights are finite, before anything draws from them); a sick run stops here."""
+    means, count = meter.read(world)
+    state.d_won_steps = state.d_won_steps + count if means[0] < D_WINS_LOSS else 0
+    problem = health(means, state.d_won_steps, state.cfg, state.step)
+    if problem is None and save and (bad := state.nonfinite()):
+        problem = f"the {' and '.join(bad)} became NaN or inf by step {state.step}"
+    if problem:
+        raise saver.stopped(problem, "Rerun with a lower --lr-d or --lr-g to resume from it with them, or start "
+                            "over with another --seed (--fresh --force)")
+    seconds, rate = clock.lap(state.step)
+    lrs = [state.opt_d.param_groups[0]["lr"], state.opt_g.param_groups[0]["lr"]]
+    return dict(zip(CSV_COLUMNS, [state.step, seconds, *means, *lrs, rate]))
+
+
+def evaluate_and_keep_best(judge: Judge, state: TrainState, records: RunRecords, row: dict[str, Any],
+                           say: Callable[[str], None]) -> None:
+    """Score the sampling generator into the row; a new lowest FID writes best.pt and best.json."""
+    scores = evaluate(judge, state)
+    row.update({k: scores[k] for k in CSV_KEYS if k in scores})
+    say(f"step {state.step}: FID {scores['fid']:.2f} (real data: {judge.reference['fid']:.2f}), precision "
+        f"{scores['precision']:.3f}, recall {scores['recall']:.3f}, {scores['classes_covered']} classes")
+    if math.isfinite(scores["fid"]) and (state.best is None or scores["fid"] < state.best["fid"]):
+        state.best, state.elapsed = {"step": state.step, "fid": scores["fid"]}, row["seconds"]
+        records.best(state.state_dict(), scores["fid"])
+
+
+def evaluate(judge: Judge, state: TrainState) -> dict[str, Any]:
+    """The quality of the sampling generator now, by the path `evaluate --num EVAL_NUM` takes for a checkpoint of
+    this step (a batch-norm-folded copy, the same noise), so the two give the same figures."""
+    generator = prepare_for_inference(copy.deepcopy(state.G_show), state.cfg, state.device)
+    return judge.score_generator(generator, state.cfg, state.cfg.eval_num)
+
+
+def draw_grid(state: TrainState, records: RunRecords) -> None:
+    """The fixed noise's grid, drawn by the sampling generator in eval mode."""
+    with eval_mode(state.G_show) as G_show, torch.no_grad():
+        records.grid(state.step, call(G_show, state.fixed_z, state.fixed_y))
+
+
+def report(state: TrainState, clock: Clock, start_step: int, board_seconds: float, saver: Saver,
+           out_of_time: bool, stop_signal: int | None) -> None:
+    """The session's closing lines: what the records cost, and why it ended."""
+    cfg = state.cfg
+    trained = clock.seconds() - clock.before
+    if clock.pauses or board_seconds:
+        print(f"records: {clock.pauses} evaluations took {clock.paused:.1f} s ({100 * clock.paused / trained:.1f} % "
+              f"of this session's {trained:.0f} s of training), TensorBoard {board_seconds:.2f} s "
+              f"({100 * board_seconds / trained:.2f} %)", file=sys.stderr)
+    if out_of_time:
+        print(f"time limit: stopped after {cfg.minutes} minutes of training at step {state.step}, saved "
+              f"{saver.last}", file=sys.stderr)
+    elif stop_signal is not None:
+        print(f"{signal.Signals(stop_signal).name}: stopped at step {state.step} of {cfg.steps}, saved {saver.last}. "
+              f"Run the same command again to resume.", file=sys.stderr)
+    else:
+        rate = (state.step - start_step) / max(trained, 1e-9)
+        print(f"done: step {state.step} ({rate:.1f} it/s this session); checkpoint {saver.last}, grids and their "
+              f"animation progress.gif in {cfg.sample_dir}/", file=sys.stderr)
+
+
 def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: bool = False,
           backend: str = "auto", timeout: float = 300.0) -> Path:
     """Train to cfg.steps, resuming from the newest usable checkpoint; return the last checkpoint's path.
@@ -191,143 +389,66 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World) ->
         if world.main:
             print(why, file=sys.stderr)
         return last_ckpt
-    run_dir, sample_dir = Path(cfg.checkpoint_dir), Path(cfg.sample_dir)
     device = world.device(pick_device(cfg.device))
     speed = speed_settings(cfg, device, world.size)
     data = world.main_first(lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir))
-    images, labels = (t.to(device if speed.data_on_device else "cpu") for t in (data.images, data.labels))
-    conditional = cfg.conditional == "on"
-    if speed.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    state = TrainState(cfg, device, speed, len(images), world.share)
+    batches = Batches(data, cfg, device, speed, world)
+    state = TrainState(cfg, device, speed, len(data), world.share)
     if saved:
         state.load_state_dict(saved)
         if world.main:
             print(f"resuming from {last_ckpt} (step {state.step} of {cfg.steps})", file=sys.stderr)
     G_step, D_step = prepare(state.G, state.D, speed, world)
-    ones = torch.ones(cfg.batch_size // world.size, device=device)
-    zeros = torch.zeros(cfg.batch_size // world.size, device=device)
-    sums, count = torch.zeros(6, device=device), 0  # LOGGED's first six; read back every log_every
-    elapsed_before, start_step = state.elapsed, state.step
-    stop_signal, out_of_time, stopping, eval_seconds, evals = None, False, False, 0.0, 0
-    records = pbar = None
+    meter, clock, saver, start_step = Meter(device), Clock(state.elapsed, state.step), Saver(
+        cfg.checkpoint_dir, cfg.keep, last_ckpt), state.step
+    records = judge = pbar = stop_signal = None
+    out_of_time = False
     try:
-        if world.main:  # the one process that writes the run's files
-            records = RunRecords(cfg, state.step)
-            records.real_grid(data.images, data.labels, conditional)
-        judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device) if cfg.eval_every and world.main else None
-        if judge is not None:
-            records.reference(judge.reference)
-        pbar = tqdm(total=cfg.steps, initial=state.step, unit="it", dynamic_ncols=True, mininterval=1.0,
-                    disable=not world.main)
-        start = time.perf_counter() - state.elapsed  # moves on past evaluations: they don't count as training
-        last_log = (state.step, state.elapsed)  # (step, training seconds) at the last CSV row: for it/s
-        with StopRequest(escalate=world.size == 1) as stop:
-            while not stopping:
+        with saver.failures_as_stops(world), StopRequest(escalate=world.size == 1) as stop:
+            if world.main:  # the one process that writes the run's files, and evaluates
+                records = RunRecords(cfg, state.step)
+                records.real_grid(data.images, data.labels, cfg.conditional == "on")
+                judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device) if cfg.eval_every else None
+                if judge is not None:
+                    records.reference(judge.reference)
+            pbar = tqdm(total=cfg.steps, initial=state.step, unit="it", dynamic_ncols=True, mininterval=1.0,
+                        disable=not world.main)
+            while True:
                 # update
-                state.set_hyperparameters()
-                for _ in range(cfg.d_steps):
-                    idx = state.batch()
-                    real = images[idx].to(device, non_blocking=True)
-                    y_real = labels[idx].to(device, non_blocking=True) if conditional else None
-                    z, y_fake = state.noise()
-                    d_loss, real_logits, fake_logits, d_norm = d_update(G_step, D_step, state.opt_d, real, z, ones,
-                                                                        zeros, speed.autocast, y_real, y_fake)
-                for _ in range(cfg.g_steps):
-                    z, y_fake = state.noise()
-                    g_loss, g_norm = g_update(G_step, D_step, state.opt_g, z, ones, speed.autocast, y_fake)
-                if state.ema:
-                    state.ema.update(state.step)
-                sums += torch.stack([d_loss, g_loss, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean(),
-                                     d_norm, g_norm]).detach()
-                count += 1
-                state.step += 1
-                step = state.step
+                meter.add(update(state, G_step, D_step, batches, speed.autocast))
                 pbar.update(1)
-
-                out_of_time, stop_signal = world.agree(
-                    step % cfg.log_every == 0, cfg.minutes > 0 and time.perf_counter() - start >= 60 * cfg.minutes,
-                    stop.signal)
-                finished = step == cfg.steps or out_of_time
-                stopping = finished or stop_signal is not None
-                save_now = step % cfg.checkpoint_every == 0 or stopping
-                eval_step = cfg.eval_every and (step % cfg.eval_every == 0 or finished)
-                # log: the only host read-back; at a save step the weights are checked too, before anything uses them
-                if step % cfg.log_every == 0 or save_now or eval_step:
-                    means = world.mean(sums / count).tolist()
-                    sums.zero_()
-                    state.d_won_steps = state.d_won_steps + count if means[0] < D_WINS_LOSS else 0
-                    count = 0
-                    pbar.set_postfix(D=f"{means[0]:.3f}", G=f"{means[1]:.3f}", Dx=f"{means[2]:.2f}", DGz=f"{means[3]:.2f}")
-                    problem = health(means, state.d_won_steps, cfg, step)
-                    if problem is None and save_now and (bad := state.nonfinite()):
-                        problem = f"the {' and '.join(bad)} became NaN or inf by step {step}"
-                    if problem:
-                        raise stopped(problem, last_ckpt, "Rerun with a lower --lr-d or --lr-g to resume from it "
-                                      "with them, or start over with another --seed (--fresh --force)")
-                    seconds = time.perf_counter() - start
-                    rate = (step - last_log[0]) / max(seconds - last_log[1], 1e-9)
-                    row = dict(zip(CSV_COLUMNS, [step, seconds, *means, state.opt_d.param_groups[0]["lr"],
-                                                 state.opt_g.param_groups[0]["lr"], rate]))
-                    last_log = (step, seconds)
-                    if eval_step and judge is not None:  # on rank 0: the others wait for it
-                        t = time.perf_counter()
-                        scores = evaluate(judge, state)
-                        row.update({k: scores[k] for k in CSV_KEYS if k in scores})
-                        pbar.write(f"step {step}: FID {scores['fid']:.2f} (real data: {judge.reference['fid']:.2f}), "
-                                   f"precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, "
-                                   f"{scores['classes_covered']} classes")
-                        if math.isfinite(scores["fid"]) and (state.best is None or scores["fid"] < state.best["fid"]):
-                            state.best = {"step": step, "fid": scores["fid"]}
-                            state.elapsed = seconds
-                            records.best(state.state_dict(), scores["fid"])
-                        eval_seconds, evals = eval_seconds + time.perf_counter() - t, evals + 1
-                        start += time.perf_counter() - t
+                out_of_time, stop_signal = world.agree(state.step % cfg.log_every == 0, clock.spent(cfg.minutes),
+                                                       stop.signal)
+                due = Due.at(cfg, state.step, out_of_time, stop_signal)
+                # log: the only host read-back
+                if due.row:
+                    row = read_row(state, meter, clock, world, saver, due.save)
+                    pbar.set_postfix(D=f"{row['d_loss']:.3f}", G=f"{row['g_loss']:.3f}", Dx=f"{row['d_real']:.2f}",
+                                     DGz=f"{row['d_fake']:.2f}")
+                    if due.evaluate and judge is not None:  # on rank 0: the others wait for it
+                        with clock.pause():
+                            evaluate_and_keep_best(judge, state, records, row, pbar.write)
                     if world.main:
                         records.log(row)
                 # sample
-                if world.main and (step % cfg.sample_every == 0 or stopping):
-                    with eval_mode(state.G_show) as G_show, torch.no_grad():
-                        records.grid(step, call(G_show, state.fixed_z, state.fixed_y))
+                if world.main and due.grid:
+                    draw_grid(state, records)
                 # save
-                if save_now and world.main:
-                    state.elapsed = time.perf_counter() - start
-                    last_ckpt = checkpoints.save(run_dir, state.state_dict(), cfg.keep)
+                if world.main and due.save:
+                    saver.save(state, clock)
                     records.plot(metrics=judge is not None)
-        if world.main:
-            if stop_signal is None:
-                animate(sample_dir, up_to=state.step)
-            records.close()
-    except WriteError as e:
-        raise stopped(str(e), last_ckpt, f"Free some space in {e.path.parent}/ (or make it writable), then run the "
-                      f"same command again to resume") from None
-    except RuntimeError as e:
-        if (why := world.lost(e)) is None:
-            raise
-        raise stopped(f"another process of this run failed or stopped answering ({why})", last_ckpt,
-                      "Run the same command again to resume", ProcessLost) from None
+                if due.stop:
+                    break
+            if world.main:
+                if stop_signal is None:
+                    animate(cfg.sample_dir, up_to=state.step)
+                records.close()
     finally:
         if pbar is not None:
             pbar.close()
         if records is not None:
             records.close(quiet=True)  # closed already, unless the run failed
-
     # finish
-    if not world.main:
-        return last_ckpt
-    trained = time.perf_counter() - start - elapsed_before
-    rate = (state.step - start_step) / max(trained, 1e-9)
-    if evals or records.board_seconds:
-        print(f"records: {evals} evaluations took {eval_seconds:.1f} s ({100 * eval_seconds / trained:.1f} % of this "
-              f"session's {trained:.0f} s of training), TensorBoard {records.board_seconds:.2f} s "
-              f"({100 * records.board_seconds / trained:.2f} %)", file=sys.stderr)
-    if out_of_time:
-        print(f"time limit: stopped after {cfg.minutes} minutes of training at step {state.step}, saved {last_ckpt}",
-              file=sys.stderr)
-    elif stop_signal is not None:
-        print(f"{signal.Signals(stop_signal).name}: stopped at step {state.step} of {cfg.steps}, saved {last_ckpt}. "
-              f"Run the same command again to resume.", file=sys.stderr)
-    else:
-        print(f"done: step {state.step} ({rate:.1f} it/s this session); checkpoint {last_ckpt}, grids and their "
-              f"animation progress.gif in {sample_dir}/", file=sys.stderr)
-    return Path(last_ckpt)
+    if world.main:
+        report(state, clock, start_step, records.board_seconds, saver, out_of_time, stop_signal)
+    return saver.last
