@@ -172,8 +172,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_animate(args: argparse.Namespace) -> None:
     from digitgan.records import animate
-    path = animate(args.sample_dir, args.out, args.fps)
-    print(f"wrote {path}")
+    path, steps = animate(args.sample_dir, args.out, args.fps)
+    print(f"wrote {path}: {len(steps)} grids, from step {steps[0]} to {steps[-1]}")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:

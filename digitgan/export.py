@@ -3,13 +3,18 @@ generator.json (for PyTorch: load_generator reads them), the run's record, and a
 digits in the browser with onnxruntime-web. `serve` shows such a folder on a local web server."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import http.server
 import json
+import logging
+import os
 import shutil
+import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -17,7 +22,7 @@ from .config import CLASS_NAMES
 from .errors import UsageError
 from .files import atomic_write
 from .models import set_conv_impl
-from .records import grids, read_rows
+from .records import Damaged, grids, read_record, read_rows
 from .sampling import load_generator
 from .state import fixed_noise
 
@@ -39,6 +44,22 @@ class _Named(torch.nn.Module):
         return self.generator(z, label) if self.conditional else self.generator(z)
 
 
+@contextlib.contextmanager
+def _exporter_quiet() -> Iterator[None]:
+    """The exporter's warnings and log lines (torchvision's operators skipped, an axis name shared by z and label,
+    deprecations inside torch) are about torch, not about this export: the user sees none of them. A failed
+    export still raises."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_onnx(generator: torch.nn.Module, z_dim: int, conditional: bool, path: Path) -> None:
     """generator (eval mode, batch norm folded) as ONNX opset 18 with a dynamic batch: inputs z (B, z_dim) float32
     and, for a conditional model, label (B,) int64; output images (B, 1, 32, 32) in [-1, 1]."""
@@ -47,9 +68,10 @@ def export_onnx(generator: torch.nn.Module, z_dim: int, conditional: bool, path:
     batch = torch.export.Dim("batch", min=1, max=4096)
     args = (torch.zeros(2, z_dim),) + ((torch.zeros(2, dtype=torch.long),) if conditional else ())
     shapes = {"z": {0: batch}, **({"label": {0: batch}} if conditional else {})}
-    program = torch.onnx.export(model, args, dynamo=True, opset_version=18, dynamic_shapes=shapes,
-                                input_names=["z", *(["label"] if conditional else [])], output_names=["images"],
-                                verbose=False)
+    with _exporter_quiet():
+        program = torch.onnx.export(model, args, dynamo=True, opset_version=18, dynamic_shapes=shapes,
+                                    input_names=["z", *(["label"] if conditional else [])], output_names=["images"],
+                                    verbose=False)
     atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))
 
 
@@ -78,9 +100,8 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     weights = {k: v.contiguous() for k, v in state.get("generator_ema", state["generator"]).items()}
     atomic_write(dest / "generator.safetensors", lambda f: f.write(safetensors_bytes(weights)))
     run_dir, sample_dir = Path(cfg.checkpoint_dir), Path(cfg.sample_dir)
-    record = {k: json.loads((run_dir / k).read_text()) for k in ("real_reference.json", "best.json")
-              if (run_dir / k).is_file()}
-    scored = [{k: v for k, v in r.items() if v != ""} for r in read_rows(run_dir / "metrics.csv")
+    record = {k: _record(run_dir / k, read_record, None) for k in ("real_reference.json", "best.json")}
+    scored = [{k: v for k, v in r.items() if v != ""} for r in _record(run_dir / "metrics.csv", read_rows, [])
               if r.get("fid", "") != "" and r["step"] <= step]
     info = {"format": "dcgan-generator/1", "step": step, "config": dataclasses.asdict(cfg), "conditional": conditional,
             "classes": list(CLASS_NAMES[cfg.dataset]), "inputs": ["z", "label"] if conditional else ["z"],
@@ -112,10 +133,28 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     return dest
 
 
+def _record(path: Path, read: Callable[[Path], Any], damaged: Any) -> Any:
+    """A record of the run for the page; a damaged one is left out, with a line saying so."""
+    try:
+        return read(path)
+    except Damaged as e:
+        print(f"warning: {path} is damaged ({e}): the page goes without it", file=sys.stderr)
+        return damaged
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Static files from one folder (SimpleHTTPRequestHandler maps every path inside it and drops `..`), with the
     types the page needs, and no caching so that a re-export shows at once."""
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME}
+
+    def send_head(self) -> Any:
+        """404 for a path that, once every link in it is resolved, lands outside the folder (the base class drops
+        `..` from URLs but follows links anywhere)."""
+        root, target = os.path.realpath(self.directory), os.path.realpath(self.translate_path(self.path))
+        if target != root and not target.startswith(root + os.sep):
+            self.send_error(404, "File not found")
+            return None
+        return super().send_head()
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-store")

@@ -1,10 +1,13 @@
 """Durable writes: every file this program writes goes through here, so a full disk or an unwritable directory
-is one WriteError naming the file, never a traceback, and never a half-written file in place of a good one."""
+is one WriteError naming the file, never a traceback, and never a half-written file in place of a good one. Also
+caches that are checked when read (write_cache, read_cache), and setting a damaged file aside (set_aside)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
+import sys
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -49,3 +52,51 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file (or folder) to NAME.corrupt, or NAME.corrupt.1, ... when that is taken: kept for a look,
+    never deleted or overwritten. Returns the new path."""
+    dest, n = path.with_name(path.name + ".corrupt"), 0
+    while dest.exists():
+        n += 1
+        dest = path.with_name(f"{path.name}.corrupt.{n}")
+    try:
+        path.rename(dest)
+    except OSError as e:
+        raise WriteError(dest, e) from None
+    return dest
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def write_cache(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """atomic_write, then the SHA-256 of what was written into PATH.sha256 beside it, which read_cache checks."""
+    path, buf = Path(path), io.BytesIO()
+    write(buf)
+    data = buf.getvalue()
+    atomic_write(path, lambda f: f.write(data))
+    atomic_write(_digest_path(path), lambda f: f.write(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n".encode()))
+
+
+def read_cache(path: str | Path, rebuild: str) -> bytes | None:
+    """The bytes of a cache that write_cache wrote, if they still match the SHA-256 recorded then; None when it is
+    missing, and, after one line saying why and that it is made again (rebuild: how), when it has no record of its
+    digest (an older version wrote it) or does not match it (changed on disk since)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        expected = _digest_path(path).read_text().split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        print(f"note: {path} has no record of its SHA-256 (an older dcgan wrote it): {rebuild}", file=sys.stderr)
+        return None
+    if hashlib.sha256(data).hexdigest() != expected:
+        print(f"warning: {path} does not match the SHA-256 recorded when it was written (it changed on disk): "
+              f"{rebuild}", file=sys.stderr)
+        return None
+    return data

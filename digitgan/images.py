@@ -66,7 +66,8 @@ def plot_curves(rows: Sequence[dict[str, float]], path: str | Path, panels: Sequ
         if log_first and ax is axes[0, 0]:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right")
+        if ax.get_legend_handles_labels()[0]:  # a panel with nothing logged yet gets no legend (and no warning)
+            ax.legend(loc="upper right")
     axes[-1, 0].set_xlabel(xlabel)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))

@@ -5,6 +5,7 @@ penultimate features, not Inception features: its values are comparable between 
 """
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .files import atomic_write
+from .files import atomic_write, read_cache, write_cache
 from .data import load_dataset
 from .errors import UsageError
 from .evaluator import accuracy, fit_classifier, load_evaluator
@@ -162,8 +163,9 @@ class Judge:
         self.model.to(device)
         self.kid_terms: dict[int, torch.Tensor] = {}  # the real side of KID, filled by the first evaluation
         cache = Path(cache_dir) / f"judge3-{dataset}-{self.record['sha256'][:12]}-{reference_num}.pt"
-        if not data_dir and cache.exists():
-            saved = torch.load(cache, weights_only=True)
+        blob = None if data_dir else read_cache(cache, "embedding the test set and the reference again")
+        if blob is not None:
+            saved = torch.load(io.BytesIO(blob), weights_only=True)
             self.test_feats, self.test_labels, self.reference = saved["test_feats"], saved["test_labels"], saved["reference"]
             self.radii = real_radii(self.test_feats)
             return
@@ -177,7 +179,7 @@ class Judge:
         # real training images "drawn as" their own classes: the class metrics' reference
         self.reference = self.score(train.images[pick], train.labels[pick])
         if not data_dir and Path(cache_dir).is_dir():
-            atomic_write(cache, lambda f: torch.save({"test_feats": self.test_feats, "test_labels": self.test_labels,
+            write_cache(cache, lambda f: torch.save({"test_feats": self.test_feats, "test_labels": self.test_labels,
                                                       "reference": self.reference}, f))
 
     def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
@@ -234,15 +236,16 @@ def classification_accuracy_score(generator: torch.nn.Module, cfg: Any, num: int
     labels = class_labels(cfg, num)
     fake = fit_classifier(generate(generator, cfg, num, seed, labels=labels), labels, epochs, desc="CAS: generated")
     cache = Path(cfg.cache_dir) / f"cas-real-{cfg.dataset}-{num}-{epochs}.json"
-    if cache.exists() and not cfg.data_dir:
-        real = json.loads(cache.read_text())["accuracy"]
+    blob = None if cfg.data_dir else read_cache(cache, "training the real-data classifier again")
+    if blob is not None:
+        real = json.loads(blob)["accuracy"]
     else:
         train = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir)
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:num]
         real = accuracy(fit_classifier(train.images[pick], train.labels[pick], epochs, desc="CAS: real"),
                         cfg.dataset, cfg.cache_dir, cfg.data_dir)
         if not cfg.data_dir and Path(cfg.cache_dir).is_dir():
-            atomic_write(cache, lambda f: f.write(json.dumps({"accuracy": real}).encode()))
+            write_cache(cache, lambda f: f.write(json.dumps({"accuracy": real}).encode()))
     return {"cas": accuracy(fake, cfg.dataset, cfg.cache_dir, cfg.data_dir), "cas_real": real, "cas_num": num,
             "cas_epochs": epochs}
 

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import re
 import shutil
+import struct
 import sys
 import tempfile
 import threading
@@ -29,7 +30,7 @@ from PIL import Image
 from . import checkpoints
 from .config import TrainConfig
 from .errors import UsageError, WriteError
-from .files import append_line, atomic_write
+from .files import append_line, atomic_write, set_aside
 from .images import captioned, grid, plot_curves, save_gif, save_grid
 from .metrics import CSV_KEYS
 from .sampling import check_out_dir
@@ -74,9 +75,13 @@ def archive_run(run_dir: Path, force: bool) -> None:
     dest = run_dir / time.strftime("previous-%Y%m%d-%H%M%S")
     dest.mkdir()
     for p in run_dir.iterdir():
-        if checkpoints.NAME.match(p.name) or p.suffix == ".corrupt" or p.name in RUN_FILES:
+        if checkpoints.NAME.match(p.name) or ".corrupt" in p.name or p.name in RUN_FILES:
             shutil.move(str(p), dest / p.name)
     print(f"moved the previous run in {run_dir}/ to {dest}/", file=sys.stderr)
+
+
+class Damaged(ValueError):
+    """A record of the run (metrics.csv, a JSON file, TensorBoard's events) that cannot be what it should be."""
 
 
 def _parse(row: dict[str, Any]) -> dict[str, Any] | None:
@@ -88,11 +93,58 @@ def _parse(row: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The CSV's rows as numbers ("" where empty); a row cut short by a crash or a full disk is left out."""
+    """The CSV's rows as numbers ("" where empty); a row cut short by a crash or a full disk is left out. Damaged
+    when the file is not text, or not a metrics.csv (its header does not start with `step`)."""
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return [r for r in map(_parse, csv.DictReader(f)) if r is not None]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or reader.fieldnames[0] != "step":
+                raise Damaged("its first line is not a metrics.csv header")
+            return [r for r in map(_parse, reader) if r is not None]
+    except UnicodeDecodeError:
+        raise Damaged("it is not text") from None
+    except csv.Error as e:
+        raise Damaged(f"it is not CSV ({e})") from None
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON record of the run (config.json, best.json, real_reference.json); None when there is none."""
+    try:
+        value = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError:  # JSON's errors and UnicodeDecodeError
+        raise Damaged("it is not JSON") from None
+    if not isinstance(value, dict):
+        raise Damaged("it is not a JSON object")
+    return value
+
+
+def events_damage(board_dir: Path) -> str | None:
+    """What is wrong with a TensorBoard folder, or None: not a folder, or an event file with a record whose
+    checksum fails (TensorBoard stops reading a file there). A last record cut short by a crash is no damage:
+    readers stop at it, and the resumed run's events go into a new file."""
+    if not board_dir.exists():
+        return None
+    if not board_dir.is_dir():
+        return "it is not a folder"
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # what TensorBoard checks
+
+    for f in sorted(board_dir.glob("*tfevents*")):
+        data, pos = f.read_bytes(), 0
+        while pos + 12 <= len(data):
+            head, (crc,) = data[pos:pos + 8], struct.unpack("<I", data[pos + 8:pos + 12])
+            end = pos + 12 + struct.unpack("<Q", head)[0]
+            if crc != masked_crc32c(head):
+                return f"{f.name} is damaged at byte {pos} (a record's length fails its checksum)"
+            if end + 4 > len(data):
+                break  # cut short
+            if struct.unpack("<I", data[end:end + 4])[0] != masked_crc32c(data[pos + 12:end]):
+                return f"{f.name} is damaged at byte {pos} (a record fails its checksum)"
+            pos = end + 4
+    return None
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -125,13 +177,22 @@ class RunRecords:
         self.run_dir, self.sample_dir = Path(cfg.checkpoint_dir), Path(cfg.sample_dir)
         self.metric_panels = METRIC_PANELS + ((CLASS_PANEL,) if cfg.conditional == "on" else ())
         self.csv = self.run_dir / "metrics.csv"
-        self.rows = [r for r in read_rows(self.csv) if r["step"] <= step]
+        anew = f"a fresh one is written from step {step}"
+        self.rows = [r for r in self._readable(self.csv, read_rows, [], anew) if r["step"] <= step]
         atomic_write(self.csv, lambda f: f.write("".join(line + "\n" for line in
                                                          [",".join(CSV_COLUMNS), *map(_line, self.rows)]).encode()))
+        for name in ("config.json", "real_reference.json"):  # written anew: config.json now, the reference if judged
+            self._readable(self.run_dir / name, read_record, None, anew)
+        if self._readable(self.run_dir / "best.json", read_record, False, "it is made again from best.pt") is False:
+            self._best_json_from_best_pt()
         atomic_write(self.run_dir / "config.json", _json(dataclasses.asdict(cfg)))
         self.board, self.board_seconds, self._hook = None, 0.0, None  # board_seconds: TensorBoard's cost
         if cfg.tensorboard == "on":
             self.board_dir = self.run_dir / "tensorboard"
+            damage = events_damage(self.board_dir)
+            if damage:
+                self._set_aside(self.board_dir, damage, f"a fresh one starts, holding the CSV's curves up to step "
+                                                        f"{step}")
             self._hook, threading.excepthook = threading.excepthook, _quiet_board_thread(threading.excepthook)
             with self._board():
                 from torch.utils.tensorboard import SummaryWriter
@@ -139,8 +200,32 @@ class RunRecords:
                 self.board = SummaryWriter(self.board_dir, purge_step=step + 1, flush_secs=60)
                 settings = "\n".join(f"    {k} = {v}" for k, v in dataclasses.asdict(cfg).items())
                 self.board.add_text("config", f"The settings from step {step + 1} on:\n\n{settings}", step + 1)
+            if damage:
+                for row in self.rows:
+                    self._board_row(row)
         real = self.sample_dir / "real.png"
         self.write_real = not real.exists()
+
+    def _set_aside(self, path: Path, why: str, then: str) -> None:
+        print(f"warning: {path} is damaged ({why}): kept as {set_aside(path).name}; {then}", file=sys.stderr)
+
+    def _readable(self, path: Path, read: Any, damaged: Any, then: str) -> Any:
+        """read(path); a damaged record is set aside (saying so, and what happens `then`), and `damaged` stands in
+        for what it held."""
+        try:
+            return read(path)
+        except Damaged as e:
+            self._set_aside(path, str(e), then)
+            return damaged
+
+    def _best_json_from_best_pt(self) -> None:
+        """best.json again from best.pt's own record of its step and FID, after a damaged one was set aside."""
+        try:
+            best = checkpoints.load(self.run_dir / "best.pt").get("best")
+        except (OSError, ValueError, UsageError):
+            return  # no usable best.pt either: the next evaluation that improves writes both
+        if best:
+            atomic_write(self.run_dir / "best.json", _json({**best, "checkpoint": "best.pt"}))
 
     @contextlib.contextmanager
     def _board(self) -> Iterator[None]:
@@ -172,10 +257,13 @@ class RunRecords:
         self.rows.append(row)
         append_line(self.csv, _line(row))
         if self.board:
-            with self._board():
-                for key, value in row.items():
-                    if key in TB_TAGS and value != "":
-                        self.board.add_scalar(TB_TAGS[key], value, row["step"])
+            self._board_row(row)
+
+    def _board_row(self, row: dict[str, Any]) -> None:
+        with self._board():
+            for key, value in row.items():
+                if key in TB_TAGS and value != "":
+                    self.board.add_scalar(TB_TAGS[key], value, row["step"])
 
     def grid(self, step: int, images: torch.Tensor) -> None:
         """The fixed batch's grid: 8x8, or for a conditional run 10x10 with row c drawn as class c."""
@@ -185,10 +273,10 @@ class RunRecords:
             with self._board():
                 self.board.add_image("samples/fixed_noise", grid(images, nrow), step, dataformats="HW")
 
-    def best(self, state: dict[str, Any], fid: float) -> None:
+    def best(self, state: dict[str, Any]) -> None:
         """best.pt (the whole state at the lowest FID so far; never pruned, never resumed from) and best.json."""
         checkpoints.save_as(self.run_dir / "best.pt", state)
-        atomic_write(self.run_dir / "best.json", _json({"step": state["step"], "fid": fid, "checkpoint": "best.pt"}))
+        atomic_write(self.run_dir / "best.json", _json({**state["best"], "checkpoint": "best.pt"}))
 
     def plot(self, metrics: bool) -> None:
         """losses.png, and metrics.png when quality is tracked; TensorBoard's events flushed to disk."""
@@ -219,9 +307,9 @@ def grids(sample_dir: str | Path, up_to: int | None = None) -> list[tuple[int, P
 
 
 def animate(sample_dir: str | Path, out: str | Path | None = None, fps: float = 4.0,
-            up_to: int | None = None) -> Path:
+            up_to: int | None = None) -> tuple[Path, list[int]]:
     """An animated GIF of the grids in step order, each with its step written above it (default
-    SAMPLE_DIR/progress.gif)."""
+    SAMPLE_DIR/progress.gif); returns it and the steps it shows."""
     if out is not None:
         if Path(out).suffix != ".gif":
             raise UsageError(f"--out {out}: the name must end in .gif")
@@ -234,4 +322,4 @@ def animate(sample_dir: str | Path, out: str | Path | None = None, fps: float = 
     # A sample dir shared by runs of another grid size: animate those of the newest grid's size.
     keep = [(step, f) for (step, _), f in zip(found, frames) if f.shape == frames[-1].shape]
     return save_gif([captioned(f, f"step {step}") for step, f in keep],
-                    Path(out) if out else Path(sample_dir) / "progress.gif", fps)
+                    Path(out) if out else Path(sample_dir) / "progress.gif", fps), [step for step, _ in keep]

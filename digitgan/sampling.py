@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from .devices import pick_device, speed_settings
 from .errors import UsageError
 from .files import atomic_write
 from .images import save_grid
+from .lock import trainer
 from .models import build_models, call, fold_batchnorms, load_weights, sample_noise
 
 
@@ -48,6 +50,12 @@ def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint:
             raise UsageError(f"no checkpoint in {checkpoint_dir}/: train first (`python dcgan.py`), or pass "
                              f"--checkpoint-dir or --checkpoint")
         state = found[0]
+    if checkpoint is None or Path(checkpoint).suffix == ".pt":
+        run_dir = Path(checkpoint).parent if checkpoint else Path(checkpoint_dir)
+        if who := trainer(run_dir):
+            print(f"note: {run_dir}/ is being trained right now ({who}): this uses "
+                  f"{'its newest checkpoint' if not checkpoint else Path(checkpoint).name}, step {state['step']}",
+                  file=sys.stderr)
     cfg = resolve({}, state["config"])
     generator, _ = build_models(cfg)
     load_weights(generator, state.get("generator_ema", state["generator"]))

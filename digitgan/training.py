@@ -22,6 +22,7 @@ from .data import Dataset, load_dataset
 from .devices import Speed, pick_device, speed_settings
 from .distributed import World, data_parallel, join
 from .errors import ProcessLost, TrainingStopped, WriteError
+from .lock import RunLock
 from .metrics import CSV_KEYS, Judge
 from .models import call
 from .records import CSV_COLUMNS, RunRecords, animate, archive_run, ensure_writable
@@ -147,14 +148,16 @@ def stopped(problem: str, last_ckpt: Path | None, advice: str,
     return kind(f"{problem}; {last}. {advice}")
 
 
-def setup(overrides: dict[str, Any], fresh: bool, force: bool,
-          world: World) -> tuple[TrainConfig, dict[str, Any] | None, Path | None, str | None]:
+def setup(overrides: dict[str, Any], fresh: bool, force: bool, world: World,
+          lock: RunLock) -> tuple[TrainConfig, dict[str, Any] | None, Path | None, str | None]:
     """The run's config, the checkpoint it resumes from and its path, and why there is nothing to train (or
-    None); makes the run's directories, and for --fresh moves an earlier run aside."""
+    None); makes the run's directories and takes the run's lock before it reads them, and for --fresh moves an
+    earlier run aside."""
     first = resolve(overrides)  # reject bad values before touching the disk
     if fresh or "batch_size" in overrides:
         world.check_batch(first.batch_size)
     run_dir = ensure_writable(overrides.get("checkpoint_dir", TrainConfig.checkpoint_dir), "--checkpoint-dir")
+    lock.acquire(run_dir)
     overrides = {**overrides, "checkpoint_dir": str(run_dir)}
     if fresh:
         archive_run(run_dir, force)
@@ -164,6 +167,7 @@ def setup(overrides: dict[str, Any], fresh: bool, force: bool,
     if saved and (why := nothing_to_train(cfg, saved, last_ckpt)):
         return cfg, saved, last_ckpt, why
     ensure_writable(cfg.sample_dir, "--sample-dir")
+    lock.name_holder()
     return cfg, saved, last_ckpt, None
 
 
@@ -334,7 +338,7 @@ def evaluate_and_keep_best(judge: Judge, state: TrainState, records: RunRecords,
         f"{scores['precision']:.3f}, recall {scores['recall']:.3f}, {scores['classes_covered']} classes")
     if math.isfinite(scores["fid"]) and (state.best is None or scores["fid"] < state.best["fid"]):
         state.best, state.elapsed = {"step": state.step, "fid": scores["fid"]}, row["seconds"]
-        records.best(state.state_dict(), scores["fid"])
+        records.best(state.state_dict())
 
 
 def evaluate(judge: Judge, state: TrainState) -> dict[str, Any]:
@@ -375,16 +379,17 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
           backend: str = "auto", timeout: float = 300.0) -> Path:
     """Train to cfg.steps, resuming from the newest usable checkpoint; return the last checkpoint's path.
     Under torchrun, every process calls this (backend, timeout: the process group's; see distributed.py)."""
-    world = join(backend, timeout, (overrides or {}).get("device", TrainConfig.device))
+    world, lock = join(backend, timeout, (overrides or {}).get("device", TrainConfig.device)), RunLock()
     try:
-        return _train(dict(overrides or {}), fresh, force, world)
+        return _train(dict(overrides or {}), fresh, force, world, lock)
     finally:
+        lock.release()
         world.close()
 
 
-def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World) -> Path | None:
+def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lock: RunLock) -> Path | None:
     """train() in this process: set up, loop (update, log, sample, save), finish."""
-    cfg, saved, last_ckpt, why = world.on_main(lambda: setup(overrides, fresh, force, world))
+    cfg, saved, last_ckpt, why = world.on_main(lambda: setup(overrides, fresh, force, world, lock))
     if why:
         if world.main:
             print(why, file=sys.stderr)

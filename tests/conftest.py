@@ -28,3 +28,17 @@ def tiny(tmp_path, cache_dir):
                     cache_dir=cache_dir, device="cpu", eval_every=0, tensorboard="off")  # on in their own tests
         return {**base, **extra}
     return make
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory, cache_dir):
+    """One short real run for every test that only needs *a* trained run: read it as it is, or change a copy
+    (runs.copy_run). 4 steps at width 8, batch 8: checkpoints, grids and quality figures (300 samples) at steps 2
+    and 4, best.pt, TensorBoard on."""
+    from digitgan.training import train
+    d = tmp_path_factory.mktemp("shared")
+    run = dict(steps=4, batch_size=8, width=8, checkpoint_every=2, sample_every=2, log_every=1, eval_every=2,
+               eval_num=300, tensorboard="on", device="cpu", cache_dir=cache_dir, checkpoint_dir=str(d / "ck"),
+               sample_dir=str(d / "samples"))
+    train(run)
+    return run

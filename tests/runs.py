@@ -53,3 +53,24 @@ def train_until_sigterm(run, *flags, rows=4, sig=signal.SIGTERM):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err
+
+
+def snapshot(directory):
+    """Every file under directory, by path, with its bytes: to show that a command changed nothing."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def wait_for(condition, timeout=120):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def copy_run(run, dest):
+    """A copy of a trained run's directories under dest, and its overrides pointing there (to change it freely)."""
+    import shutil
+    moved = {k: str(Path(dest) / Path(run[k]).name) for k in ("checkpoint_dir", "sample_dir")}
+    for k, to in moved.items():
+        shutil.copytree(run[k], to, symlinks=True)
+    return {**run, **moved}

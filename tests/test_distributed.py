@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from runs import cli_flags, same_state, training_state
+from runs import cli_flags, same_state, training_state, wait_for
 
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
 LOSSES = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -79,7 +79,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(two, tmp_path, 
     assert worst(one, both, ("grad_norm_d", "grad_norm_g")) <= 1e-3
     # Rank 0 alone writes: one set of files, one closing line
     assert sorted(p.name for p in (d2 / "ck").iterdir()) == ["ckpt_0000050.pt", "config.json", "losses.png",
-                                                           "metrics.csv"]
+                                                           "metrics.csv", "train.lock"]
     assert err.count("done: step 50") == 1 and not rank_tracebacks(err)
 
 
@@ -117,13 +117,6 @@ def test_sigterm_stops_every_rank_at_one_step_and_resumes_on_2_1_and_4_processes
 
 def rows_if_any(run_dir):
     return rows(run_dir) if (run_dir / "ck" / "metrics.csv").exists() else []
-
-
-def wait_for(condition, timeout=120):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_ctrl_c_to_the_process_group_stops_cleanly(tmp_path, cache_dir):

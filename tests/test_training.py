@@ -11,7 +11,7 @@ from PIL import Image
 from digitgan import checkpoints
 from digitgan.errors import TrainingStopped, UsageError
 from digitgan.training import train
-from runs import same_state as _same_state, train_until_sigterm, training_state as _training_state
+from runs import same_state as _same_state, snapshot, train_until_sigterm, training_state as _training_state
 
 
 
@@ -132,10 +132,6 @@ def test_a_checkpoint_holding_nan_is_set_aside_and_the_one_before_used(tiny, tmp
     assert checkpoints.load(resumed)["step"] == 6 and not checkpoints.nonfinite(checkpoints.load(resumed))
 
 
-def _snapshot(directory):
-    return {p.name: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("how", ["eio", "directory"])
 def test_an_unreadable_checkpoint_stops_the_run_and_touches_nothing(tiny, tmp_path, monkeypatch, how):
     train(tiny())
@@ -143,7 +139,7 @@ def test_an_unreadable_checkpoint_stops_the_run_and_touches_nothing(tiny, tmp_pa
     if how == "directory":  # a real OSError (EISDIR) from the file system
         newest.unlink()
         newest.mkdir()
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     if how == "eio":  # an I/O error cannot be had on demand: the read of that one file fails as a bad disk would make it
         real = Path.read_bytes
         def read_bytes(self):
@@ -154,17 +150,17 @@ def test_an_unreadable_checkpoint_stops_the_run_and_touches_nothing(tiny, tmp_pa
     with pytest.raises(UsageError, match=r"cannot read the checkpoint .*ckpt_0000004\.pt .*nothing was changed"):
         train(tiny(steps=6))
     monkeypatch.undo()
-    assert _snapshot(tmp_path) == before and newest.exists()
+    assert snapshot(tmp_path) == before and newest.exists()
 
 
 def test_a_checkpoint_of_a_newer_format_stops_the_run_and_touches_nothing(tiny, tmp_path):
     path = train(tiny())
     state = torch.load(path, weights_only=True)
     torch.save({**state, "format": checkpoints.FORMAT + 1}, path)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     with pytest.raises(UsageError, match="written by a newer dcgan .* nothing was changed: update dcgan"):
         train(tiny(steps=6))
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("damage,reason", [
@@ -237,9 +233,9 @@ def test_a_rerun_with_the_time_budget_spent_trains_nothing(tiny, tmp_path, capsy
     last = train(tiny(steps=10**6, minutes=0.02, checkpoint_every=10**6))
     step = checkpoints.load(last)["step"]
     capsys.readouterr()
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     assert train({"checkpoint_dir": str(tmp_path / "ck")}) == last  # --minutes 0.02 comes from the checkpoint
     assert "the time budget of 0.02 minutes is spent" in capsys.readouterr().err
-    assert _snapshot(tmp_path) == before  # nothing trained, nothing written
+    assert snapshot(tmp_path) == before  # nothing trained, nothing written
     more = train({"checkpoint_dir": str(tmp_path / "ck"), "minutes": 0.04})
     assert checkpoints.load(more)["step"] > step

@@ -1,0 +1,191 @@
+"""One run, one writer: the run directory's lock (two real trainers; a holder killed with SIGKILL), damaged records
+that never stop a resume, caches checked when read, a server that stays in its folder, and a terminal that shows
+only our own lines."""
+import csv
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import dcgan
+from digitgan import checkpoints, data
+from digitgan.training import train
+from runs import cli_flags, copy_run, snapshot, wait_for
+
+DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
+
+
+def _ours(stderr):
+    """stderr less the progress bar's redraws: what a user reads."""
+    return [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and "it/s" not in line
+            and not re.match(r"^\s*\d+%\|", line)]
+
+
+def test_a_second_trainer_is_refused_readers_work_and_a_killed_holder_leaves_no_lock(tiny, tmp_path):
+    run = tiny(steps=100_000, checkpoint_every=20, sample_every=20)
+    cmd = [sys.executable, DCGAN, "train", *cli_flags(run)]
+    holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ck, samples = Path(run["checkpoint_dir"]), Path(run["sample_dir"])
+        wait_for(lambda: len(checkpoints.list_checkpoints(ck)) >= 1 and (samples / "step_0000020.png").exists())
+        os.kill(holder.pid, signal.SIGSTOP)  # so that the directory holds still while we look
+        before = snapshot(tmp_path)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        (line,) = _ours(second.stderr)
+        assert line.startswith(f"error: {ck}/ is being trained by pid {holder.pid} on ") and "nothing was changed" in line
+        assert snapshot(tmp_path) == before
+        # readers only read: they work on the run as it stands, and say that it is being trained
+        for argv in (["sample", "--out", str(tmp_path / "grid.png")], ["evaluate", "--num", "100"],
+                     ["export", "--out", str(tmp_path / "site")]):
+            done = subprocess.run([sys.executable, DCGAN, *argv, "--checkpoint-dir", str(ck)], capture_output=True,
+                                  text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+            assert f"note: {ck}/ is being trained right now (pid {holder.pid} " in done.stderr, argv
+        done = subprocess.run([sys.executable, DCGAN, "animate", "--sample-dir", str(samples), "--out",
+                               str(tmp_path / "now.gif")], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "from step 20" in done.stdout, done.stdout + done.stderr
+    finally:
+        holder.kill()  # SIGKILL, stopped or not: the OS drops its lock
+        holder.communicate(timeout=60)
+    last = checkpoints.load(checkpoints.list_checkpoints(ck)[-1])["step"]
+    again = subprocess.run([sys.executable, DCGAN, "train", *cli_flags({**run, "steps": last + 2})],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming from {ck}/ckpt_{last:07d}.pt" in again.stderr
+    # and a reader no longer sees a trainer
+    done = subprocess.run([sys.executable, DCGAN, "sample", "--checkpoint-dir", str(ck), "--out",
+                           str(tmp_path / "after.png")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "being trained" not in done.stderr
+
+
+def _damage(path):
+    """300 random bytes in place of a file; a folder of event files has its first file damaged that way."""
+    target = sorted(path.glob("*tfevents*"))[0] if path.is_dir() else path
+    original = target.read_bytes()
+    target.write_bytes(np.random.default_rng(0).bytes(300))
+    return target.name, original
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "best.json", "real_reference.json", "config.json", "tensorboard"])
+def test_a_damaged_record_is_set_aside_and_the_resume_goes_on(shared_run, tmp_path, capsys, name):
+    run = copy_run(shared_run, tmp_path)
+    ck = Path(run["checkpoint_dir"])
+    rows_before = list(csv.DictReader(open(ck / "metrics.csv")))
+    best_before = json.loads((ck / "best.json").read_text())
+    damaged, _ = _damage(ck / name)
+    garbage = (ck / name / damaged if name == "tensorboard" else ck / name).read_bytes()
+    capsys.readouterr()
+    assert checkpoints.load(train({**run, "steps": 6}))["step"] == 6
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {ck / name} is damaged (") and f"kept as {name}.corrupt" in warning
+    kept = ck / f"{name}.corrupt"
+    assert (kept / damaged if name == "tensorboard" else kept).read_bytes() == garbage  # kept as it was
+    rows = list(csv.DictReader(open(ck / "metrics.csv")))
+    if name == "metrics.csv":  # a fresh one from the checkpoint's step; the rows before it are in the .corrupt
+        assert [int(r["step"]) for r in rows] == [5, 6]
+    else:
+        assert rows[:4] == rows_before and [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    if name == "best.json":  # made again from best.pt's own record
+        assert json.loads((ck / "best.json").read_text())["step"] >= best_before["step"]
+    for record in ("config.json", "best.json", "real_reference.json"):
+        json.loads((ck / record).read_text())
+    if name == "tensorboard":  # a fresh folder, holding the curves of the CSV up to the checkpoint, then the rest
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        acc = EventAccumulator(str(ck / "tensorboard"), size_guidance={"scalars": 0})
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("loss/discriminator")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_changed_mnist_cache_is_noticed_and_made_again_from_the_wheel(cache_dir, tmp_path, capsys):
+    (tmp_path / data.MNIST_WHEEL).symlink_to(Path(cache_dir) / data.MNIST_WHEEL)
+    cache = data.prepare_mnist(tmp_path)
+    images, _ = data.load_uint8("mnist", "train", cache_dir=str(tmp_path))
+    with np.load(cache) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    arrays["train_images"][7, 14, 14] ^= 0xFF  # one pixel flipped
+    with open(cache, "wb") as f:
+        np.savez(f, **arrays)
+    capsys.readouterr()
+    again, _ = data.load_uint8("mnist", "train", cache_dir=str(tmp_path))
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"warning: {cache} does not match the SHA-256 recorded when it was written (it changed on "
+                    f"disk): making it again from the checksummed wheel")
+    assert np.array_equal(again, images)
+    # made again: the next read is quiet and gives the wheel's pixels
+    assert np.array_equal(data.load_uint8("mnist", "train", cache_dir=str(tmp_path))[0], images)
+    assert capsys.readouterr().err == ""
+    # a cache an older version wrote, without a record of its digest, is made again too
+    cache.with_name(cache.name + ".sha256").unlink()
+    data.load_uint8("mnist", "test", cache_dir=str(tmp_path))
+    assert "has no record of its SHA-256 (an older dcgan wrote it)" in capsys.readouterr().err
+
+
+def test_the_evaluators_cache_is_checked_too(cache_dir, tmp_path, capsys):
+    from digitgan.metrics import Judge
+    (tmp_path / data.MNIST_WHEEL).symlink_to(Path(cache_dir) / data.MNIST_WHEEL)
+    for name in (data.MNIST_CACHE, data.MNIST_CACHE + ".sha256"):
+        (tmp_path / name).symlink_to(Path(cache_dir) / name)
+    first = Judge("mnist", str(tmp_path), reference_num=200)
+    (cache,) = tmp_path.glob("judge3-*.pt")
+    blob = bytearray(cache.read_bytes())
+    blob[-100] ^= 1
+    cache.write_bytes(bytes(blob))
+    capsys.readouterr()
+    again = Judge("mnist", str(tmp_path), reference_num=200)
+    assert f"warning: {cache} does not match the SHA-256" in capsys.readouterr().err
+    assert torch.equal(again.test_feats, first.test_feats) and again.reference == first.reference
+
+
+def test_serve_answers_404_for_a_link_out_of_its_folder(shared_run, tmp_path):
+    site = tmp_path / "site"
+    assert dcgan.main(["export", "--checkpoint-dir", shared_run["checkpoint_dir"], "--out", str(site)]) == 0
+    (site / "etclink").symlink_to("/etc")
+    (site / "alias").symlink_to(site / "grids")  # a link that stays inside is served
+    proc = subprocess.Popen([sys.executable, DCGAN, "serve", str(site), "--port", "0"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        port = int(re.search(r":(\d+)/", proc.stdout.readline()).group(1))
+        import http.client
+
+        def get(path):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.read()
+        status, body = get("/etclink/passwd")
+        assert status == 404 and b"root:" not in body
+        assert get("/etclink/")[0] == 404
+        assert get("/alias/step_0000004.png")[0] == 200 and get("/index.html")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_terminal_shows_only_our_lines(tiny, tmp_path):
+    """A refused checkpoint, a resume whose quality panel is still empty at a save, and an export of a conditional
+    model: torch's pickle and exporter warnings and matplotlib's legend warning used to show up here."""
+    run = tiny(conditional="on", eval_every=4, eval_num=300, checkpoint_every=1, tensorboard="on")
+    train({**run, "steps": 2, "eval_every": 0})
+    with open(Path(run["checkpoint_dir"]) / "ckpt_0000003.pt", "wb") as f:
+        pickle.dump({"not": "a checkpoint"}, f, protocol=4)
+    done = subprocess.run([sys.executable, DCGAN, "train", *cli_flags(run)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0
+    lines = _ours(done.stderr)
+    assert lines[0] == (f"warning: skipping checkpoint {run['checkpoint_dir']}/ckpt_0000003.pt: UnpicklingError: not "
+                        f"a checkpoint (its contents do not unpickle) (kept as ckpt_0000003.pt.corrupt); trying the "
+                        f"previous one")
+    assert all(re.match(r"(resuming from|step \d+: FID|records:|done:)", line) for line in lines[1:]), lines
+    done = subprocess.run([sys.executable, DCGAN, "export", "--checkpoint-dir", run["checkpoint_dir"], "--out",
+                           str(tmp_path / "site")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
