@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""What checking the caches costs: reading each cache in data/ with its SHA-256 check (files.read_cache) against
+reading its bytes alone, and loading the MNIST training set as training does (data.load_uint8), medians of 7.
+
+    python bench/cache_check.py [--cache-dir data]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from digitgan.data import load_uint8  # noqa: E402
+from digitgan.files import read_cache  # noqa: E402
+
+
+def median_seconds(fn, rounds: int = 7) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", default="data")
+    cache = Path(parser.parse_args().cache_dir)
+    for path in sorted(p for p in cache.iterdir() if (cache / (p.name + ".sha256")).exists()):
+        size = path.stat().st_size / 1e6
+        read = median_seconds(path.read_bytes)
+        digest = median_seconds(lambda: hashlib.sha256(path.read_bytes()).hexdigest())
+        checked = median_seconds(lambda: read_cache(path, "(bench)"))
+        print(f"{path.name}: {size:.1f} MB; read {1000 * read:.1f} ms, read + SHA-256 {1000 * digest:.1f} ms, "
+              f"read_cache {1000 * checked:.1f} ms: the check costs {1000 * (checked - read):.1f} ms")
+    load = median_seconds(lambda: load_uint8("mnist", "train", cache_dir=str(cache)))
+    print(f"load_uint8('mnist', 'train'), check included: {1000 * load:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
