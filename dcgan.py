@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from digitgan.config import BACKENDS, DATASETS, PRESETS, TrainConfig, field_help, flag
 from digitgan.errors import ProcessLost, TrainingStopped, UsageError, WriteError
+
+if TYPE_CHECKING:
+    from digitgan.sampling import Generator
 
 COMMANDS = ("train", "sample", "evaluate", "animate", "interpolate", "export", "serve", "data", "train-evaluator")
 TYPES = {"int": int, "float": float, "str": str}  # dataclass field types are strings (postponed annotations)
@@ -147,26 +152,42 @@ def _checkpoint_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
 
 
+def _generator(args: argparse.Namespace) -> "Generator":
+    """The generator --checkpoint, --best or --checkpoint-dir names."""
+    from digitgan import load
+    if args.best and args.checkpoint:
+        raise UsageError("--best and --checkpoint name two checkpoints: pass one of them")
+    return load(args.checkpoint or args.checkpoint_dir, best=args.best, device=args.device)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
-    from digitgan.training import train
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name) is not None}
-    train(overrides, fresh=args.fresh, force=args.force, backend=args.backend, timeout=args.dist_timeout)
+    from digitgan import train
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                if getattr(args, f.name) is not None}
+    train(fresh=args.fresh, force=args.force, backend=args.backend, dist_timeout=args.dist_timeout, **settings)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from digitgan.sampling import write_samples
-    path = write_samples(args.out, args.num, args.seed, args.checkpoint_dir, args.checkpoint, args.device, args.cls,
-                         args.best)
-    print(f"wrote {args.num} samples to {path}")
+    from digitgan.sampling import samples_path, save_samples
+    path = samples_path(args.out)  # before the generator is loaded: a bad --out costs nothing
+    G = _generator(args)
+    labels = G.labels(args.num, args.cls)
+    images = G.draw(G.noise(args.num, args.seed), labels)
+    save_samples(path, images, labels, nrow=10 if labels is not None and args.cls is None and args.num % 10 == 0
+                 else None)
+    print(f"wrote {args.num} samples from step {G.step} to {path}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from digitgan.metrics import evaluate_checkpoint, format_table
-    result = evaluate_checkpoint(args.checkpoint_dir, args.checkpoint, args.num, args.seed, args.device, args.json,
-                                 cas_num=args.cas_num if args.cas else 0, best=args.best)
+    from digitgan import evaluate
+    from digitgan.files import atomic_write
+    from digitgan.metrics import format_table
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise UsageError(f"--json {args.json}: the directory {Path(args.json).parent}/ does not exist")
+    result = evaluate(_generator(args), args.num, args.seed, cas=args.cas_num if args.cas else 0)
     print(format_table(result))
     if args.json:
+        atomic_write(Path(args.json), lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
         print(f"wrote {args.json}")
 
 
@@ -177,9 +198,9 @@ def cmd_animate(args: argparse.Namespace) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
-    from digitgan.walks import interpolate
-    paths = interpolate(args.out, args.rows, args.steps, args.seed, args.fps, args.checkpoint_dir, args.checkpoint,
-                        args.device, args.best)
+    from digitgan.walks import check_walk, interpolate
+    check_walk(args.out, args.steps)  # before the generator is loaded
+    paths = interpolate(args.out, _generator(args), args.rows, args.steps, args.seed, args.fps)
     print("wrote " + ", ".join(map(str, paths)))
 
 

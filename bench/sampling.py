@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sampling speed: seconds to generate N digits with the default preset's generator, as `dcgan.py sample` does.
 
-The generator is a freshly initialised one in eval mode, prepared as load_generator prepares a trained one
+The generator is a freshly initialised one in eval mode, prepared as digitgan.load prepares a trained one
 (the speed does not depend on the weights), unless --checkpoint names a trained one. Median of --repeats.
 
     python bench/sampling.py                  # 10,000 samples
@@ -21,7 +21,8 @@ import torch  # noqa: E402
 
 from digitgan.config import resolve  # noqa: E402
 from digitgan.models import build_models  # noqa: E402
-from digitgan.sampling import generate, load_generator, prepare_for_inference  # noqa: E402
+from digitgan import load  # noqa: E402
+from digitgan.sampling import Generator, prepare_for_inference  # noqa: E402
 
 
 def main() -> None:
@@ -32,17 +33,17 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     if args.checkpoint:
-        generator, cfg, _ = load_generator("", args.checkpoint, args.device)
+        G = load(args.checkpoint, device=args.device)
     else:
         cfg = resolve({})
-        generator = prepare_for_inference(build_models(cfg)[0], cfg, torch.device(args.device))
+        G = Generator(prepare_for_inference(build_models(cfg)[0], cfg, torch.device(args.device)), cfg, 0)
     times = []
     for i in range(args.repeats + 1):
         t = time.perf_counter()
-        images = generate(generator, cfg, args.num, seed=i)
+        images = G.sample(args.num, seed=i)
         if i:  # the first call warms up
             times.append(time.perf_counter() - t)
-    print(f"{args.num} samples ({tuple(images.shape[1:])}) from the {cfg.preset} preset (width {cfg.width}) on "
+    print(f"{args.num} samples ({tuple(images.shape[1:])}) from the {G.config.preset} preset (width {G.config.width}) on "
           f"{args.device}, {torch.get_num_threads()} threads: {statistics.median(times):.3f} s (median of "
           f"{args.repeats}; min {min(times):.3f}, max {max(times):.3f})")
 

@@ -26,7 +26,7 @@ from digitgan.evaluator import Evaluator  # noqa: E402
 from digitgan.metrics import Judge, frechet_distance, gaussian, kid, precision_recall_density_coverage  # noqa: E402
 from digitgan.records import animate, read_rows  # noqa: E402
 from digitgan.images import save_grid  # noqa: E402
-from digitgan.sampling import generate, load_generator  # noqa: E402
+from digitgan import load  # noqa: E402
 
 
 def timed(fn, repeats: int = 3) -> float:
@@ -48,20 +48,20 @@ def plain_embed(model: Evaluator, images: torch.Tensor) -> torch.Tensor:
 
 def profile_evaluation(checkpoint: str) -> None:
     judge = Judge("mnist", str(ROOT / "data"))
-    generator, cfg, step = load_generator("", checkpoint, "cpu")
-    print(f"## one evaluation by part (median of 3, seconds), checkpoint step {step}")
+    G = load(checkpoint, device="cpu")
+    print(f"## one evaluation by part (median of 3, seconds), checkpoint step {G.step}")
     print(f"{'samples':>8} {'draw':>6} {'features':>9} {'(before)':>9} {'FID':>6} {'KID':>6} {'PRDC':>6} {'total':>6}")
     for n in (10_000, 5_000, 2_000):
-        images = generate(generator, cfg, n, 0)
+        images = G.sample(n)
         feats, _ = judge.model.embed(images)
         judge.kid_terms.clear()
         kid(judge.test_feats, feats, real_terms=judge.kid_terms)  # the real side, once per run: not timed below
-        parts = [timed(lambda: generate(generator, cfg, n, 0)), timed(lambda: judge.model.embed(images)),
+        parts = [timed(lambda: G.sample(n)), timed(lambda: judge.model.embed(images)),
                  timed(lambda: plain_embed(judge.model, images)),
                  timed(lambda: frechet_distance(*gaussian(judge.test_feats), *gaussian(feats))),
                  timed(lambda: kid(judge.test_feats, feats, real_terms=judge.kid_terms)),
                  timed(lambda: precision_recall_density_coverage(judge.test_feats, feats, radii=judge.radii))]
-        total = timed(lambda: judge.score_generator(generator, cfg, n))
+        total = timed(lambda: judge.score_generator(G, n))
         print(f"{n:>8} " + " ".join(f"{p:>{w}.2f}" for p, w in zip(parts, (6, 9, 9, 6, 6, 6))) + f" {total:>6.2f}")
     print("(before): the evaluator's features as computed before this change, for comparison; total: "
           "Judge.score_generator, everything an in-training evaluation does\n")
@@ -90,10 +90,10 @@ def tensorboard_share(steps: int, pairs: int) -> None:
 
 
 def animate_speed(checkpoint: str) -> None:
-    generator, cfg, _ = load_generator("", checkpoint, "cpu")
+    G = load(checkpoint, device="cpu")
     with tempfile.TemporaryDirectory() as d:
         for i in range(100):
-            save_grid(generate(generator, cfg, 64, seed=i), Path(d) / f"step_{(i + 1) * 50:07d}.png", nrow=8)
+            save_grid(G.sample(64, seed=i), Path(d) / f"step_{(i + 1) * 50:07d}.png", nrow=8)
         seconds = timed(lambda: animate(d, Path(d) / "progress.gif", 4.0))
         size = (Path(d) / "progress.gif").stat().st_size
     print(f"## animate: 100 grids (8x8) -> GIF in {seconds:.2f} s (median of 3), {size / 1e6:.1f} MB")

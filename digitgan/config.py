@@ -50,7 +50,7 @@ class TrainConfig:
     compile: str = "auto"  # auto | on | off: torch.compile the two networks (auto: on on CUDA only)
     data_on_device: str = "on"  # on | off: keep the training set on the device (off: copy each batch over)
     noise_on_device: str = "on"  # on | off: draw the noise on the device (off: on the CPU, then copy it over)
-    seed: int = 0  # seeds weights, noise and batch order (fixed at a run's start); CPU runs are bit-for-bit repeatable
+    seed: int = 0  # seeds weights, noise and batch order (fixed at a run's start); a run repeats bit for bit on the same kind of CPU
     device: str = "auto"  # auto | cpu | cuda | mps (auto: the best one present)
 
     def __post_init__(self) -> None:

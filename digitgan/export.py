@@ -1,5 +1,5 @@
 """Sharing a trained generator: a folder with generator.onnx (for any ONNX runtime), generator.safetensors and
-generator.json (for PyTorch: load_generator reads them), the run's record, and a static page (web/) that draws
+generator.json (for PyTorch: digitgan.load reads them), the run's record, and a static page (web/) that draws
 digits in the browser with onnxruntime-web. `serve` shows such a folder on a local web server."""
 from __future__ import annotations
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
-from .files import atomic_write, read_cache, write_cache
+from .files import read_cache, write_cache
 from .data import load_dataset
 from .errors import UsageError
 from .evaluator import accuracy, fit_classifier, load_evaluator
+from .sampling import Generator
 
 KEYS = ("fid", "kid", "kid_std", "inception_score", "precision", "recall", "density", "coverage",
         "classes_covered", "class_kl", "mean_confidence")
@@ -190,51 +191,37 @@ class Judge:
         return {**compare(self.test_feats, feats, probs, self.radii, self.kid_terms), **by_class,
                 "num_samples": len(images)}
 
-    def score_generator(self, generator: torch.nn.Module, cfg: Any, num: int, seed: int = 0) -> dict[str, Any]:
-        """Every metric of num images drawn by generator (as from sampling.load_generator: eval mode, batch norm
-        folded) from the noise of seed; a conditional model draws a balanced set and gets the class metrics too.
-        Training's evaluations and `evaluate` both come here, so the same weights give the same figures."""
-        from .sampling import class_labels, generate
-
-        labels = class_labels(cfg, num)
-        return self.score(generate(generator, cfg, num, seed, labels=labels), labels)
+    def score_generator(self, generator: Generator, num: int, seed: int = 0) -> dict[str, Any]:
+        """Every metric of num images the generator draws from the noise of seed; a conditional model draws a
+        balanced set and gets the class metrics too. Training's evaluations and `evaluate` both come here, so the
+        same weights give the same figures."""
+        labels = generator.labels(num)
+        return self.score(generator.draw(generator.noise(num, seed), labels), labels)
 
 
-def evaluate_checkpoint(checkpoint_dir: str, checkpoint: str | None = None, num: int = 10_000, seed: int = 0,
-                        device: str = "auto", json_path: str | None = None, cas_num: int = 0,
-                        best: bool = False) -> dict[str, Any]:
-    """Score num samples of a checkpoint's generator (fixed seed: repeatable), with the real-data reference; with
-    cas_num also the Classification Accuracy Score from that many generated images (conditional models)."""
-    from .sampling import load_generator
-
-    if json_path and not Path(json_path).resolve().parent.is_dir():
-        raise UsageError(f"--json {json_path}: the directory {Path(json_path).parent}/ does not exist")
+def evaluate_generator(generator: Generator, num: int = 10_000, seed: int = 0, cas_num: int = 0) -> dict[str, Any]:
+    """Score num samples of the generator (fixed seed: repeatable), with the real-data reference; with cas_num also
+    the Classification Accuracy Score from that many generated images (conditional models)."""
+    cfg = generator.config
     if num < 2:
         raise UsageError(f"--num must be at least 2 to estimate covariances, not {num}")
-    generator, cfg, step = load_generator(checkpoint_dir, checkpoint, device, best)
-    if cas_num and cfg.conditional != "on":
+    if cas_num and not generator.conditional:
         raise UsageError("--cas needs a conditional checkpoint (--conditional on): it trains a classifier on "
                          "generated images labelled by the class they were drawn as")
-    judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, next(generator.parameters()).device)
-    result = {**judge.score_generator(generator, cfg, num, seed), "step": step,
-              "dataset": cfg.dataset,
-              "evaluator_sha256": judge.record["sha256"], "real_reference": judge.reference,
-              **(classification_accuracy_score(generator, cfg, cas_num, seed) if cas_num else {})}
-    if json_path:
-        atomic_write(Path(json_path), lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
-    return result
+    judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, next(generator.module.parameters()).device)
+    return {**judge.score_generator(generator, num, seed), "step": generator.step, "dataset": cfg.dataset,
+            "evaluator_sha256": judge.record["sha256"], "real_reference": judge.reference,
+            **(classification_accuracy_score(generator, cas_num, seed) if cas_num else {})}
 
 
-def classification_accuracy_score(generator: torch.nn.Module, cfg: Any, num: int = 60_000, seed: int = 0,
-                                   epochs: int = CAS_EPOCHS) -> dict[str, Any]:
+def classification_accuracy_score(generator: Generator, num: int = 60_000, seed: int = 0,
+                                  epochs: int = CAS_EPOCHS) -> dict[str, Any]:
     """Ravuri & Vinyals 2019: a fresh classifier (the evaluator's architecture and schedule) trained only on num
     generated images labelled by the class they were drawn as, scored on the real test set; beside the same
     classifier trained on num real training images. The real one is cached in cfg.cache_dir (it is the same every
     time: the CPU training is deterministic)."""
-    from .sampling import class_labels, generate
-
-    labels = class_labels(cfg, num)
-    fake = fit_classifier(generate(generator, cfg, num, seed, labels=labels), labels, epochs, desc="CAS: generated")
+    cfg, labels = generator.config, generator.labels(num)
+    fake = fit_classifier(generator.draw(generator.noise(num, seed), labels), labels, epochs, desc="CAS: generated")
     cache = Path(cfg.cache_dir) / f"cas-real-{cfg.dataset}-{num}-{epochs}.json"
     blob = None if cfg.data_dir else read_cache(cache, "training the real-data classifier again")
     if blob is not None:

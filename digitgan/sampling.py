@@ -5,7 +5,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
@@ -101,24 +101,16 @@ def class_labels(cfg: TrainConfig, num: int, cls: int | None = None) -> torch.Te
     return torch.full((num,), cls) if cls is not None else torch.arange(num) * NUM_CLASSES // num
 
 
-def parse_class(text: str, dataset: str) -> int:
-    """A --class value: the label (0-9) or, for Fashion-MNIST, the name (sneaker, ankle-boot, ...)."""
+def parse_class(text: str | int, dataset: str) -> int:
+    """A class by its label (7, "7") or, for Fashion-MNIST, its name ("sneaker", "ankle-boot", ...)."""
     names = CLASS_NAMES[dataset]
-    key = text.strip().lower().replace("_", "-").replace(" ", "-")
+    key = str(text).strip().lower().replace("_", "-").replace(" ", "-")
     if key.isdigit() and int(key) < len(names):
         return int(key)
     if key in names:
         return names.index(key)
-    raise UsageError(f"--class {text}: {dataset} has the classes 0-{len(names) - 1}"
+    raise UsageError(f"class {text}: {dataset} has the classes 0-{len(names) - 1}"
                      + (f" ({', '.join(names)})" if dataset != "mnist" else ""))
-
-
-@torch.inference_mode()
-def generate(generator: torch.nn.Module, cfg: TrainConfig, num: int, seed: int, batch: int = 1000,
-             labels: torch.Tensor | None = None) -> torch.Tensor:
-    """(num, 1, 32, 32) images in [-1, 1] on the CPU, of the classes in labels for a conditional model; noise is
-    drawn on the CPU so any device gives the same z."""
-    return draw(generator, sample_noise(cfg, num, torch.Generator().manual_seed(seed), "cpu"), labels, batch)
 
 
 @torch.inference_mode()
@@ -131,22 +123,74 @@ def draw(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor | Non
                       for chunk, y in zip(z.split(batch), ys)])
 
 
-def write_samples(out: str, num: int, seed: int, checkpoint_dir: str, checkpoint: str | None = None,
-                  device: str = "auto", cls: str | None = None, best: bool = False) -> Path:
-    """A grid (.png), the images (.npy), or images and their classes (.npz: `images`, `labels`)."""
+Classes = Union[int, str, Sequence[Union[int, str]], torch.Tensor, None]  # what a conditional model is asked to draw
+
+
+class Generator:
+    """A trained generator, ready to draw (what `digitgan.load` returns): the run's weight average where it kept
+    one, in eval mode, batch norm folded. `module` is the torch module, `config` the run's TrainConfig, `step` the
+    training step it is from. Images come back on the CPU as (N, 1, 32, 32) float32 in [-1, 1]."""
+
+    def __init__(self, module: torch.nn.Module, config: TrainConfig, step: int):
+        self.module, self.config, self.step = module, config, step
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.conditional == "on"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The names of the classes a conditional model draws, by label."""
+        return CLASS_NAMES[self.config.dataset]
+
+    def noise(self, n: int, seed: int = 0) -> torch.Tensor:
+        """n noise vectors from the model's prior, drawn on the CPU (the same z on any device) from seed."""
+        return sample_noise(self.config, n, torch.Generator().manual_seed(seed), "cpu")
+
+    def labels(self, n: int, classes: Classes = None) -> torch.Tensor | None:
+        """The (n,) labels for `classes`: one class (a label or a Fashion-MNIST name) for all, one per image (a
+        sequence or a tensor of labels), or None, a balanced set in class order. None for an unconditional model, which cannot be asked for a class."""
+        if not self.conditional:
+            if classes is not None:
+                raise UsageError(f"class {classes}: this checkpoint was trained without --conditional on, so it "
+                                 f"cannot draw a chosen class; train one with --conditional on")
+            return None
+        if classes is None or isinstance(classes, (int, str)):
+            return class_labels(self.config, n, None if classes is None else parse_class(classes, self.config.dataset))
+        if isinstance(classes, torch.Tensor):
+            labels = classes.long().flatten()
+            if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(self.class_names):
+                raise UsageError(f"labels {int(labels.min())}-{int(labels.max())}: {self.config.dataset} has the "
+                                 f"classes 0-{len(self.class_names) - 1}")
+        else:
+            labels = torch.tensor([parse_class(c, self.config.dataset) for c in classes], dtype=torch.long)
+        if len(labels) != n:
+            raise UsageError(f"{len(labels)} classes for {n} images: give one class, or one per image")
+        return labels
+
+    def draw(self, z: torch.Tensor, classes: Classes = None) -> torch.Tensor:
+        """The images drawn from the noise z (N, z_dim), as the classes asked for (see labels)."""
+        return draw(self.module, z, self.labels(len(z), classes))
+
+    def sample(self, n: int, classes: Classes = None, seed: int = 0) -> torch.Tensor:
+        """n images from the noise of seed (the same seed, the same images), as the classes asked for."""
+        return self.draw(self.noise(n, seed), classes)
+
+
+def samples_path(out: str) -> Path:
+    """--out of `sample`: a .png grid, .npy images or .npz images and labels, in a directory we can write to."""
     path = Path(out)
     if path.suffix not in (".png", ".npy", ".npz"):
         raise UsageError(f"--out {out}: the name must end in .png (a grid), .npy (raw images) or .npz (images "
                          f"and labels)")
     check_out_dir(path)
-    generator, cfg, _ = load_generator(checkpoint_dir, checkpoint, device, best)
-    if cfg.conditional != "on" and cls is not None:
-        raise UsageError(f"--class {cls}: this checkpoint was trained without --conditional on, so it cannot draw a "
-                         f"chosen class; train one with --conditional on")
-    labels = class_labels(cfg, num, None if cls is None else parse_class(cls, cfg.dataset))
-    images = generate(generator, cfg, num, seed, labels=labels)
+    return path
+
+
+def save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor | None, nrow: int | None = None) -> Path:
+    """A grid (.png, nrow images a row), the images (.npy), or images and their classes (.npz: `images`, `labels`)."""
     if path.suffix == ".png":
-        save_grid(images, path, nrow=10 if labels is not None and cls is None and num % 10 == 0 else None)
+        save_grid(images, path, nrow=nrow)
     elif path.suffix == ".npy":
         atomic_write(path, lambda f: np.save(f, images.numpy()))
     else:

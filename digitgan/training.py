@@ -26,7 +26,7 @@ from .lock import RunLock
 from .metrics import CSV_KEYS, Judge
 from .models import call
 from .records import CSV_COLUMNS, RunRecords, animate, archive_run, ensure_writable
-from .sampling import prepare_for_inference
+from .sampling import Generator, prepare_for_inference
 from .state import Averager, TrainState
 
 __all__ = ["Averager", "StopRequest", "autocast", "d_update", "g_update", "prepare", "train"]
@@ -345,7 +345,7 @@ def evaluate(judge: Judge, state: TrainState) -> dict[str, Any]:
     """The quality of the sampling generator now, by the path `evaluate --num EVAL_NUM` takes for a checkpoint of
     this step (a batch-norm-folded copy, the same noise), so the two give the same figures."""
     generator = prepare_for_inference(copy.deepcopy(state.G_show), state.cfg, state.device)
-    return judge.score_generator(generator, state.cfg, state.cfg.eval_num)
+    return judge.score_generator(Generator(generator, state.cfg, state.step), state.cfg.eval_num)
 
 
 def draw_grid(state: TrainState, records: RunRecords) -> None:

@@ -11,8 +11,7 @@ import torch
 from .config import NUM_CLASSES, TrainConfig
 from .errors import UsageError
 from .images import grid, save_gif, save_grid
-from .models import sample_noise
-from .sampling import check_out_dir, draw, load_generator
+from .sampling import Generator, check_out_dir
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -37,24 +36,19 @@ def walk(cfg: TrainConfig, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) ->
     return (1 - t)[None, :, None] * a[:, None, :] + t[None, :, None] * b[:, None, :]
 
 
-def interpolate(out: str, rows: int, steps: int, seed: int, fps: float, checkpoint_dir: str,
-                checkpoint: str | None = None, device: str = "auto", best: bool = False) -> list[Path]:
+def interpolate(out: str, generator: Generator, rows: int = 8, steps: int = 10, seed: int = 0,
+                fps: float = 20.0) -> list[Path]:
     """rows walks of steps images each as a grid (out, one walk per row), the same walks as an animated GIF going
     there and back (out with .gif), and for a conditional model the style grid (out with _style.png). A
     conditional model's row r is drawn as class r mod 10. Returns the files written."""
-    path = Path(out)
-    if path.suffix != ".png":
-        raise UsageError(f"--out {out}: the name must end in .png (the GIF and style grid go beside it)")
-    check_out_dir(path)
-    if steps < 2:
-        raise UsageError(f"--steps must be at least 2 (the two ends), not {steps}")
-    generator, cfg, _ = load_generator(checkpoint_dir, checkpoint, device, best)
-    ends = sample_noise(cfg, 2 * rows, torch.Generator().manual_seed(seed), "cpu")
-    labels = torch.arange(rows) % NUM_CLASSES if cfg.conditional == "on" else None
+    path = check_walk(out, steps)
+    cfg = generator.config
+    ends = generator.noise(2 * rows, seed)
+    labels = torch.arange(rows) % NUM_CLASSES if generator.conditional else None
 
     def at(t: torch.Tensor) -> torch.Tensor:  # (rows * len(t), 1, 32, 32), row-major by walk
         z = walk(cfg, ends[:rows], ends[rows:], t).reshape(-1, cfg.z_dim)
-        return draw(generator, z, None if labels is None else labels.repeat_interleave(len(t)))
+        return generator.draw(z, None if labels is None else labels.repeat_interleave(len(t)))
 
     written = [save_grid(at(torch.linspace(0, 1, steps)), path, nrow=steps)]
     frames = 4 * steps  # finer than the grid, so the GIF moves smoothly
@@ -63,8 +57,19 @@ def interpolate(out: str, rows: int, steps: int, seed: int, fps: float, checkpoi
     pictures = [grid(moving[:, i], nrow=cols) for i in range(frames)]
     written.append(save_gif(pictures + pictures[-2:0:-1], path.with_suffix(".gif"), fps))
     if labels is not None:
-        z = sample_noise(cfg, NUM_CLASSES, torch.Generator().manual_seed(seed), "cpu")
+        z = generator.noise(NUM_CLASSES, seed)
         classes = torch.arange(NUM_CLASSES).repeat_interleave(NUM_CLASSES)
-        written.append(save_grid(draw(generator, z.repeat(NUM_CLASSES, 1), classes),
+        written.append(save_grid(generator.draw(z.repeat(NUM_CLASSES, 1), classes),
                                  path.with_name(path.stem + "_style.png"), nrow=NUM_CLASSES))
     return written
+
+
+def check_walk(out: str, steps: int) -> Path:
+    """interpolate's --out (a .png in a directory we can write to) as a path, once --steps is known to be valid."""
+    path = Path(out)
+    if path.suffix != ".png":
+        raise UsageError(f"--out {out}: the name must end in .png (the GIF and style grid go beside it)")
+    check_out_dir(path)
+    if steps < 2:
+        raise UsageError(f"--steps must be at least 2 (the two ends), not {steps}")
+    return path

@@ -13,7 +13,7 @@ from digitgan.config import resolve
 from digitgan.data import load_dataset
 from digitgan.errors import UsageError
 from digitgan.metrics import Judge, classification_accuracy_score
-from digitgan.sampling import class_labels, generate
+from digitgan.sampling import Generator, class_labels
 from digitgan.training import train
 from runs import cli_flags, same_state, train_until_sigterm, training_state
 
@@ -128,7 +128,7 @@ class RealDigits(torch.nn.Module):
     def __init__(self, data, ignore):
         super().__init__()
         self.images, self.labels, self.ignore = data.images, data.labels, ignore
-        self.anchor = torch.nn.Parameter(torch.zeros(()))  # generate() reads the device from the parameters
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # draw() reads the device from the parameters
 
     def forward(self, z, y):
         gen = torch.Generator().manual_seed(int(z[0, 0].abs().mul(1e6)))
@@ -143,8 +143,7 @@ def test_class_accuracy_catches_a_generator_that_ignores_its_label(cache_dir, ig
     judge = Judge("mnist", cache_dir)
     cfg = resolve({"conditional": "on"})
     asked = class_labels(cfg, 2000)
-    images = generate(RealDigits(load_dataset("mnist", "train", cache_dir=cache_dir), ignore), cfg, 2000, seed=0,
-                      labels=asked)
+    images = Generator(RealDigits(load_dataset("mnist", "train", cache_dir=cache_dir), ignore), cfg, 0).sample(2000)
     s = judge.score(images, asked)
     if ignore:
         assert abs(s["class_accuracy"] - 0.1) < 0.03 and max(s["per_class_accuracy"]) < 0.25
@@ -157,8 +156,8 @@ def test_class_accuracy_catches_a_generator_that_ignores_its_label(cache_dir, ig
 def test_cas_learns_from_right_labels_and_not_from_ignored_ones(cache_dir):
     cfg = resolve({"conditional": "on", "cache_dir": cache_dir})
     train_set = load_dataset("mnist", "train", cache_dir=cache_dir)
-    good = classification_accuracy_score(RealDigits(train_set, ignore=False), cfg, num=4000, epochs=2)
-    bad = classification_accuracy_score(RealDigits(train_set, ignore=True), cfg, num=4000, epochs=2)
+    good = classification_accuracy_score(Generator(RealDigits(train_set, ignore=False), cfg, 0), num=4000, epochs=2)
+    bad = classification_accuracy_score(Generator(RealDigits(train_set, ignore=True), cfg, 0), num=4000, epochs=2)
     assert good["cas_real"] == bad["cas_real"] > 0.9  # the same real-data classifier beside both (cached)
     assert good["cas"] > good["cas_real"] - 0.05  # right labels: about as good as training on real digits
     assert bad["cas"] < 0.3  # labels the images do not match: the classifier learns next to nothing

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 import dcgan
 from digitgan import checkpoints
-from digitgan.metrics import evaluate_checkpoint
+from digitgan import evaluate
 from digitgan.records import LOGGED, TB_TAGS
 from digitgan.training import train
 from digitgan.walks import slerp, walk
@@ -88,12 +88,12 @@ def test_in_training_evaluation_equals_evaluate_of_that_steps_checkpoint_and_bes
     assert [p.name for p in checkpoints.list_checkpoints(run_dir)] == ["ckpt_0000006.pt"]
     assert checkpoints.load(run_dir / "best.pt")["step"] == best["step"]
     # `evaluate --num 300` of the best checkpoint gives the very figures training logged for that step
-    again = evaluate_checkpoint(str(run_dir), best=True, num=300, device="cpu")
+    again = evaluate(run_dir, num=300, best=True, device="cpu")
     assert again["step"] == best["step"] and again["fid"] == best["fid"]
     for key in ("fid", "kid", "precision", "recall", "density", "coverage", "inception_score"):
         assert float(scored[best["step"]][key]) == float(f"{again[key]:.8g}"), key
     # and of the newest one, the figures of step 6
-    last = evaluate_checkpoint(str(run_dir), num=300, device="cpu")
+    last = evaluate(run_dir, num=300, device="cpu")
     assert float(scored[6]["fid"]) == float(f"{last['fid']:.8g}")
     fids = {e.step: e.value for e in _board(run_dir).Scalars("quality/fid")}
     assert fids == pytest.approx({s: float(r["fid"]) for s, r in scored.items()}, rel=1e-6)
