@@ -2,21 +2,27 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+WEB := digitgan/web
 FASHION := /usr/share/datasets/fashion-mnist
+# pytest's workers: one per core, each torch on one thread (tests/conftest.py)
+JOBS ?= $(shell nproc)
 
-.PHONY: train test venv data fashion-mnist site browser bench clean-venv
+.PHONY: train test venv data fashion-mnist site browser flags pip-check bench clean-venv
 
 train: venv data site
 	$(PY) dcgan.py train
 
 test: venv data fashion-mnist site browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup tests
+	$(MAKE) --no-print-directory pip-check
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The pins (requirements.txt, as pyproject.toml has them), then the project itself for the `dcgan` command.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 data: venv
@@ -35,11 +41,11 @@ fashion-mnist:
 	  $(call apt_install,dataset-fashion-mnist,$(FASHION) is,the Fashion-MNIST tests); \
 	fi
 
-# The exported page's runtime (onnxruntime-web, pinned in web/package-lock.json); `dcgan.py export` copies it.
-site: web/node_modules/.installed
+# The exported page's runtime (onnxruntime-web, pinned in digitgan/web/package-lock.json); `dcgan.py export` copies it.
+site: $(WEB)/node_modules/.installed
 
-web/node_modules/.installed: web/package.json web/package-lock.json
-	cd web && npm ci --no-audit --no-fund --loglevel=error
+$(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The browser test drives Debian's chromium through chromedriver; install them when we may.
@@ -47,6 +53,14 @@ browser:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  $(call apt_install,chromium chromium-driver,chromium and chromium-driver are,the browser test); \
 	fi
+
+# docs/flags.md from TrainConfig and the subcommands' parsers (tests/test_docs.py fails when it is stale).
+flags: venv
+	$(PY) -c "import dcgan; print(dcgan.flags_markdown(), end='')" > docs/flags.md
+
+# `pip install .` into a fresh venv, then its `dcgan` command: --help, and 5 steps with every default on.
+pip-check: venv data
+	bash tests/pip_install.sh
 
 bench: venv data
 	$(PY) bench/throughput.py --compare

@@ -1,5 +1,5 @@
 """Sharing a trained generator: a folder with generator.onnx (for any ONNX runtime), generator.safetensors and
-generator.json (for PyTorch: digitgan.load reads them), the run's record, and a static page (web/) that draws
+generator.json (for PyTorch: digitgan.load reads them), the run's record, and a static page (digitgan/web/) that draws
 digits in the browser with onnxruntime-web. `serve` shows such a folder on a local web server."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .records import Damaged, grids, read_record, read_rows
 from .sampling import load_generator
 from .state import fixed_noise
 
-WEB = Path(__file__).resolve().parent.parent / "web"  # the page's sources and its npm package (web/package.json)
+WEB = Path(__file__).resolve().parent / "web"  # the page's sources and its npm package (package.json)
 PAGE = ("index.html", "page.js", "style.css")
 RUNTIME = WEB / "node_modules" / "onnxruntime-web" / "dist"
 RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")  # wasm backend only
@@ -88,8 +88,8 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
                          f"run's fixed noise too")
     missing = [f for f in RUNTIME_FILES if not (RUNTIME / f).is_file()]
     if missing:
-        raise UsageError(f"the browser runtime is missing ({RUNTIME}/{missing[0]}): run `make site` (npm ci in "
-                         f"{WEB}/) first")
+        raise UsageError(f"the page's runtime (onnxruntime-web, pinned in {WEB}/package-lock.json) is not installed: "
+                         f"run `npm ci --prefix {WEB}` (`make site` in a checkout), then export again")
     generator, cfg, step, state = load_generator(checkpoint_dir, checkpoint, "cpu", best, with_state=True)
     conditional = cfg.conditional == "on"
     dest.mkdir(parents=True, exist_ok=True)

@@ -51,12 +51,11 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float) -> Path
 def plot_curves(rows: Sequence[dict[str, float]], path: str | Path, panels: Sequence[tuple[str, Sequence[str]]],
                 log_first: bool = False, xlabel: str = "step") -> Path:
     """One panel per (title, columns) against rows' "step", from CSV rows; empty columns are skipped."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: its global backend is a notebook's, not ours to switch
 
     path = Path(path)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3 * len(panels)), sharex=True, squeeze=False)
+    fig = Figure(figsize=(8, 3 * len(panels)))
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
     for ax, (title, columns) in zip(axes[:, 0], panels):
         for col in columns:
             pts = [(r["step"], r[col]) for r in rows if r.get(col) not in (None, "")]
@@ -71,5 +70,4 @@ def plot_curves(rows: Sequence[dict[str, float]], path: str | Path, panels: Sequ
     axes[-1, 0].set_xlabel(xlabel)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
-    plt.close(fig)
     return path

@@ -155,7 +155,8 @@ class Judge:
     """The evaluator with the test set's features and the real-data reference.
 
     Both depend only on the evaluator and the data, so for the default data sources they are cached in
-    cache_dir (keyed by the evaluator's SHA-256) and an evaluation only embeds the generated images.
+    cache_dir (keyed by the evaluator's SHA-256), with the test set's neighbour radii, and an evaluation only
+    embeds the generated images.
     """
 
     def __init__(self, dataset: str = "mnist", cache_dir: str = "data", data_dir: str = "",
@@ -168,7 +169,7 @@ class Judge:
         if blob is not None:
             saved = torch.load(io.BytesIO(blob), weights_only=True)
             self.test_feats, self.test_labels, self.reference = saved["test_feats"], saved["test_labels"], saved["reference"]
-            self.radii = real_radii(self.test_feats)
+            self.radii = saved["radii"] if "radii" in saved else real_radii(self.test_feats)
             return
         print(f"embedding the {dataset} test set and the real-data reference with the evaluator (once: kept in "
               f"{cache_dir}/)", file=sys.stderr)
@@ -181,7 +182,7 @@ class Judge:
         self.reference = self.score(train.images[pick], train.labels[pick])
         if not data_dir and Path(cache_dir).is_dir():
             write_cache(cache, lambda f: torch.save({"test_feats": self.test_feats, "test_labels": self.test_labels,
-                                                      "reference": self.reference}, f))
+                                                      "reference": self.reference, "radii": self.radii}, f))
 
     def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
         """Every metric of images against the test set; with labels (the classes they were drawn as) also the

@@ -1,7 +1,9 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -9,6 +11,11 @@ sys.path.insert(0, str(ROOT))
 from digitgan.data import prepare_mnist  # noqa: E402
 
 CACHE = ROOT / "data"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: each on one thread, and so are the processes its tests start
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +49,10 @@ def shared_run(tmp_path_factory, cache_dir):
                sample_dir=str(d / "samples"))
     train(run)
     return run
+
+
+@pytest.fixture(scope="session")
+def judge(cache_dir):
+    """The MNIST evaluator with the test set's features and the real-data reference (read from the cache)."""
+    from digitgan.metrics import Judge
+    return Judge("mnist", cache_dir)

@@ -123,14 +123,6 @@ def test_evaluate_prints_the_table_writes_every_key_and_repeats_exactly(trained,
     assert result == json.loads(out2.read_text())  # fixed seed: two evaluations agree exactly
 
 
-def test_readme_documents_every_flag():
-    import dataclasses
-    from digitgan.config import TrainConfig, flag
-    readme = (ROOT / "README.md").read_text()
-    missing = [f.name for f in dataclasses.fields(TrainConfig) if f"`--{flag(f.name)}`" not in readme]
-    assert not missing, f"README lacks flags: {missing}"
-
-
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist")
 def test_evaluate_a_seed_preset_fashion_run(tiny, tmp_path, capsys):
     assert dcgan.main(_args(tiny(preset="seed", width=2, dataset="fashion-mnist", steps=2))) == 0

@@ -12,7 +12,7 @@ from digitgan import checkpoints
 from digitgan.config import resolve
 from digitgan.data import load_dataset
 from digitgan.errors import UsageError
-from digitgan.metrics import Judge, classification_accuracy_score
+from digitgan.metrics import classification_accuracy_score
 from digitgan.sampling import Generator, class_labels
 from digitgan.training import train
 from runs import cli_flags, same_state, train_until_sigterm, training_state
@@ -139,8 +139,7 @@ class RealDigits(torch.nn.Module):
 
 
 @pytest.mark.parametrize("ignore", [True, False])
-def test_class_accuracy_catches_a_generator_that_ignores_its_label(cache_dir, ignore):
-    judge = Judge("mnist", cache_dir)
+def test_class_accuracy_catches_a_generator_that_ignores_its_label(judge, cache_dir, ignore):
     cfg = resolve({"conditional": "on"})
     asked = class_labels(cfg, 2000)
     images = Generator(RealDigits(load_dataset("mnist", "train", cache_dir=cache_dir), ignore), cfg, 0).sample(2000)
@@ -156,8 +155,8 @@ def test_class_accuracy_catches_a_generator_that_ignores_its_label(cache_dir, ig
 def test_cas_learns_from_right_labels_and_not_from_ignored_ones(cache_dir):
     cfg = resolve({"conditional": "on", "cache_dir": cache_dir})
     train_set = load_dataset("mnist", "train", cache_dir=cache_dir)
-    good = classification_accuracy_score(Generator(RealDigits(train_set, ignore=False), cfg, 0), num=4000, epochs=2)
-    bad = classification_accuracy_score(Generator(RealDigits(train_set, ignore=True), cfg, 0), num=4000, epochs=2)
+    good = classification_accuracy_score(Generator(RealDigits(train_set, ignore=False), cfg, 0), num=3000, epochs=2)
+    bad = classification_accuracy_score(Generator(RealDigits(train_set, ignore=True), cfg, 0), num=3000, epochs=2)
     assert good["cas_real"] == bad["cas_real"] > 0.9  # the same real-data classifier beside both (cached)
     assert good["cas"] > good["cas_real"] - 0.05  # right labels: about as good as training on real digits
     assert bad["cas"] < 0.3  # labels the images do not match: the classifier learns next to nothing

@@ -18,10 +18,20 @@ from pathlib import Path
 
 import pytest
 
+from digitgan.distributed import join
+from digitgan.errors import UsageError
+from digitgan.lock import RunLock
 from runs import cli_flags, same_state, training_state, wait_for
 
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
 LOSSES = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+@pytest.fixture(autouse=True)
+def default_threads(monkeypatch):
+    """The thread counts bench/distributed.py measured the 1-to-N agreement at: torchrun's one per rank, a plain
+    process's default (under `make test`'s workers conftest.py sets one thread for processes the tests start)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
 
 
 def flags(run_dir, cache_dir, **extra):
@@ -68,6 +78,7 @@ def two(tmp_path_factory, cache_dir):
     return d, err
 
 
+@pytest.mark.xdist_group("two")  # one worker builds the fixture `two` for all three
 def test_two_processes_train_like_one_with_the_same_global_batch(two, tmp_path, cache_dir):
     d2, err = two
     code, _ = run([sys.executable, DCGAN, "train", *flags(tmp_path, cache_dir)])
@@ -83,7 +94,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(two, tmp_path, 
     assert err.count("done: step 50") == 1 and not rank_tracebacks(err)
 
 
-def test_sigterm_stops_every_rank_at_one_step_and_resumes_on_2_1_and_4_processes(two, tmp_path, cache_dir):
+@pytest.mark.xdist_group("two")  # one worker builds the fixture `two` for all three
+def test_sigterm_stops_every_rank_at_one_step_and_resumes_on_2_and_1_processes(two, tmp_path, cache_dir):
     d2, _ = two
     stopped = tmp_path / "stopped"
     cmd = torchrun(2, *flags(stopped, cache_dir, steps=100_000, checkpoint_every=100_000, log_every=4))
@@ -98,10 +110,10 @@ def test_sigterm_stops_every_rank_at_one_step_and_resumes_on_2_1_and_4_processes
     assert err.count(f"SIGTERM: stopped at step {step} of 100000") == 1 and not rank_tracebacks(err)
 
     resumed = {}
-    for n in (2, 1, 4):
+    for n in (2, 1):
         d = tmp_path / f"on{n}"
         shutil.copytree(stopped, d)
-        end = 50 if n == 2 else step + 10  # (fewer steps where only the CSV is compared: 4 processes are slow)
+        end = 50 if n == 2 else step + 10  # (fewer steps where only the CSV is compared)
         args = flags(d, cache_dir, steps=end)
         code, err = run(torchrun(n, *args) if n > 1 else [sys.executable, DCGAN, "train", *args])
         assert code == 0, err
@@ -111,8 +123,7 @@ def test_sigterm_stops_every_rank_at_one_step_and_resumes_on_2_1_and_4_processes
     assert same_state(training_state(resumed[2] / "ck" / "ckpt_0000050.pt"),
                       training_state(d2 / "ck" / "ckpt_0000050.pt"))
     # Another number of processes: the same math, summed in another order
-    for n in (1, 4):
-        assert worst([r for r in rows(resumed[n]) if int(r["step"]) > step], rows(d2)) <= 1e-5
+    assert worst([r for r in rows(resumed[1]) if int(r["step"]) > step], rows(d2)) <= 1e-5
 
 
 def rows_if_any(run_dir):
@@ -164,28 +175,37 @@ def test_a_lost_rank_ends_the_run_instead_of_a_hang_and_a_rerun_resumes(tmp_path
     line = next(line for line in err.splitlines() if line.startswith("training stopped: "))
     assert "another process of this run failed or stopped answering" in line
     assert ("Timed out" in line) == (sig == signal.SIGSTOP)
-    last = max(int(p.stem.split("_")[1]) for p in (tmp_path / "ck").glob("ckpt_*.pt"))
-    code, err = run(torchrun(2, *flags(tmp_path, cache_dir, steps=last + 5)))
-    assert code == 0 and f"(step {last} of {last + 5})" in err
+    if sig == signal.SIGKILL:  # the rerun resumes (the same path after either kind of loss)
+        last = max(int(p.stem.split("_")[1]) for p in (tmp_path / "ck").glob("ckpt_*.pt"))
+        code, err = run(torchrun(2, *flags(tmp_path, cache_dir, steps=last + 5)))
+        assert code == 0 and f"(step {last} of {last + 5})" in err
 
 
-def test_bad_input_is_one_line_from_rank_0_and_exit_2(tmp_path, cache_dir):
+@pytest.mark.xdist_group("two")  # one worker builds the fixture `two` for all three
+def test_bad_input_is_one_line_from_rank_0_and_exit_2(two, tmp_path, cache_dir):
     code, err = run(torchrun(2, *flags(tmp_path, cache_dir, batch_size=33)))
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert lines == ["error: --batch-size 33 is the global batch and must divide evenly among the 2 processes; "
                      "pass a multiple of 2"]
     assert "exitcode  : 2" in err and not (tmp_path / "ck").exists()
+    with pytest.raises(UsageError) as e:  # refused before any process group is made
+        join("nccl", 300.0, "cpu")
+    assert str(e.value) == ("--backend nccl needs CUDA GPUs, one per process, and --device is cpu: pass --backend "
+                            "gloo (or auto) to train on the CPU")
 
-    code, err = run(torchrun(2, *flags(tmp_path, cache_dir), "--backend", "nccl"))
-    assert [line for line in err.splitlines() if line.startswith("error: ")] == [
-        "error: --backend nccl needs CUDA GPUs, one per process, and --device is cpu: pass --backend gloo (or "
-        "auto) to train on the CPU"]
-
-    code, err = run(torchrun(2, *flags(tmp_path, cache_dir, steps=2)))
-    assert code == 0
-    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ck").iterdir()}
-    code, err = run(torchrun(2, *flags(tmp_path, cache_dir, steps=4), "--preset", "seed"))
+    # A run directory another trainer holds (this test's process), then a flag the run cannot change
+    d = tmp_path / "run"
+    shutil.copytree(two[0], d)
+    before = {p.name: p.stat().st_mtime_ns for p in (d / "ck").iterdir()}
+    lock = RunLock()
+    lock.acquire(d / "ck")
+    code, err = run(torchrun(2, *flags(d, cache_dir, steps=60)))
+    lock.release()
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: {d / 'ck'}/ is being trained by another process; nothing was changed")
+    assert "exitcode  : 2" in err
+    code, err = run(torchrun(2, *flags(d, cache_dir, steps=60), "--preset", "seed"))
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "was trained with --preset dcgan, not seed" in lines[0]
     assert "exitcode  : 2" in err
-    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ck").iterdir()} == before
+    assert {p.name: p.stat().st_mtime_ns for p in (d / "ck").iterdir()} == before

@@ -22,18 +22,24 @@ KINDS = {"dcgan": {}, "seed": dict(preset="seed", width=4, batch_size=8, steps=4
          "conditional": dict(conditional="on")}
 
 
+pytestmark = pytest.mark.xdist_group("export")  # one worker builds the fixture `exported`
+
+
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, cache_dir):
-    """Each kind of model trained a few real steps, then exported: {kind: (checkpoint dir, export dir)}."""
+def exported(tmp_path_factory, cache_dir, shared_run):
+    """Each kind of model trained a few real steps (the dcgan kind: the suite's shared run), then exported:
+    {kind: (checkpoint dir, export dir)}."""
     found = {}
     for kind, extra in KINDS.items():
         d = tmp_path_factory.mktemp(kind)
-        run = {**dict(steps=4, batch_size=8, width=8, sample_every=2, checkpoint_every=2, log_every=1,
-                      eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
-                      checkpoint_dir=str(d / "ck"), sample_dir=str(d / "samples")), **extra}
-        train(run)
-        assert dcgan.main(["export", "--checkpoint-dir", str(d / "ck"), "--out", str(d / "site")]) == 0
-        found[kind] = (d / "ck", d / "site")
+        ck = Path(shared_run["checkpoint_dir"])
+        if extra:
+            ck = d / "ck"
+            train({**dict(steps=4, batch_size=8, width=8, sample_every=2, checkpoint_every=2, log_every=1,
+                          eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
+                          checkpoint_dir=str(ck), sample_dir=str(d / "samples")), **extra})
+        assert dcgan.main(["export", "--checkpoint-dir", str(ck), "--out", str(d / "site")]) == 0
+        found[kind] = (ck, d / "site")
     return found
 
 
@@ -106,6 +112,8 @@ def test_bad_input_is_one_line_and_exit_2(exported, tmp_path, capsys):
 def test_serve_shows_only_the_folder_with_the_right_types(exported):
     _, site = exported["dcgan"]
     (site.parent / "secret.txt").write_text("not for the web")
+    (site / "etclink").symlink_to("/etc")  # a link out of the folder is not followed
+    (site / "alias").symlink_to(site / "grids")  # one that stays inside is
     proc = subprocess.Popen([sys.executable, DCGAN, "serve", str(site), "--port", "0"], stdout=subprocess.PIPE,
                             text=True)
     try:
@@ -120,9 +128,11 @@ def test_serve_shows_only_the_folder_with_the_right_types(exported):
         status, kind, body = get("/ort-wasm-simd-threaded.wasm")
         assert status == 200 and kind == "application/wasm" and body[:4] == b"\0asm"
         assert get("/index.html")[0] == 200 and get("/run.json")[1] == "application/json"
-        for outside in ("/../secret.txt", "/%2e%2e/secret.txt", "/grids/../../secret.txt", "//etc/passwd"):
+        for outside in ("/../secret.txt", "/%2e%2e/secret.txt", "/grids/../../secret.txt", "//etc/passwd",
+                        "/etclink/passwd", "/etclink/"):
             status, _, body = get(outside)
-            assert status == 404 and b"not for the web" not in body, outside
+            assert status == 404 and b"not for the web" not in body and b"root:" not in body, outside
+        assert get("/alias/step_0000004.png")[0] == 200
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -1,15 +1,16 @@
 """One run, one writer: the run directory's lock (two real trainers; a holder killed with SIGKILL), damaged records
-that never stop a resume, caches checked when read, a server that stays in its folder, and a terminal that shows
-only our own lines."""
+that never stop a resume, caches checked when read, and a terminal that shows only our own lines. (A server that
+stays in its folder: tests/test_export.py.)"""
 import csv
+import io
 import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 
 import dcgan
 from digitgan import checkpoints, data
+from digitgan.files import read_cache, write_cache
 from digitgan.training import train
 from runs import cli_flags, copy_run, snapshot, wait_for
 
@@ -30,7 +32,7 @@ def _ours(stderr):
             and not re.match(r"^\s*\d+%\|", line)]
 
 
-def test_a_second_trainer_is_refused_readers_work_and_a_killed_holder_leaves_no_lock(tiny, tmp_path):
+def test_a_second_trainer_is_refused_readers_work_and_a_killed_holder_leaves_no_lock(tiny, tmp_path, capsys):
     run = tiny(steps=100_000, checkpoint_every=20, sample_every=20)
     cmd = [sys.executable, DCGAN, "train", *cli_flags(run)]
     holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -44,16 +46,14 @@ def test_a_second_trainer_is_refused_readers_work_and_a_killed_holder_leaves_no_
         (line,) = _ours(second.stderr)
         assert line.startswith(f"error: {ck}/ is being trained by pid {holder.pid} on ") and "nothing was changed" in line
         assert snapshot(tmp_path) == before
-        # readers only read: they work on the run as it stands, and say that it is being trained
+        # readers only read (here in this process): they work on the run as it stands, and say it is being trained
+        capsys.readouterr()
         for argv in (["sample", "--out", str(tmp_path / "grid.png")], ["evaluate", "--num", "100"],
                      ["export", "--out", str(tmp_path / "site")]):
-            done = subprocess.run([sys.executable, DCGAN, *argv, "--checkpoint-dir", str(ck)], capture_output=True,
-                                  text=True, timeout=300)
-            assert done.returncode == 0, done.stderr
-            assert f"note: {ck}/ is being trained right now (pid {holder.pid} " in done.stderr, argv
-        done = subprocess.run([sys.executable, DCGAN, "animate", "--sample-dir", str(samples), "--out",
-                               str(tmp_path / "now.gif")], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0 and "from step 20" in done.stdout, done.stdout + done.stderr
+            assert dcgan.main([*argv, "--checkpoint-dir", str(ck)]) == 0
+            assert f"note: {ck}/ is being trained right now (pid {holder.pid} " in capsys.readouterr().err, argv
+        assert dcgan.main(["animate", "--sample-dir", str(samples), "--out", str(tmp_path / "now.gif")]) == 0
+        assert "from step 20" in capsys.readouterr().out
     finally:
         holder.kill()  # SIGKILL, stopped or not: the OS drops its lock
         holder.communicate(timeout=60)
@@ -63,9 +63,8 @@ def test_a_second_trainer_is_refused_readers_work_and_a_killed_holder_leaves_no_
     assert again.returncode == 0, again.stderr
     assert f"resuming from {ck}/ckpt_{last:07d}.pt" in again.stderr
     # and a reader no longer sees a trainer
-    done = subprocess.run([sys.executable, DCGAN, "sample", "--checkpoint-dir", str(ck), "--out",
-                           str(tmp_path / "after.png")], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "being trained" not in done.stderr
+    assert dcgan.main(["sample", "--checkpoint-dir", str(ck), "--out", str(tmp_path / "after.png")]) == 0
+    assert "being trained" not in capsys.readouterr().err
 
 
 def _damage(path):
@@ -108,7 +107,9 @@ def test_a_damaged_record_is_set_aside_and_the_resume_goes_on(shared_run, tmp_pa
 
 def test_a_changed_mnist_cache_is_noticed_and_made_again_from_the_wheel(cache_dir, tmp_path, capsys):
     (tmp_path / data.MNIST_WHEEL).symlink_to(Path(cache_dir) / data.MNIST_WHEEL)
-    cache = data.prepare_mnist(tmp_path)
+    for name in (data.MNIST_CACHE, data.MNIST_CACHE + ".sha256"):
+        shutil.copy(Path(cache_dir) / name, tmp_path)
+    cache = tmp_path / data.MNIST_CACHE
     images, _ = data.load_uint8("mnist", "train", cache_dir=str(tmp_path))
     with np.load(cache) as z:
         arrays = {k: z[k].copy() for k in z.files}
@@ -130,51 +131,26 @@ def test_a_changed_mnist_cache_is_noticed_and_made_again_from_the_wheel(cache_di
     assert "has no record of its SHA-256 (an older dcgan wrote it)" in capsys.readouterr().err
 
 
-def test_the_evaluators_cache_is_checked_too(cache_dir, tmp_path, capsys):
-    from digitgan.metrics import Judge
-    (tmp_path / data.MNIST_WHEEL).symlink_to(Path(cache_dir) / data.MNIST_WHEEL)
-    for name in (data.MNIST_CACHE, data.MNIST_CACHE + ".sha256"):
-        (tmp_path / name).symlink_to(Path(cache_dir) / name)
-    first = Judge("mnist", str(tmp_path), reference_num=200)
-    (cache,) = tmp_path.glob("judge3-*.pt")
+def test_every_cache_is_read_only_if_it_matches_its_digest(tmp_path, capsys):
+    """The mechanism behind the MNIST cache above, the evaluator's test-set features and real-data reference
+    (metrics.Judge) and the real-data classifier of `evaluate --cas`: all are written by write_cache and read by
+    read_cache."""
+    cache = tmp_path / "judge.pt"
+    write_cache(cache, lambda f: torch.save({"feats": torch.arange(10.0)}, f))
+    assert torch.load(io.BytesIO(read_cache(cache, "(again)")), weights_only=True)["feats"][3] == 3
     blob = bytearray(cache.read_bytes())
-    blob[-100] ^= 1
+    blob[-30] ^= 1
     cache.write_bytes(bytes(blob))
-    capsys.readouterr()
-    again = Judge("mnist", str(tmp_path), reference_num=200)
-    assert f"warning: {cache} does not match the SHA-256" in capsys.readouterr().err
-    assert torch.equal(again.test_feats, first.test_feats) and again.reference == first.reference
-
-
-def test_serve_answers_404_for_a_link_out_of_its_folder(shared_run, tmp_path):
-    site = tmp_path / "site"
-    assert dcgan.main(["export", "--checkpoint-dir", shared_run["checkpoint_dir"], "--out", str(site)]) == 0
-    (site / "etclink").symlink_to("/etc")
-    (site / "alias").symlink_to(site / "grids")  # a link that stays inside is served
-    proc = subprocess.Popen([sys.executable, DCGAN, "serve", str(site), "--port", "0"], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        port = int(re.search(r":(\d+)/", proc.stdout.readline()).group(1))
-        import http.client
-
-        def get(path):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            conn.request("GET", path)
-            r = conn.getresponse()
-            return r.status, r.read()
-        status, body = get("/etclink/passwd")
-        assert status == 404 and b"root:" not in body
-        assert get("/etclink/")[0] == 404
-        assert get("/alias/step_0000004.png")[0] == 200 and get("/index.html")[0] == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    assert read_cache(cache, "embedding again") is None
+    assert capsys.readouterr().err == (f"warning: {cache} does not match the SHA-256 recorded when it was written "
+                                       f"(it changed on disk): embedding again\n")
+    assert read_cache(tmp_path / "absent.pt", "(again)") is None and capsys.readouterr().err == ""
 
 
 def test_the_terminal_shows_only_our_lines(tiny, tmp_path):
     """A refused checkpoint, a resume whose quality panel is still empty at a save, and an export of a conditional
     model: torch's pickle and exporter warnings and matplotlib's legend warning used to show up here."""
-    run = tiny(conditional="on", eval_every=4, eval_num=300, checkpoint_every=1, tensorboard="on")
+    run = tiny(conditional="on", eval_every=4, eval_num=300, checkpoint_every=1)
     train({**run, "steps": 2, "eval_every": 0})
     with open(Path(run["checkpoint_dir"]) / "ckpt_0000003.pt", "wb") as f:
         pickle.dump({"not": "a checkpoint"}, f, protocol=4)

@@ -9,11 +9,6 @@ from digitgan.evaluator import SHIPPED, load_evaluator
 
 
 @pytest.fixture(scope="session")
-def judge(cache_dir):
-    return metrics.Judge("mnist", cache_dir)
-
-
-@pytest.fixture(scope="session")
 def mnist_test(cache_dir):
     return load_dataset("mnist", "test", cache_dir=cache_dir)
 
