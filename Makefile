@@ -13,7 +13,7 @@ train: venv data site
 	$(PY) dcgan.py train
 
 test: venv data fashion-mnist site browser
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup tests
+	$(PY) -m pytest -q -n $(JOBS) --dist worksteal tests
 	$(MAKE) --no-print-directory pip-check
 
 venv: $(VENV)/.installed

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """What checking the caches costs: reading each cache in data/ with its SHA-256 check (files.read_cache) against
-reading its bytes alone, and loading the MNIST training set as training does (data.load_uint8), medians of 7.
+reading its bytes alone, and loading the MNIST training set as training does (data.load_uint8); and setting up the
+evaluator (metrics.Judge) from its cache, against computing the test set's neighbour radii there as it did before
+they were cached. Medians of 7.
 
     python bench/cache_check.py [--cache-dir data]
 """
@@ -17,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digitgan.data import load_uint8  # noqa: E402
 from digitgan.files import read_cache  # noqa: E402
+from digitgan.metrics import Judge, real_radii  # noqa: E402
 
 
 def median_seconds(fn, rounds: int = 7) -> float:
@@ -41,6 +44,11 @@ def main() -> None:
               f"read_cache {1000 * checked:.1f} ms: the check costs {1000 * (checked - read):.1f} ms")
     load = median_seconds(lambda: load_uint8("mnist", "train", cache_dir=str(cache)))
     print(f"load_uint8('mnist', 'train'), check included: {1000 * load:.1f} ms")
+    judge = Judge("mnist", str(cache))
+    setup = median_seconds(lambda: Judge("mnist", str(cache)))
+    radii = median_seconds(lambda: real_radii(judge.test_feats))
+    print(f"Judge('mnist') from its cache: {1000 * setup:.1f} ms; the radii it used to compute at every start: "
+          f"{1000 * radii:.1f} ms more")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ class Run:
     wherever a run directory goes (it is path-like): load(run), evaluate(run)."""
     dir: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dir", Path(self.dir))  # Run("checkpoints") as well as Run(Path(...))
+
     def __fspath__(self) -> str:
         return str(self.dir)
 

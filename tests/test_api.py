@@ -11,6 +11,7 @@ def test_train_returns_the_run_and_load_draws_the_classes_asked_for(tiny):
     assert isinstance(run, digitgan.Run) and run.config.conditional == "on" and run.config.steps == 4
     assert [r["step"] for r in run.metrics()] == [1, 2, 3, 4]
     assert [s for s, _ in run.grids()] == [2, 4] and [p.name for p in run.checkpoints()][-1] == "ckpt_0000004.pt"
+    assert digitgan.Run(str(run.dir)).metrics() == run.metrics()  # a run trained earlier, opened by its directory
     G = digitgan.load(run)  # a Run goes wherever a run directory goes
     assert isinstance(G, digitgan.Generator) and G.step == 4 and G.conditional
     sevens = G.sample(6, classes=7, seed=3)

@@ -78,7 +78,6 @@ def two(tmp_path_factory, cache_dir):
     return d, err
 
 
-@pytest.mark.xdist_group("two")  # one worker builds the fixture `two` for all three
 def test_two_processes_train_like_one_with_the_same_global_batch(two, tmp_path, cache_dir):
     d2, err = two
     code, _ = run([sys.executable, DCGAN, "train", *flags(tmp_path, cache_dir)])
@@ -94,7 +93,6 @@ def test_two_processes_train_like_one_with_the_same_global_batch(two, tmp_path, 
     assert err.count("done: step 50") == 1 and not rank_tracebacks(err)
 
 
-@pytest.mark.xdist_group("two")  # one worker builds the fixture `two` for all three
 def test_sigterm_stops_every_rank_at_one_step_and_resumes_on_2_and_1_processes(two, tmp_path, cache_dir):
     d2, _ = two
     stopped = tmp_path / "stopped"
@@ -181,7 +179,6 @@ def test_a_lost_rank_ends_the_run_instead_of_a_hang_and_a_rerun_resumes(tmp_path
         assert code == 0 and f"(step {last} of {last + 5})" in err
 
 
-@pytest.mark.xdist_group("two")  # one worker builds the fixture `two` for all three
 def test_bad_input_is_one_line_from_rank_0_and_exit_2(two, tmp_path, cache_dir):
     code, err = run(torchrun(2, *flags(tmp_path, cache_dir, batch_size=33)))
     lines = [line for line in err.splitlines() if line.startswith("error: ")]

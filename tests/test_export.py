@@ -22,9 +22,6 @@ KINDS = {"dcgan": {}, "seed": dict(preset="seed", width=4, batch_size=8, steps=4
          "conditional": dict(conditional="on")}
 
 
-pytestmark = pytest.mark.xdist_group("export")  # one worker builds the fixture `exported`
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, cache_dir, shared_run):
     """Each kind of model trained a few real steps (the dcgan kind: the suite's shared run), then exported:

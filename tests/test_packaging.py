@@ -1,11 +1,9 @@
 """One source of truth for the pins: requirements.txt (what `make venv` installs) and pyproject.toml (what
-`pip install .` installs) name the same packages at the same versions; docs/flags.md is what the parsers say.
+`pip install .` installs) name the same packages at the same versions.
 `make test` also installs the project into a fresh venv and runs its `dcgan` command (tests/pip_install.sh)."""
 import re
 import tomllib
 from pathlib import Path
-
-import dcgan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +26,3 @@ def test_requirements_and_pyproject_pin_the_same_packages():
     # what the defaults need is in the runtime set: TensorBoard (on by default) and the ONNX exporter
     assert {"torch", "tensorboard", "onnx", "onnxscript", "safetensors"} <= runtime.keys()
     assert project["scripts"]["dcgan"] == "dcgan:main"
-
-
-def test_docs_flags_md_is_what_the_parsers_say():
-    assert (ROOT / "docs" / "flags.md").read_text() == dcgan.flags_markdown(), "docs/flags.md is stale: run `make flags`"

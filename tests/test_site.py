@@ -22,7 +22,6 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not "
                                 "installed (`make test` installs them when run as root): the browser test is skipped")
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
-pytestmark = [pytestmark, pytest.mark.xdist_group("site")]  # one worker starts the browser and the sites
 
 
 @pytest.fixture(scope="module")
