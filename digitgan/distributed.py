@@ -119,6 +119,12 @@ class World:
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
         return bool(flags[0]), int(flags[1]) or None
 
+    def finish(self) -> None:
+        """Wait for the others at the end of a run that went well (rank 0 writes its last files meanwhile), so that
+        no process takes its connections down while another still uses them."""
+        if self.size > 1:
+            torch.distributed.barrier()
+
     def close(self) -> None:
         if self.size > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

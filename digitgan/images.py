@@ -54,7 +54,9 @@ def plot_curves(rows: Sequence[dict[str, float]], path: str | Path, panels: Sequ
     from matplotlib.figure import Figure  # not pyplot: its global backend is a notebook's, not ours to switch
 
     path = Path(path)
-    fig = Figure(figsize=(8, 3 * len(panels)))
+    height = 3 * len(panels)  # inches; fixed margins in inches too (tight_layout cost more than the drawing)
+    fig = Figure(figsize=(8, height))
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.5 / height, top=1 - 0.35 / height, hspace=0.3)
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
     for ax, (title, columns) in zip(axes[:, 0], panels):
         for col in columns:
@@ -68,6 +70,5 @@ def plot_curves(rows: Sequence[dict[str, float]], path: str | Path, panels: Sequ
         if ax.get_legend_handles_labels()[0]:  # a panel with nothing logged yet gets no legend (and no warning)
             ax.legend(loc="upper right")
     axes[-1, 0].set_xlabel(xlabel)
-    fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     return path

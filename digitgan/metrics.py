@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .files import read_cache, write_cache
-from .data import load_dataset
+from .data import load_dataset, to_float
 from .errors import UsageError
 from .evaluator import accuracy, fit_classifier, load_evaluator
 from .sampling import Generator
@@ -166,23 +166,25 @@ class Judge:
         self.kid_terms: dict[int, torch.Tensor] = {}  # the real side of KID, filled by the first evaluation
         cache = Path(cache_dir) / f"judge3-{dataset}-{self.record['sha256'][:12]}-{reference_num}.pt"
         blob = None if data_dir else read_cache(cache, "embedding the test set and the reference again")
-        if blob is not None:
-            saved = torch.load(io.BytesIO(blob), weights_only=True)
+        saved = torch.load(io.BytesIO(blob), weights_only=True) if blob is not None else {}
+        if {"test_feats", "test_labels", "reference", "radii", "test_accuracy"} <= saved.keys():
             self.test_feats, self.test_labels, self.reference = saved["test_feats"], saved["test_labels"], saved["reference"]
-            self.radii = saved["radii"] if "radii" in saved else real_radii(self.test_feats)
+            self.radii, self.test_accuracy = saved["radii"], saved["test_accuracy"]
             return
         print(f"embedding the {dataset} test set and the real-data reference with the evaluator (once: kept in "
               f"{cache_dir}/)", file=sys.stderr)
         test = load_dataset(dataset, "test", data_dir, cache_dir)
-        (self.test_feats, _), self.test_labels = self.model.embed(test.images), test.labels
+        (self.test_feats, probs), self.test_labels = self.model.embed(test.images), test.labels
+        self.test_accuracy = (probs.argmax(1) == self.test_labels).double().mean().item()  # the judge's own record
         self.radii = real_radii(self.test_feats)
         train = load_dataset(dataset, "train", data_dir, cache_dir)
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:reference_num]
         # real training images "drawn as" their own classes: the class metrics' reference
-        self.reference = self.score(train.images[pick], train.labels[pick])
+        self.reference = self.score(to_float(train.pixels[pick]), train.labels[pick])
         if not data_dir and Path(cache_dir).is_dir():
             write_cache(cache, lambda f: torch.save({"test_feats": self.test_feats, "test_labels": self.test_labels,
-                                                      "reference": self.reference, "radii": self.radii}, f))
+                                                      "reference": self.reference, "radii": self.radii,
+                                                      "test_accuracy": self.test_accuracy}, f))
 
     def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
         """Every metric of images against the test set; with labels (the classes they were drawn as) also the
@@ -211,7 +213,8 @@ def evaluate_generator(generator: Generator, num: int = 10_000, seed: int = 0, c
                          "generated images labelled by the class they were drawn as")
     judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, next(generator.module.parameters()).device)
     return {**judge.score_generator(generator, num, seed), "step": generator.step, "dataset": cfg.dataset,
-            "evaluator_sha256": judge.record["sha256"], "real_reference": judge.reference,
+            "evaluator_sha256": judge.record["sha256"], "evaluator_test_accuracy": judge.test_accuracy,
+            "real_reference": judge.reference,
             **(classification_accuracy_score(generator, cas_num, seed) if cas_num else {})}
 
 
@@ -230,7 +233,7 @@ def classification_accuracy_score(generator: Generator, num: int = 60_000, seed:
     else:
         train = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir)
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:num]
-        real = accuracy(fit_classifier(train.images[pick], train.labels[pick], epochs, desc="CAS: real"),
+        real = accuracy(fit_classifier(to_float(train.pixels[pick]), train.labels[pick], epochs, desc="CAS: real"),
                         cfg.dataset, cfg.cache_dir, cfg.data_dir)
         if not cfg.data_dir and Path(cfg.cache_dir).is_dir():
             write_cache(cache, lambda f: f.write(json.dumps({"accuracy": real}).encode()))
@@ -241,7 +244,8 @@ def classification_accuracy_score(generator: Generator, num: int = 60_000, seed:
 def format_table(result: dict[str, Any]) -> str:
     ref = result["real_reference"]
     lines = [f"{result['num_samples']} samples from step {result['step']} vs the {result['dataset']} test set, in the "
-             f"{result['dataset']} evaluator's feature space (FID/KID use this evaluator, not Inception)",
+             f"{result['dataset']} evaluator's feature space (FID/KID use this evaluator, not Inception; it classifies "
+             f"{100 * result['evaluator_test_accuracy']:.2f} % of the test set right)",
              f"{'metric':<18}{'model':>12}{'real data':>12}   (real data: {ref['num_samples']} training images)"]
     for key in KEYS + tuple(k for k in CLASS_KEYS if k in result):
         fmt = (lambda v: f"{v:12d}") if key == "classes_covered" else (lambda v: f"{v:12.4f}")

@@ -29,6 +29,7 @@ from PIL import Image
 
 from . import checkpoints
 from .config import TrainConfig
+from .data import to_float
 from .errors import UsageError, WriteError
 from .files import append_line, atomic_write, set_aside
 from .images import captioned, grid, plot_curves, save_gif, save_grid
@@ -49,6 +50,7 @@ METRIC_PANELS = (("FID (MNIST evaluator features; lower is better)", ("fid",)),
 CLASS_PANEL = ("drawn as the class asked for (conditional)", ("class_accuracy",))
 LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("mean D output: real vs generated", ("d_real", "d_fake")),
                ("gradient norms", ("grad_norm_d", "grad_norm_g")))
+PLOT_EVERY = 30.0  # seconds: the curves are drawn at a checkpoint at most this often, and at a session's end
 RUN_FILES = ("config.json", "metrics.csv", "losses.png", "metrics.png", "real_reference.json", "best.pt", "best.json",
              "tensorboard")
 
@@ -159,6 +161,17 @@ def _json(value: Any) -> Any:
     return lambda f: f.write(json.dumps(value, indent=2).encode() + b"\n")
 
 
+def _after_earlier_events(board_dir: Path) -> None:
+    """Wait, if need be, for the clock to pass the second in an earlier session's event file name. Readers take the
+    files in name order, which is the second they were opened, then host and pid: a session resumed within the second
+    a killed one started, by a process of lower pid, would be read first, and the reader, meeting the older file's
+    steps after its own, would drop the new ones as out of order."""
+    stamps = [int(m.group(1)) for f in board_dir.glob("events.out.tfevents.*")
+              if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", f.name))] if board_dir.is_dir() else []
+    if stamps and max(stamps) >= time.time() // 1:
+        time.sleep(max(stamps) + 1 - time.time())
+
+
 def _quiet_board_thread(hook: Any) -> Any:
     """threading.excepthook, less the traceback of TensorBoard's writer thread failing to write: the writer raises
     that OSError again in the training thread, where it becomes the run's one-line WriteError."""
@@ -196,6 +209,7 @@ class RunRecords:
             self._hook, threading.excepthook = threading.excepthook, _quiet_board_thread(threading.excepthook)
             with self._board():
                 from torch.utils.tensorboard import SummaryWriter
+                _after_earlier_events(self.board_dir)
                 # Events from step + 1 on are an earlier session's lost stretch: readers drop them.
                 self.board = SummaryWriter(self.board_dir, purge_step=step + 1, flush_secs=60)
                 settings = "\n".join(f"    {k} = {v}" for k, v in dataclasses.asdict(cfg).items())
@@ -205,6 +219,7 @@ class RunRecords:
                     self._board_row(row)
         real = self.sample_dir / "real.png"
         self.write_real = not real.exists()
+        self.plotted = time.monotonic()  # when the curves were last drawn (this session's start, to begin with)
 
     def _set_aside(self, path: Path, why: str, then: str) -> None:
         print(f"warning: {path} is damaged ({why}): kept as {set_aside(path).name}; {then}", file=sys.stderr)
@@ -242,14 +257,14 @@ class RunRecords:
         """The real-data reference beside which quality figures are read."""
         atomic_write(self.run_dir / "real_reference.json", _json(figures))
 
-    def real_grid(self, images: torch.Tensor, labels: torch.Tensor, conditional: bool) -> None:
-        """SAMPLE_DIR/real.png, once: training images to hold the grids against, laid out like them: 64 random
-        ones, or for a conditional run 10 of each class, row c class c."""
+    def real_grid(self, pixels: torch.Tensor, labels: torch.Tensor, conditional: bool) -> None:
+        """SAMPLE_DIR/real.png, once: training images (uint8 pixels) to hold the grids against, laid out like them:
+        64 random ones, or for a conditional run 10 of each class, row c class c."""
         if self.write_real:
-            pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+            pick = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(0))
             if conditional:
                 pick = torch.cat([pick[labels[pick] == c][:10] for c in range(int(labels.max()) + 1)])
-            save_grid(images[pick[:100 if conditional else 64]].float(), self.sample_dir / "real.png",
+            save_grid(to_float(pixels[pick[:100 if conditional else 64]]), self.sample_dir / "real.png",
                       nrow=10 if conditional else 8)
             self.write_real = False
 
@@ -278,11 +293,15 @@ class RunRecords:
         checkpoints.save_as(self.run_dir / "best.pt", state)
         atomic_write(self.run_dir / "best.json", _json({**state["best"], "checkpoint": "best.pt"}))
 
-    def plot(self, metrics: bool) -> None:
-        """losses.png, and metrics.png when quality is tracked; TensorBoard's events flushed to disk."""
-        plot_curves(self.rows, self.run_dir / "losses.png", LOSS_PANELS)
-        if metrics:
-            plot_curves(self.rows, self.run_dir / "metrics.png", self.metric_panels)
+    def plot(self, metrics: bool, last: bool) -> None:
+        """At a checkpoint: losses.png, and metrics.png when quality is tracked, drawn again at the session's last
+        save and at most every PLOT_EVERY seconds before it (a figure costs a tenth of a second); TensorBoard's
+        events flushed to disk."""
+        if last or time.monotonic() - self.plotted >= PLOT_EVERY:
+            plot_curves(self.rows, self.run_dir / "losses.png", LOSS_PANELS)
+            if metrics:
+                plot_curves(self.rows, self.run_dir / "metrics.png", self.metric_panels)
+            self.plotted = time.monotonic()
         if self.board:
             with self._board():
                 self.board.flush()

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import checkpoints
 from .config import TrainConfig, resolve
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, to_float
 from .devices import Speed, pick_device, speed_settings
 from .distributed import World, data_parallel, join
 from .errors import ProcessLost, TrainingStopped, WriteError
@@ -172,21 +172,21 @@ def setup(overrides: dict[str, Any], fresh: bool, force: bool, world: World,
 
 
 class Batches:
-    """The training set where batches are drawn from (the device, or the CPU with --data-on-device off), and the
-    loss targets of this process's share of a batch."""
+    """The training set where batches are drawn from (the device, or the CPU with --data-on-device off) as uint8,
+    a quarter of float32's memory, and the loss targets of this process's share of a batch."""
 
     def __init__(self, data: Dataset, cfg: TrainConfig, device: torch.device, speed: Speed, world: World):
         where = device if speed.data_on_device else torch.device("cpu")
-        self.images, self.labels = data.images.to(where), data.labels.to(where)
-        if speed.channels_last:
-            self.images = self.images.contiguous(memory_format=torch.channels_last)
-        self.device, self.conditional = device, cfg.conditional == "on"
+        self.pixels, self.labels = data.pixels.to(where), data.labels.to(where)
+        self.device, self.conditional, self.channels_last = device, cfg.conditional == "on", speed.channels_last
         self.ones = torch.ones(cfg.batch_size // world.size, device=device)
         self.zeros = torch.zeros(cfg.batch_size // world.size, device=device)
 
     def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The images at idx on the training device, with their labels for a conditional run."""
-        real = self.images[idx].to(self.device, non_blocking=True)
+        """The images at idx on the training device, float32 in [-1, 1], with their labels for a conditional run."""
+        real = to_float(self.pixels[idx].to(self.device, non_blocking=True))
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
         return real, self.labels[idx].to(self.device, non_blocking=True) if self.conditional else None
 
 
@@ -412,7 +412,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
         with saver.failures_as_stops(world), StopRequest(escalate=world.size == 1) as stop:
             if world.main:  # the one process that writes the run's files, and evaluates
                 records = RunRecords(cfg, state.step)
-                records.real_grid(data.images, data.labels, cfg.conditional == "on")
+                records.real_grid(data.pixels, data.labels, cfg.conditional == "on")
                 judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device) if cfg.eval_every else None
                 if judge is not None:
                     records.reference(judge.reference)
@@ -441,7 +441,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
                 # save
                 if world.main and due.save:
                     saver.save(state, clock)
-                    records.plot(metrics=judge is not None)
+                    records.plot(metrics=judge is not None, last=due.stop)
                 if due.stop:
                     break
             if world.main:
@@ -456,4 +456,5 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
     # finish
     if world.main:
         report(state, clock, start_step, records.board_seconds, saver, out_of_time, stop_signal)
+    world.finish()
     return saver.last

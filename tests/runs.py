@@ -74,3 +74,21 @@ def copy_run(run, dest):
     for k, to in moved.items():
         shutil.copytree(run[k], to, symlinks=True)
     return {**run, **moved}
+
+
+def once(tmp_path_factory, name, build):
+    """A directory that build(directory) fills once per test session, however many pytest-xdist workers ask for it:
+    the first to ask builds it under a file lock while the others wait, then all of them read it."""
+    import fcntl
+    import os
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' base directories sit side by side in one session directory
+    d = root / name
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (d / ".built").exists():
+            d.mkdir(exist_ok=True)
+            build(d)
+            (d / ".built").touch()
+    return d

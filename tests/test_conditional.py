@@ -8,14 +8,15 @@ import torch
 from PIL import Image
 
 import dcgan
+import digitgan
 from digitgan import checkpoints
 from digitgan.config import resolve
 from digitgan.data import load_dataset
 from digitgan.errors import UsageError
-from digitgan.metrics import classification_accuracy_score
+from digitgan.metrics import format_table
 from digitgan.sampling import Generator, class_labels
 from digitgan.training import train
-from runs import cli_flags, same_state, train_until_sigterm, training_state
+from runs import cli_flags
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -38,20 +39,6 @@ def test_a_conditional_grid_has_a_row_per_class_and_a_column_per_z(tiny, tmp_pat
     z = checkpoints.load(last)["fixed_noise"]
     assert z.shape == (100, 100) and torch.equal(z.view(10, 10, 100), z[:10].expand(10, 10, 100))
     assert Image.open(tmp_path / "samples" / "step_0000004.png").size == (10 * 34 + 2, 10 * 34 + 2)
-
-
-def test_a_conditional_run_resumes_bit_exactly_through_sigterm(tiny, tmp_path):
-    code, err = train_until_sigterm(tiny(checkpoint_dir=str(tmp_path / "term"), sample_dir=str(tmp_path / "s1")),
-                                    "--conditional", "on")
-    assert code == 0 and "SIGTERM" in err, err
-    (saved,) = checkpoints.list_checkpoints(tmp_path / "term")
-    stopped_at = checkpoints.load(saved)["step"]
-    resumed = train({"steps": stopped_at + 2, "checkpoint_dir": str(tmp_path / "term")})
-    straight = train(tiny(conditional="on", steps=stopped_at + 2, checkpoint_every=100000))
-    assert same_state(training_state(straight), training_state(resumed))
-    # the labels drawn for the fake batches come from the saved noise stream: another stream, other weights
-    other = train(tiny(conditional="on", steps=stopped_at + 2, seed=1, checkpoint_dir=str(tmp_path / "other")))
-    assert not same_state(training_state(straight)["generator"], training_state(other)["generator"])
 
 
 def test_conditional_runs_default_to_their_own_weight_average_and_flags_still_rule():
@@ -152,30 +139,24 @@ def test_class_accuracy_catches_a_generator_that_ignores_its_label(judge, cache_
         assert s["intra_fid"] < 3 * judge.reference["intra_fid"] + 0.5
 
 
+@pytest.mark.heavy(0)  # the longest: first
 def test_cas_learns_from_right_labels_and_not_from_ignored_ones(cache_dir):
+    """`evaluate --cas` as digitgan.evaluate computes it: the class figures and CAS of a generator that draws the
+    digits asked for, and of one that ignores the labels."""
     cfg = resolve({"conditional": "on", "cache_dir": cache_dir})
     train_set = load_dataset("mnist", "train", cache_dir=cache_dir)
-    good = classification_accuracy_score(Generator(RealDigits(train_set, ignore=False), cfg, 0), num=3000, epochs=2)
-    bad = classification_accuracy_score(Generator(RealDigits(train_set, ignore=True), cfg, 0), num=3000, epochs=2)
+    good, bad = (digitgan.evaluate(Generator(RealDigits(train_set, ignore), cfg, 0), num=300, cas=3000)
+                 for ignore in (False, True))
     assert good["cas_real"] == bad["cas_real"] > 0.9  # the same real-data classifier beside both (cached)
     assert good["cas"] > good["cas_real"] - 0.05  # right labels: about as good as training on real digits
     assert bad["cas"] < 0.3  # labels the images do not match: the classifier learns next to nothing
+    assert {"class_accuracy", "per_class_accuracy", "intra_fid"} <= set(good["real_reference"])
+    assert len(good["per_class_accuracy"]) == 10 and good["cas_num"] == 3000 and good["cas_epochs"] == 2
+    assert "CAS" in format_table(good)
 
 
-def test_evaluate_cas_writes_the_new_keys_and_refuses_an_unconditional_run(tiny, tmp_path, capsys):
-    assert dcgan.main(cli_flags(tiny(conditional="on"))) == 0
-    out = tmp_path / "e.json"
-    assert dcgan.main(["evaluate", "--checkpoint-dir", str(tmp_path / "ck"), "--num", "300", "--cas", "--cas-num",
-                       "600", "--json", str(out)]) == 0
-    import json
-    result = json.loads(out.read_text())
-    assert {"class_accuracy", "per_class_accuracy", "intra_fid", "cas", "cas_real"} <= set(result)
-    assert {"class_accuracy", "per_class_accuracy", "intra_fid"} <= set(result["real_reference"])
-    assert len(result["per_class_accuracy"]) == 10 and result["cas_num"] == 600 and 0 <= result["cas"] <= 1
-    assert "CAS" in capsys.readouterr().out
-    assert dcgan.main(cli_flags(tiny(checkpoint_dir=str(tmp_path / "plain")))) == 0
-    capsys.readouterr()
-    assert dcgan.main(["evaluate", "--checkpoint-dir", str(tmp_path / "plain"), "--cas"]) == 2
+def test_evaluate_cas_refuses_an_unconditional_run(shared_run, capsys):
+    assert dcgan.main(["evaluate", "--checkpoint-dir", shared_run["checkpoint_dir"], "--cas"]) == 2
     assert "--cas needs a conditional checkpoint" in capsys.readouterr().err
 
 

@@ -3,6 +3,7 @@ safetensors weights loaded by load_generator, the bad input, and serve."""
 import http.client
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,28 +17,29 @@ from digitgan.config import resolve
 from digitgan.models import build_models
 from digitgan.sampling import load_generator
 from digitgan.training import train
+from runs import once
 
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
 KINDS = {"dcgan": {}, "seed": dict(preset="seed", width=4, batch_size=8, steps=4),
          "conditional": dict(conditional="on")}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(tmp_path_factory, cache_dir, shared_run):
-    """Each kind of model trained a few real steps (the dcgan kind: the suite's shared run), then exported:
-    {kind: (checkpoint dir, export dir)}."""
-    found = {}
-    for kind, extra in KINDS.items():
-        d = tmp_path_factory.mktemp(kind)
-        ck = Path(shared_run["checkpoint_dir"])
-        if extra:
-            ck = d / "ck"
-            train({**dict(steps=4, batch_size=8, width=8, sample_every=2, checkpoint_every=2, log_every=1,
-                          eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
-                          checkpoint_dir=str(ck), sample_dir=str(d / "samples")), **extra})
-        assert dcgan.main(["export", "--checkpoint-dir", str(ck), "--out", str(d / "site")]) == 0
-        found[kind] = (ck, d / "site")
-    return found
+    """Each kind of model trained a few real steps (the dcgan kind: the suite's shared run), then exported, once
+    for the session: {kind: (checkpoint dir, export dir)}."""
+    def ck(d, kind):
+        return Path(shared_run["checkpoint_dir"]) if kind == "dcgan" else d / kind / "ck"
+
+    def make(d):
+        for kind, extra in KINDS.items():
+            if extra:
+                train({**dict(steps=4, batch_size=8, width=8, sample_every=2, checkpoint_every=2, log_every=1,
+                              eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
+                              checkpoint_dir=str(ck(d, kind)), sample_dir=str(d / kind / "samples")), **extra})
+            assert dcgan.main(["export", "--checkpoint-dir", str(ck(d, kind)), "--out", str(d / kind / "site")]) == 0
+    d = once(tmp_path_factory, "exported", make)
+    return {kind: (ck(d, kind), d / kind / "site") for kind in KINDS}
 
 
 def _trained_generator(ck):
@@ -106,8 +108,8 @@ def test_bad_input_is_one_line_and_exit_2(exported, tmp_path, capsys):
     assert "has no index.html" in capsys.readouterr().err
 
 
-def test_serve_shows_only_the_folder_with_the_right_types(exported):
-    _, site = exported["dcgan"]
+def test_serve_shows_only_the_folder_with_the_right_types(exported, tmp_path):
+    site = shutil.copytree(exported["dcgan"][1], tmp_path / "site")  # a copy: links are added to it
     (site.parent / "secret.txt").write_text("not for the web")
     (site / "etclink").symlink_to("/etc")  # a link out of the folder is not followed
     (site / "alias").symlink_to(site / "grids")  # one that stays inside is

@@ -22,11 +22,10 @@ def test_shipped_evaluator_matches_its_record(dataset):
     assert record["test_accuracy"] >= (0.993 if dataset == "mnist" else 0.91)
 
 
-def test_shipped_evaluator_really_has_its_recorded_accuracy(mnist_test):
-    model, record = load_evaluator("mnist")
-    _, probs = model.embed(mnist_test.images)
-    acc = (probs.argmax(1) == mnist_test.labels).double().mean().item()
-    assert acc == pytest.approx(record["test_accuracy"], abs=2e-4)
+def test_shipped_evaluator_really_has_its_recorded_accuracy(judge):
+    # measured by the Judge as it embedded the test set with the shipped weights (its cache is keyed by their hash)
+    _, record = load_evaluator("mnist")
+    assert judge.test_accuracy == pytest.approx(record["test_accuracy"], abs=2e-4)
 
 
 def test_a_tampered_evaluator_is_refused(tmp_path):
@@ -63,9 +62,10 @@ def test_frechet_distance_matches_the_closed_form():
 
 
 def test_identical_sets_score_perfectly(judge):
-    same = metrics.precision_recall_density_coverage(judge.test_feats, judge.test_feats)
+    feats = judge.test_feats[:2000]  # any set will do; 2,000 keep the pairwise distances cheap
+    same = metrics.precision_recall_density_coverage(feats, feats)
     assert same["precision"] == 1.0 and same["recall"] == 1.0 and same["coverage"] == 1.0
-    assert abs(metrics.frechet_distance(*metrics.gaussian(judge.test_feats), *metrics.gaussian(judge.test_feats))) < 1e-6
+    assert abs(metrics.frechet_distance(*metrics.gaussian(feats), *metrics.gaussian(feats))) < 1e-6
 
 
 def test_real_training_images_score_close_to_the_test_set(judge):
@@ -83,7 +83,7 @@ def _one_class(test, digit, n=2000):
 
 @pytest.mark.parametrize("kind", ["noise", "blank", "one_class"])
 def test_bad_generators_get_clearly_bad_scores(judge, mnist_test, kind):
-    n = 2000
+    n = 1000
     images = {"noise": lambda: torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1,
               "blank": lambda: -torch.ones(n, 1, 32, 32),
               "one_class": lambda: _one_class(mnist_test, 1, n)}[kind]()

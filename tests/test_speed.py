@@ -16,12 +16,14 @@ from digitgan.training import Averager, d_update, g_update, prepare, train
 PLAIN = Speed(channels_last=False, autocast=None, compile=False, data_on_device=True, noise_on_device=True)
 
 
-def _one_update_each(speed, cache_dir, preset="dcgan"):
+def _one_update_each(speed, cache_dir, preset="dcgan", compile_generator=False):
     """Losses and gradients of one D step and one G step from fixed weights and batches."""
     cfg = resolve({"preset": preset, "width": 8, "batch_size": 16})
     torch.manual_seed(0)
     G, D = build_models(cfg)
     G_step, D_step = prepare(G, D, speed)
+    if compile_generator:
+        G_step = torch.compile(G)
     real = load_dataset("mnist", "train", cache_dir=cache_dir).images[:16]
     if speed.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
@@ -61,9 +63,14 @@ def test_bf16_autocast_stays_within_bf16_rounding(cache_dir):
         assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.99
 
 
+@pytest.mark.heavy(1)
 def test_torch_compile_gives_the_same_losses_and_gradients(cache_dir):
+    # The generator, where this project's own transposed-convolution forms run (the matrix product for the 1x1
+    # input, the overlap-add with F.fold for one output channel): compiled by inductor in its D-step (no grad) and
+    # G-step graphs. (The discriminator is stock PyTorch layers; compiling both, as --compile on does, took twice
+    # as long in inductor's C++ compiler. The CUDA module compiles both.)
     base = _one_update_each(PLAIN, cache_dir)
-    other = _one_update_each(Speed(**{**PLAIN.__dict__, "compile": True}), cache_dir)
+    other = _one_update_each(PLAIN, cache_dir, compile_generator=True)
     _assert_same(base, other)
 
 

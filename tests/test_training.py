@@ -11,7 +11,7 @@ from PIL import Image
 from digitgan import checkpoints
 from digitgan.errors import TrainingStopped, UsageError
 from digitgan.training import train
-from runs import same_state as _same_state, snapshot, train_until_sigterm, training_state as _training_state
+from runs import same_state as _same_state, snapshot, training_state as _training_state
 
 
 
@@ -62,18 +62,6 @@ def test_lr_decay_falls_linearly_to_zero_and_resumes_exactly(tiny, tmp_path):
     assert _same_state(final, _training_state(resumed))
     constant = train(tiny(steps=6, checkpoint_dir=str(tmp_path / "constant")))
     assert not _same_state(final["generator"], _training_state(constant)["generator"])
-
-
-def test_sigterm_saves_then_resume_matches_a_straight_run(tiny, tmp_path):
-    code, err = train_until_sigterm(tiny(checkpoint_dir=str(tmp_path / "term"), sample_dir=str(tmp_path / "s1")))
-    assert code == 0, err
-    assert "SIGTERM" in err and "resume" in err
-    (saved,) = checkpoints.list_checkpoints(tmp_path / "term")
-    stopped_at = checkpoints.load(saved)["step"]
-    assert 3 <= stopped_at < 100000
-    resumed = train({"steps": stopped_at + 2, "checkpoint_dir": str(tmp_path / "term")})
-    straight = train(tiny(steps=stopped_at + 2, checkpoint_every=100000))
-    assert _same_state(_training_state(straight), _training_state(resumed))
 
 
 def test_corrupt_newest_checkpoint_is_reported_and_the_previous_used(tiny, tmp_path, capsys):

@@ -3,7 +3,9 @@ equal to `evaluate`, best.pt, the animation, the real-data grid and latent walks
 import csv
 import json
 import math
+import re
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from digitgan.records import LOGGED, TB_TAGS
 from digitgan.training import train
 from digitgan.walks import slerp, walk
 from digitgan.config import TrainConfig
-from tests.runs import train_until_sigterm
+from runs import same_state, train_until_sigterm, training_state
 
 
 def _rows(run_dir):
@@ -41,29 +43,52 @@ def _raw_steps(run_dir, tag):
     return steps
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_tensorboard_shows_each_step_once_after_a_stop_and_resume(tiny, tmp_path, sig):
-    run = tiny(steps=40, checkpoint_every=15, log_every=1, sample_every=5, tensorboard="on")
-    # a real process, stopped past its first checkpoint (step 15); SIGKILL leaves a lost stretch after it
-    code, err = train_until_sigterm(run, "--checkpoint-every", "15", rows=22, sig=sig)
-    assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), err
+@pytest.mark.parametrize("sig,conditional", [(signal.SIGTERM, "off"), (signal.SIGKILL, "on")])
+def test_a_stopped_run_resumes_exactly_and_tensorboard_shows_each_step_once(tiny, tmp_path, sig, conditional):
+    """A real process stopped past its first checkpoint (step 12): SIGTERM saves where it stops, SIGKILL leaves a
+    lost stretch after the checkpoint (in the events too). The resumed run ends bit for bit where a straight run
+    does (a conditional one too: its labels come from the saved noise stream), and TensorBoard shows each step
+    once."""
+    run = tiny(steps=30, checkpoint_every=12, log_every=1, sample_every=5, tensorboard="on", conditional=conditional)
+    code, err = train_until_sigterm(run, "--checkpoint-every", "12", "--conditional", conditional, rows=17, sig=sig)
+    if sig == signal.SIGTERM:
+        assert code == 0 and "SIGTERM: stopped at step" in err and "resume" in err, err
+    else:
+        assert code == -signal.SIGKILL, err
     stopped_at = checkpoints.load(checkpoints.list_checkpoints(tmp_path / "ck")[-1])["step"]
+    assert 12 <= stopped_at < 30
     before = _raw_steps(tmp_path / "ck", TB_TAGS["d_loss"])
     if sig == signal.SIGKILL:  # else the test would not show the purge at work
         assert max(before) > stopped_at, (before, stopped_at)
-    train(run)  # resumes from the newest checkpoint and trains to step 40
+    resumed = train(run)  # resumes from the newest checkpoint and trains to step 30
+    straight = train({**run, "checkpoint_dir": str(tmp_path / "straight"), "sample_dir": str(tmp_path / "s2")})
+    assert same_state(training_state(straight), training_state(resumed))
     acc = _board(tmp_path / "ck")
     for column in LOGGED:
-        assert [e.step for e in acc.Scalars(TB_TAGS[column])] == list(range(1, 41)), column
+        assert [e.step for e in acc.Scalars(TB_TAGS[column])] == list(range(1, 31)), column
     csv_rows = _rows(tmp_path / "ck")
-    assert [int(r["step"]) for r in csv_rows] == list(range(1, 41))
+    assert [int(r["step"]) for r in csv_rows] == list(range(1, 31))
     losses = [e.value for e in acc.Scalars(TB_TAGS["d_loss"])]
     assert np.allclose(losses, [float(r["d_loss"]) for r in csv_rows], rtol=1e-5)
     grid_steps = [e.step for e in acc.Images("samples/fixed_noise")]
-    assert grid_steps == sorted(set(grid_steps)) and set(range(5, 41, 5)) <= set(grid_steps)
+    assert grid_steps == sorted(set(grid_steps)) and set(range(5, 31, 5)) <= set(grid_steps)
     assert any(t.startswith("config") for t in acc.Tags()["tensors"])
     raw = _raw_steps(tmp_path / "ck", TB_TAGS["d_loss"])
-    assert len(raw) > 40 or sig == signal.SIGTERM  # the files do hold the lost stretch twice; the reader drops it
+    assert len(raw) > 30 or sig == signal.SIGTERM  # the files do hold the lost stretch twice; the reader drops it
+
+
+def test_a_resumed_sessions_events_are_read_after_the_earlier_ones(tiny, tmp_path):
+    """TensorBoard reads event files in name order: the second they were opened, then host, then pid. An earlier
+    session's file named in this very second by a process of higher pid (a kill -9 and a quick rerun) must not be
+    read after the resumed session's, or the reader drops the new steps as out of order."""
+    run = tiny(steps=2, tensorboard="on")
+    train(run)
+    board = tmp_path / "ck" / "tensorboard"
+    (earlier,) = board.glob("events.out.tfevents.*")
+    host, n = re.fullmatch(r"events\.out\.tfevents\.\d+\.(.+)\.\d+\.(\d+)", earlier.name).groups()
+    earlier.rename(board / f"events.out.tfevents.{int(time.time())}.{host}.99999999.{n}")
+    train({**run, "steps": 4})
+    assert [e.step for e in _board(tmp_path / "ck").Scalars(TB_TAGS["d_loss"])] == [1, 2, 3, 4]
 
 
 def test_gradient_norms_learning_rates_and_speed_are_in_the_csv(tiny, tmp_path):
