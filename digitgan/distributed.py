@@ -9,6 +9,7 @@ process with the whole batch, and a checkpoint (written by rank 0 only) resumes 
 from __future__ import annotations
 
 import datetime
+import importlib
 import inspect
 import os
 import pickle
@@ -148,6 +149,11 @@ def join(backend: str, timeout: float, device: str) -> World:
     world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
     cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     group = "cpu:gloo,cuda:nccl" if backend == "nccl" or (backend == "auto" and cuda) else "gloo"
+    # DistributedDataParallel imports this module on first use; imported after the group exists, its functions'
+    # defaults (group=group.WORLD) would keep the group alive past destroy_process_group, its threads running
+    # into the interpreter's exit, where they abort the process now and then ("terminate called without an
+    # active exception")
+    importlib.import_module("torch.distributed.nn.functional")
     torch.distributed.init_process_group(group, timeout=datetime.timedelta(seconds=timeout))
     return world
 

@@ -129,6 +129,32 @@ def test_sigterm_stops_every_rank_at_one_step_and_resumes_on_2_and_1_processes(t
     assert worst([r for r in rows(resumed[1]) if int(r["step"]) > step], rows(d2)) <= 1e-5
 
 
+TEARDOWN = """
+import glob, sys, torch
+from digitgan.distributed import data_parallel, join
+world = join("gloo", 60, "cpu")
+model = data_parallel(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)))
+model(torch.ones(4, 3)).sum().backward()
+del model
+world.finish()
+world.close()
+print(f"rank {world.rank}: {len(glob.glob('/proc/self/task/*'))} threads", file=sys.stderr)
+"""
+
+
+def test_closing_the_group_stops_its_threads_before_the_interpreter_exits(tmp_path):
+    """A group left alive (something holding it past destroy_process_group) keeps gloo's threads running into
+    the interpreter's exit, where now and then they abort a rank that has finished its run."""
+    script = tmp_path / "teardown.py"
+    script.write_text(TEARDOWN)
+    env = {**os.environ, "PYTHONPATH": str(Path(DCGAN).parent)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(line for line in done.stderr.splitlines() if line.startswith("rank ")) == \
+        ["rank 0: 1 threads", "rank 1: 1 threads"]
+
+
 def rows_if_any(run_dir):
     return rows(run_dir) if (run_dir / "ck" / "metrics.csv").exists() else []
 
