@@ -302,8 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         say(f"error: {e}")
         return 2
+    except ProcessLost as e:
+        say(f"training stopped: {e}", every_process=True)
+        # The broken process group's threads still wait on the lost process; ending the interpreter the usual
+        # way would wait them out, then abort. Nothing is left to write.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     except TrainingStopped as e:
-        say(f"training stopped: {e}", every_process=isinstance(e, ProcessLost))
+        say(f"training stopped: {e}")
         return 1
     except WriteError as e:
         say(f"error: {e}; nothing else was changed")

@@ -50,6 +50,7 @@ class TrainConfig:
     compile: str = "auto"  # auto | on | off: torch.compile the two networks (auto: on on CUDA only)
     data_on_device: str = "on"  # on | off: keep the training set on the device (off: copy each batch over)
     noise_on_device: str = "on"  # on | off: draw the noise on the device (off: on the CPU, then copy it over)
+    deterministic: str = "off"  # on | off: deterministic algorithms only (cuDNN's too), so a resume on CUDA repeats bit for bit; slower
     seed: int = 0  # seeds weights, noise and batch order (fixed at a run's start); a run repeats bit for bit on the same kind of CPU
     device: str = "auto"  # auto | cpu | cuda | mps (auto: the best one present)
 
@@ -57,7 +58,7 @@ class TrainConfig:
         choices = {"preset": PRESETS, "dataset": DATASETS, "z_dist": ("normal", "uniform"),
                    "device": ("auto", "cpu", "cuda", "mps"), "conv_impl": ("auto", "direct", "fft", "matmul"),
                    "channels_last": AUTO_ON_OFF, "autocast": ("auto", "bf16", "off"), "compile": AUTO_ON_OFF,
-                   "data_on_device": ON_OFF, "noise_on_device": ON_OFF, "conditional": ON_OFF,
+                   "data_on_device": ON_OFF, "noise_on_device": ON_OFF, "deterministic": ON_OFF, "conditional": ON_OFF,
                    "tensorboard": ON_OFF}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -97,7 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  eval_every=5000),  # its 150,000 steps: 30 evaluations, as cheap a share as the dcgan preset's 5
 }
 
-# What --conditional on changes from the dcgan preset's defaults (tuned in the README's conditional section).
+# What --conditional on changes from the dcgan preset's defaults (tuned in docs/conditional.md).
 CONDITIONAL: dict[str, Any] = dict(ema=0.995)
 
 # Fields a run is born with: the networks' shapes, the data, and the seed (it drew the first weights and started

@@ -1,8 +1,9 @@
 """Several processes under torchrun: the process group, each process's share of the global batch, batch norm over
 the global batch, and the networks' DistributedDataParallel wrappers.
 
-A plain `python dcgan.py` gets World() (one process, rank 0): its methods hand everything back unchanged and
-nothing here touches torch.distributed. Under torchrun every rank runs the same loop on the same global batch
+A plain `python dcgan.py` gets World() (one process, rank 0, no group): its methods hand everything back
+unchanged and nothing here touches torch.distributed. Under torchrun, even with one process, there is a process
+group and the networks train in their DistributedDataParallel wrappers; every rank runs the same loop on the same global batch
 indices and the same global noise (its streams are seeded alike) and keeps its slice, so the math is that of one
 process with the whole batch, and a checkpoint (written by rank 0 only) resumes on any number of processes.
 """
@@ -36,6 +37,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    group: bool = False  # a process group joins the processes (started by torchrun, however many)
 
     @property
     def main(self) -> bool:
@@ -45,7 +47,7 @@ class World:
     def lost(self, e: BaseException) -> str | None:
         """What went wrong if e is a collective's failure (another process died, or stopped answering within the
         timeout), in one line; None for anything else, and always for one process."""
-        if self.size == 1 or not isinstance(e, RuntimeError):
+        if not self.group or not isinstance(e, RuntimeError):
             return None
         text = str(e).strip()
         if not (isinstance(e, torch.distributed.DistError) or any(w in text for w in TRANSPORT_WORDS)):
@@ -65,7 +67,7 @@ class World:
 
     def device(self, device: torch.device) -> torch.device:
         """The device of this process: its own GPU (cuda:LOCAL_RANK) when the run is on CUDA."""
-        if self.size == 1 or device.type != "cuda":
+        if not self.group or device.type != "cuda":
             return device
         if self.local_rank >= torch.cuda.device_count():
             raise UsageError(f"process {self.local_rank} on this node has no GPU of its own ({torch.cuda.device_count()} "
@@ -76,7 +78,7 @@ class World:
     def on_main(self, fn: Callable[[], T]) -> T:
         """fn() run by rank 0 alone, its result (or the error it raised) handed to every rank: for setup that
         reads or changes the disk (moving a run aside, quarantining a bad checkpoint) while the others wait."""
-        if self.size == 1:
+        if not self.group:
             return fn()
         box: list[Any] = [None]
         if self.main:
@@ -103,7 +105,7 @@ class World:
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         """The mean over processes of each one's values (each a mean over its slice: together the global mean)."""
-        if self.size > 1:
+        if self.group:
             torch.distributed.all_reduce(values)
             values /= self.size
         return values
@@ -112,7 +114,7 @@ class World:
         """(out of time, the signal that asks to stop or None) as every process will act on them: rank 0's clock
         (the others wait out its evaluations), a signal to any process. Processes compare only when `now` (a
         --log-every step), so all of them stop after the same step."""
-        if self.size == 1:
+        if not self.group:
             return out_of_time, signal
         if not now:
             return False, None
@@ -123,11 +125,13 @@ class World:
     def finish(self) -> None:
         """Wait for the others at the end of a run that went well (rank 0 writes its last files meanwhile), so that
         no process takes its connections down while another still uses them."""
-        if self.size > 1:
+        if self.group:
             torch.distributed.barrier()
 
-    def close(self) -> None:
-        if self.size > 1 and torch.distributed.is_initialized():
+    def close(self, broken: bool = False) -> None:
+        """Take the group down, unless it is broken (a process lost): then its queued collectives would each wait
+        out the timeout first, so it is left for the process's end (dcgan.py ends such a process at once)."""
+        if self.group and not broken and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
@@ -144,9 +148,9 @@ def join(backend: str, timeout: float, device: str) -> World:
     if not timeout > 0:
         raise UsageError(f"--dist-timeout must be a positive number of seconds, not {timeout}")
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
+    if size == 1 and "TORCHELASTIC_RUN_ID" not in os.environ:  # not started by torchrun
         return World()
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")), group=True)
     cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     group = "cpu:gloo,cuda:nccl" if backend == "nccl" or (backend == "auto" and cuda) else "gloo"
     # DistributedDataParallel imports this module on first use; imported after the group exists, its functions'

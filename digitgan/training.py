@@ -117,7 +117,7 @@ def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed,
         G.to(memory_format=torch.channels_last)
         D.to(memory_format=torch.channels_last)
     G_step, D_step = (torch.compile(G), torch.compile(D)) if speed.compile else (G, D)
-    if world.size > 1:
+    if world.group:
         G_step, D_step = data_parallel(G_step), data_parallel(D_step)
     return G_step, D_step
 
@@ -380,11 +380,15 @@ def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: b
     """Train to cfg.steps, resuming from the newest usable checkpoint; return the last checkpoint's path.
     Under torchrun, every process calls this (backend, timeout: the process group's; see distributed.py)."""
     world, lock = join(backend, timeout, (overrides or {}).get("device", TrainConfig.device)), RunLock()
+    broken = False
     try:
         return _train(dict(overrides or {}), fresh, force, world, lock)
+    except ProcessLost:
+        broken = True
+        raise
     finally:
         lock.release()
-        world.close()
+        world.close(broken)
 
 
 def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lock: RunLock) -> Path | None:
@@ -395,7 +399,8 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
             print(why, file=sys.stderr)
         return last_ckpt
     device = world.device(pick_device(cfg.device))
-    speed = speed_settings(cfg, device, world.size)
+    speed = speed_settings(cfg, device, world.group)
+    speed.apply()
     data = world.main_first(lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir))
     batches = Batches(data, cfg, device, speed, world)
     state = TrainState(cfg, device, speed, len(data), world.share)
@@ -409,7 +414,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
     records = judge = pbar = stop_signal = None
     out_of_time = False
     try:
-        with saver.failures_as_stops(world), StopRequest(escalate=world.size == 1) as stop:
+        with saver.failures_as_stops(world), StopRequest(escalate=not world.group) as stop:
             if world.main:  # the one process that writes the run's files, and evaluates
                 records = RunRecords(cfg, state.step)
                 records.real_grid(data.pixels, data.labels, cfg.conditional == "on")

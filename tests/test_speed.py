@@ -86,6 +86,20 @@ def test_training_with_channels_last_off_matches_the_default_run(tiny, tmp_path)
         assert any(not torch.equal(sa[part][k], sb[part][k]) for k in sa[part])  # it did run another way
 
 
+def test_deterministic_mode_switches_the_process_and_keeps_the_math(tiny, tmp_path):
+    """--deterministic on: deterministic algorithms for the run (on the CPU, where every kernel already is, the
+    same checkpoint bit for bit), TF32 off either way; off again for the next run of the process."""
+    plain = checkpoints.load(train(tiny(checkpoint_dir=str(tmp_path / "a"))))
+    assert not torch.are_deterministic_algorithms_enabled()
+    strict = checkpoints.load(train(tiny(checkpoint_dir=str(tmp_path / "b"), deterministic="on")))
+    assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    for part in ("generator", "generator_ema", "discriminator"):
+        assert all(torch.equal(plain[part][k], strict[part][k]) for k in plain[part]), part
+    speed_settings(resolve({}), torch.device("cpu")).apply()
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+
+
 def test_auto_switches_follow_the_device():
     cfg = resolve({})
     cpu, cuda = speed_settings(cfg, torch.device("cpu")), speed_settings(cfg, torch.device("cuda"))
