@@ -9,10 +9,15 @@ and each figure is the median over rounds.
     python bench/throughput.py --compare      # seed: straightforward vs ours; default preset: share of GEMM peak
     python bench/throughput.py --variants     # default preset under every speed switch, batch size, thread count
     python bench/throughput.py --conditional  # default preset with and without --conditional on, same rounds
+    python bench/throughput.py --gpu eager --json out.jsonl   # a group of CUDA variants (bench/gpu.py runs them)
+
+On CUDA nothing is read back per iteration: a round of iterations is waited for once, at its end.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import statistics
 import sys
 import time
@@ -37,11 +42,11 @@ GEMM_N = 2048  # the GEMM whose FLOP rate is the peak
 BIG_KERNEL_LAYER = "net.6"  # SeedGenerator's last layer, the 32x32-kernel transposed conv
 
 
-def gemm(device: torch.device, n: int = GEMM_N) -> Callable[[], None]:
-    """One fp32 n x n torch.mm, waited for: timed in the same interleaved rounds as what it is compared with,
-    so the machine's load at the moment (these machines are shared) scales both alike."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return lambda: (a @ b).sum().item()
+def gemm(device: torch.device, n: int = GEMM_N, dtype: torch.dtype = torch.float32) -> Callable[[], None]:
+    """One n x n torch.mm: timed in the same interleaved rounds as what it is compared with, so the machine's
+    load at the moment (these machines are shared) scales both alike."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    return lambda: a @ b
 
 
 def gemm_rate(seconds: float, n: int = GEMM_N) -> float:
@@ -50,17 +55,25 @@ def gemm_rate(seconds: float, n: int = GEMM_N) -> float:
 
 
 def make_iteration(overrides: dict[str, Any], device: torch.device, images: torch.Tensor,
-                   optimizer: dict[str, Any] | None = None,
-                   labels: torch.Tensor | None = None) -> tuple[Callable[[], None], TrainConfig]:
+                   optimizer: dict[str, Any] | None = None, labels: torch.Tensor | None = None,
+                   compile_mode: str | None = None) -> tuple[Callable[[], None], TrainConfig]:
     """A closure running one training iteration of the config (labels: the images', for a conditional one),
-    and the config."""
+    and the config. compile_mode: torch.compile's mode for both networks instead of the config's compile
+    ("eager-backend": Dynamo without Inductor, for dry runs on the CPU)."""
     cfg = resolve(overrides)
     speed = speed_settings(cfg, device)
+    if compile_mode:
+        speed = dataclasses.replace(speed, compile=False)
+    speed.apply()
     torch.manual_seed(0)
     G, D = (m.to(device) for m in build_models(cfg))
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **(optimizer or {}))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), **(optimizer or {}))
     G_step, D_step = prepare(G, D, speed)
+    if compile_mode:
+        how = {"backend": "eager"} if compile_mode == "eager-backend" else {"mode": compile_mode}
+        G_step, D_step = torch.compile(G_step, **how), torch.compile(D_step, **how)
+    graphs = compile_mode == "reduce-overhead"  # CUDA graphs: each update is a new step of the graph trees
     ema = Averager(G, cfg.ema) if cfg.ema else None
     if speed.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -73,16 +86,25 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
 
     def iteration() -> None:
         for _ in range(cfg.d_steps):
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             idx = sampler.next()
             d_update(G_step, D_step, opt_d, images[idx], sample_noise(cfg, cfg.batch_size, gen, device),
                      ones, zeros, speed.autocast, labels[idx] if conditional else None, fake_labels())
         for _ in range(cfg.g_steps):
-            loss, _ = g_update(G_step, D_step, opt_g, sample_noise(cfg, cfg.batch_size, gen, device), ones,
-                            speed.autocast, fake_labels())
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            g_update(G_step, D_step, opt_g, sample_noise(cfg, cfg.batch_size, gen, device), ones,
+                     speed.autocast, fake_labels())
         if ema:
             ema.update(1000)
-        loss.item()  # wait for the device
     return iteration, cfg
+
+
+def wait(device: torch.device) -> None:
+    """Wait for the device's queued work (the CPU's is done when its call returns)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def count_flops(iteration: Callable[[], None]) -> dict[str, int]:
@@ -93,17 +115,20 @@ def count_flops(iteration: Callable[[], None]) -> dict[str, int]:
 
 
 def time_interleaved(iterations: dict[str, Callable[[], None]], rounds: int, per_round: int = 1,
-                     warmup: int = 2) -> dict[str, float]:
-    """Median seconds per iteration of each, over `rounds` rounds that take turns."""
+                     warmup: int = 2, device: torch.device = torch.device("cpu")) -> dict[str, float]:
+    """Median seconds per iteration of each, over `rounds` rounds that take turns (each round waited for once,
+    at its end)."""
     for it in iterations.values():
         for _ in range(warmup):
             it()
+        wait(device)
     times: dict[str, list[float]] = {name: [] for name in iterations}
     for _ in range(rounds):
         for name, it in iterations.items():
             t = time.perf_counter()
             for _ in range(per_round):
                 it()
+            wait(device)
             times[name].append((time.perf_counter() - t) / per_round)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
@@ -178,6 +203,99 @@ def conditional_cost(device: torch.device, images: torch.Tensor, labels: torch.T
     print(f"conditional_overhead={seconds['conditional'] / seconds['unconditional'] - 1:.3f}")
 
 
+# CUDA variants by group, each group one process of bench/gpu.py with its own time limit (compiling is what can
+# take long). name: (config overrides, Adam options, torch.compile mode or None for the config's own, TF32 on)
+GPU_GROUPS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any], str | None, bool]]] = {
+    "eager": {
+        "dcgan eager (bf16, channels_last)": ({"compile": "off"}, {}, None, False),
+        "dcgan eager fp32": ({"compile": "off", "autocast": "off"}, {}, None, False),
+        "dcgan eager fp32 + TF32": ({"compile": "off", "autocast": "off"}, {}, None, True),
+        "dcgan eager NCHW": ({"compile": "off", "channels_last": "off"}, {}, None, False),
+        "dcgan eager fused Adam": ({"compile": "off"}, {"fused": True}, None, False),
+        "dcgan eager batch 256": ({"compile": "off", "batch_size": 256}, {}, None, False),
+        "dcgan eager batch 1024": ({"compile": "off", "batch_size": 1024}, {}, None, False),
+        "seed eager (32x32 layer as banded FFT)": ({"preset": "seed", "compile": "off"}, {}, None, False),
+        "seed eager (32x32 layer by cuDNN)": ({"preset": "seed", "compile": "off", "conv_impl": "direct"}, {}, None,
+                                             False),
+        "seed eager fp32": ({"preset": "seed", "compile": "off", "autocast": "off"}, {}, None, False),
+    },
+    "compile": {
+        "dcgan compile (the auto defaults)": ({}, {}, None, False),
+        "dcgan compile, deterministic": ({"deterministic": "on"}, {}, None, False),
+        "dcgan compile fp32": ({"autocast": "off"}, {}, None, False),
+        "dcgan compile batch 256": ({"batch_size": 256}, {}, None, False),
+        "seed compile (the auto defaults)": ({"preset": "seed"}, {}, None, False),
+        "seed compile, 32x32 layer by cuDNN": ({"preset": "seed", "conv_impl": "direct"}, {}, None, False),
+    },
+    "autotune": {
+        "dcgan compile max-autotune-no-cudagraphs": ({}, {}, "max-autotune-no-cudagraphs", False),
+    },
+    "cudagraphs": {
+        "dcgan compile reduce-overhead (CUDA graphs)": ({}, {}, "reduce-overhead", False),
+        "seed compile reduce-overhead (CUDA graphs)": ({"preset": "seed"}, {}, "reduce-overhead", False),
+    },
+}
+DRY = {"width": 4, "batch_size": 8}  # --dry-run: every variant at this size, on whatever device there is
+
+
+def tf32(iteration: Callable[[], None]) -> Callable[[], None]:
+    """iteration with TF32 allowed while it launches its kernels (the trainer keeps TF32 off)."""
+    def run() -> None:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            iteration()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    return run
+
+
+def gpu_group(group: str, device: torch.device, images: torch.Tensor, rounds: int, out: Path | None,
+              dry_run: bool) -> None:
+    """Time one group of GPU_GROUPS in interleaved rounds beside a bf16 GEMM (the peak the TFLOP/s are shared
+    of), print a line per variant and append each as a JSON line to out. A variant that fails is a line too."""
+    iterations: dict[str, Callable[[], None]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for name, (overrides, adam, mode, tf32_on) in GPU_GROUPS[group].items():
+        overrides = {**overrides, **DRY} if dry_run else overrides
+        mode = "eager-backend" if dry_run and (mode or overrides.get("compile") != "off") else mode
+        try:
+            started = time.perf_counter()
+            it, cfg = make_iteration(overrides, device, images, adam, compile_mode=mode)
+            it = tf32(it) if tf32_on else it
+            it()  # the first call compiles, where compiling is asked for
+            wait(device)
+            setup = time.perf_counter() - started
+            flops = count_flops(make_iteration({**overrides, "compile": "off"}, device, images, adam)[0])["Global"]
+        except Exception as e:  # a variant that does not run is a finding, not the end of the group
+            info[name] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
+            continue
+        iterations[name] = it
+        info[name] = {"preset": cfg.preset, "batch_size": cfg.batch_size, "d_steps": cfg.d_steps,
+                      "g_steps": cfg.g_steps, "first_call_s": setup, "flops_per_it": flops}
+    peak_n = 256 if dry_run else 8192
+    iterations["gemm"] = gemm(device, peak_n, torch.bfloat16)
+    rounds, per_round = (1, 1) if dry_run else (rounds, 20)
+    seconds = time_interleaved(iterations, rounds=rounds, per_round=per_round, warmup=1 if dry_run else 3,
+                               device=device)
+    peak = gemm_rate(seconds.pop("gemm"), peak_n)
+    print(f"{group}: bf16 GEMM peak ({peak_n}x{peak_n}, same rounds) {peak / 1e12:.1f} TFLOP/s; median of "
+          f"{rounds} interleaved rounds of {per_round} iterations, each round waited for once")
+    for name, record in info.items():
+        if name in seconds:
+            s = seconds[name]
+            record.update(ms_per_it=1000 * s, images_per_s=record["batch_size"] * record["d_steps"] / s,
+                          tflops=record["flops_per_it"] / s / 1e12, share_of_peak=record["flops_per_it"] / s / peak)
+            print(f"  {name:48s} {record['ms_per_it']:8.3f} ms/it {record['images_per_s']:10.0f} img/s "
+                  f"{record['tflops']:7.2f} TFLOP/s {record['share_of_peak']:6.1%} of peak "
+                  f"(first call {record['first_call_s']:.1f} s)")
+        else:
+            print(f"  {name:48s} failed: {record['error']}")
+        if out:
+            with open(out, "a") as f:
+                f.write(json.dumps({"group": group, "variant": name, "device": str(device),
+                                    "torch": torch.__version__, "peak_tflops": peak / 1e12, **record}) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group()
@@ -186,6 +304,10 @@ def main() -> None:
     mode.add_argument("--variants", action="store_true", help="the default preset under every switch tried")
     mode.add_argument("--conditional", action="store_true", help="the default preset with and without "
                       "--conditional on; ends with conditional_overhead=")
+    mode.add_argument("--gpu", choices=GPU_GROUPS, help="one group of CUDA variants (bench/gpu.py runs each)")
+    p.add_argument("--json", type=Path, default=None, help="--gpu: append each variant's figures here, a JSON line each")
+    p.add_argument("--dry-run", action="store_true", help="--gpu: every variant tiny, once, on any device "
+                   "(compiling with Dynamo's eager backend)")
     p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default="data")
@@ -194,7 +316,9 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     data = load_dataset("mnist", "train", cache_dir=args.cache_dir)
     images = data.images.to(device)
-    if args.conditional:
+    if args.gpu:
+        gpu_group(args.gpu, device, images, args.rounds, args.json, args.dry_run)
+    elif args.conditional:
         conditional_cost(device, images, data.labels.to(device), args.rounds)
     elif args.compare:
         compare(device, images, args.rounds)

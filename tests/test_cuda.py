@@ -1,0 +1,81 @@
+"""The CUDA path as a user meets it: every `auto` default on (bf16 autocast, torch.compile, channels_last, data
+and noise on the device), both presets, plain and conditional; train, resume, sample, evaluate, export; a resume
+that repeats bit for bit under --deterministic on; torchrun with NCCL.
+
+Skipped where there is no CUDA. bench/gpu.py runs this module on the GPU machine, and its --dry-run runs it on
+the CPU with a few steps (DCGAN_TEST_DEVICE=cpu, DCGAN_TEST_STEPS), so that the module itself is known to work
+before GPU time is spent on it; there `auto` means the CPU's defaults, and torchrun uses gloo.
+"""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dcgan
+import digitgan
+from runs import cli_flags, same_state, training_state
+
+DEVICE = os.environ.get("DCGAN_TEST_DEVICE", "cuda")
+STEPS = int(os.environ.get("DCGAN_TEST_STEPS", "200"))  # a run's steps; it stops halfway and resumes
+DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
+pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+SMALL = {"width": 8, "batch_size": 16}  # the dry run on the CPU: every preset this small
+KINDS = {"dcgan": {}, "seed": {"preset": "seed"}, "conditional": {"conditional": "on"}}
+
+
+def run_settings(tmp_path, cache_dir, **extra):
+    half = max(STEPS // 2, 1)
+    return {**dict(steps=half, eval_every=half, eval_num=500, sample_every=half, checkpoint_every=half,
+                   log_every=min(50, half), device=DEVICE, cache_dir=cache_dir,
+                   checkpoint_dir=str(tmp_path / "ck"), sample_dir=str(tmp_path / "samples"),
+                   **(SMALL if DEVICE == "cpu" else {})), **extra}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_train_resume_sample_evaluate_export_with_the_auto_defaults(kind, tmp_path, cache_dir):
+    settings = run_settings(tmp_path, cache_dir, **KINDS[kind])
+    run = digitgan.train(**settings)
+    run = digitgan.train(**{**settings, "steps": 2 * settings["steps"]})  # resumes
+    rows = run.metrics()
+    assert rows[-1]["step"] == 2 * settings["steps"]
+    assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"]) for r in rows)
+    scored = [r for r in rows if r["fid"] != ""]
+    assert len(scored) == 2 and all(math.isfinite(r["fid"]) for r in scored)
+    generator = digitgan.load(run, device=DEVICE)
+    classes = list(range(10)) * 2 if kind == "conditional" else None
+    images = generator.sample(20, classes=classes, seed=1)
+    assert images.shape == (20, 1, 32, 32) and images.dtype == torch.float32
+    assert torch.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
+    assert torch.equal(images, generator.sample(20, classes=classes, seed=1))  # a seed draws the same images
+    figures = digitgan.evaluate(generator, num=1000)
+    assert math.isfinite(figures["fid"]) and 0 <= figures["precision"] <= 1
+    assert dcgan.main(["export", "--checkpoint-dir", str(run.dir), "--out", str(tmp_path / "site")]) == 0
+    assert (tmp_path / "site" / "generator.onnx").stat().st_size > 0
+
+
+def test_a_deterministic_resume_repeats_the_uninterrupted_run_bit_for_bit(tmp_path, cache_dir):
+    straight = run_settings(tmp_path / "a", cache_dir, deterministic="on", eval_every=0)
+    both = {**straight, "steps": 2 * straight["steps"]}
+    digitgan.train(**both)
+    halves = {**straight, "checkpoint_dir": str(tmp_path / "b" / "ck"), "sample_dir": str(tmp_path / "b" / "s")}
+    digitgan.train(**halves)
+    digitgan.train(**{**halves, "steps": both["steps"]})
+    name = f"ckpt_{both['steps']:07d}.pt"
+    assert same_state(training_state(tmp_path / "a" / "ck" / name),
+                      training_state(tmp_path / "b" / "ck" / name))
+
+
+def test_torchrun_trains_with_nccl(tmp_path, cache_dir):
+    settings = run_settings(tmp_path, cache_dir, eval_every=0, tensorboard="off")
+    backend = "nccl" if DEVICE == "cuda" else "gloo"  # the dry run on the CPU: the same launch with gloo
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                           DCGAN, "train", "--backend", backend, *cli_flags(settings)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"done: step {settings['steps']}" in done.stderr
+    assert digitgan.Run(settings["checkpoint_dir"]).checkpoints()[-1].name == f"ckpt_{settings['steps']:07d}.pt"
