@@ -3,7 +3,7 @@
 the default schedule's wall time, time to quality with bf16 and compile on and off, exact resume, the seed
 preset, then the rest of the suite.
 
-    python3 bench/gpu.py OUT              # on the GPU machine (its own python3; data/ carried beside)
+    python3 bench/gpu.py OUT              # on the GPU machine (its own python3; MNIST's wheel carried in data/)
     python3 bench/gpu.py OUT --dry-run    # every step tiny, on the CPU: the script is known to run end to end
     python3 bench/gpu.py OUT --only cuda-tests,exactness   # a rerun of some steps
 
@@ -66,6 +66,9 @@ def plan(out: Path, scratch: Path, dry: bool) -> list[Step]:
         *(a for s in [*sets, *(f"{k}={v}" for k, v in tiny.items())] for a in ("--set", s))])
     steps = [
         Step("env", 30, [PY, "-c", ENV_REPORT]),
+        # MNIST's cache and the evaluator's, made there from the carried wheel (the caches would not fit the 64 MiB
+        # that travels): a no-op where they are present
+        Step("data", 90, [PY, "dcgan.py", "data"]),
         Step("cuda-tests", 150, [PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_cuda.py"],
              env={"DCGAN_TEST_DEVICE": "cpu", "DCGAN_TEST_STEPS": "2"} if dry else {}),
         Step("throughput-eager", 45, [*throughput, "--gpu", "eager"]),

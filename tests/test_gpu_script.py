@@ -22,7 +22,7 @@ def test_the_gpu_script_runs_every_step_end_to_end(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     names = [r["step"] for r in results]
-    assert names[:2] == ["env", "cuda-tests"] and names[-1] == "suite" and len(names) == 13
+    assert names[:3] == ["env", "data", "cuda-tests"] and names[-1] == "suite" and len(names) == 14
     assert all(r["rc"] == 0 and not r["timed_out"] for r in results)
     tests = next(r for r in results if r["step"] == "cuda-tests")
     assert tests["passed"] == 5 and "skipped" not in tests  # the CUDA module really ran, on the CPU
