@@ -7,12 +7,12 @@ FASHION := /usr/share/datasets/fashion-mnist
 # pytest's workers: one per core, each torch on one thread (tests/conftest.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: train test venv data fashion-mnist site browser flags pip-check bench clean-venv
+.PHONY: train test venv data fashion-mnist emoji site browser flags pip-check bench clean-venv
 
 train: venv data site
 	$(PY) dcgan.py train
 
-test: venv data fashion-mnist site browser
+test: venv data fashion-mnist emoji site browser
 	$(PY) -m pytest -q -n $(JOBS) --dist load --maxschedchunk 1 tests
 	$(MAKE) --no-print-directory pip-check
 
@@ -42,6 +42,12 @@ fashion-mnist: venv
 	  $(call apt_install,dataset-fashion-mnist,$(FASHION) is,the Fashion-MNIST tests); \
 	fi
 	@if [ -d $(FASHION) ]; then $(PY) dcgan.py data --dataset fashion-mnist; fi
+
+# The colour tests train on the emoji of npm's emoji-datasource-google (fetched with npm pack, checksummed, frozen
+# into data/ at both resolutions).
+emoji: venv
+	$(PY) dcgan.py data --dataset emoji --resolution 32
+	$(PY) dcgan.py data --dataset emoji --resolution 64
 
 # The exported page's runtime (onnxruntime-web, pinned in digitgan/web/package-lock.json); `dcgan.py export` copies it.
 site: $(WEB)/node_modules/.installed

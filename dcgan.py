@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from digitgan.config import BACKENDS, DATASETS, PRESETS, TrainConfig, field_help, flag
+from digitgan.config import BACKENDS, DIGITS, PRESETS, TrainConfig, field_help, flag
 from digitgan.errors import ProcessLost, TrainingStopped, UsageError, WriteError
 
 if TYPE_CHECKING:
@@ -132,14 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     trainer = sub.add_parser("train-evaluator", help="train the fixed evaluator classifier that the metrics use "
                              "(developers only: the shipped weights are what evaluation loads)")
-    trainer.add_argument("--dataset", default="mnist", choices=DATASETS)
+    trainer.add_argument("--dataset", default="mnist", choices=DIGITS)
     trainer.add_argument("--epochs", type=_positive, default=6)
     trainer.add_argument("--out-dir", default=None, help="default: digitgan/evaluators/ (the shipped files)")
     trainer.add_argument("--cache-dir", default=TrainConfig.cache_dir)
 
     data = sub.add_parser("data", help="fetch, verify and cache a dataset, and the evaluator's test-set features and real-data "
                           "reference that quality figures compare with, printing what was done")
-    data.add_argument("--dataset", default="mnist", choices=DATASETS)
+    data.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, emoji or a folder of images "
+                      "(frozen at --resolution into --cache-dir, with a summary of what was used and skipped)")
+    data.add_argument("--resolution", type=int, default=TrainConfig.resolution, choices=(32, 64))
+    data.add_argument("--channels", type=int, default=TrainConfig.channels, choices=(0, 1, 3))
     data.add_argument("--data-dir", default="", help="read the four IDX files from here instead")
     data.add_argument("--cache-dir", default=TrainConfig.cache_dir, help="where the MNIST cache goes")
     return parser
@@ -232,8 +235,13 @@ def cmd_train_evaluator(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from digitgan.data import load_uint8, prepare_mnist
+    from digitgan.data import load_dataset, load_uint8, prepare_mnist
     from digitgan.metrics import Judge
+    if args.dataset not in DIGITS:  # the emoji, or a folder: frozen (its summary printed), no evaluator yet
+        data = load_dataset(args.dataset, "train", cache_dir=args.cache_dir, resolution=args.resolution,
+                            channels=args.channels)
+        print(f"{args.dataset}: {len(data)} images, {data.shape.describe()}, fingerprint {data.fingerprint}")
+        return
     if args.dataset == "mnist" and not args.data_dir:
         prepare_mnist(args.cache_dir, say=print)
     for split in ("train", "test"):
@@ -277,7 +285,7 @@ def flags_markdown() -> str:
             if a.default is not None:  # the default column says it
                 meaning = re.sub(r"\s*\(default: [^)]*\)", "", meaning)
             if a.choices and not isinstance(a.choices, dict):
-                meaning += f" ({' | '.join(a.choices)})"
+                meaning += f" ({' | '.join(map(str, a.choices))})"
             out.append(f"| `{shown}` | {default} |{' |' if train else ''} {text(meaning)} |")
         out.append("")
     return "\n".join(out)

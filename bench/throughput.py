@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from digitgan.config import NUM_CLASSES, TrainConfig, resolve  # noqa: E402
+from digitgan.config import MNIST_SHAPE, TrainConfig, resolve  # noqa: E402
 from digitgan.data import BatchSampler, load_dataset  # noqa: E402
 from digitgan.devices import pick_device, speed_settings  # noqa: E402
 from digitgan.models import build_models, sample_noise  # noqa: E402
@@ -81,7 +81,7 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
     ones = torch.ones(cfg.batch_size, device=device)
     zeros = torch.zeros(cfg.batch_size, device=device)
     conditional = cfg.conditional == "on"
-    fake_labels = lambda: (torch.randint(NUM_CLASSES, (cfg.batch_size,), generator=gen, device=device)
+    fake_labels = lambda: (torch.randint(len(MNIST_SHAPE.classes), (cfg.batch_size,), generator=gen, device=device)
                            if conditional else None)
 
     def iteration() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoints
-from .config import TrainConfig, resolve
+from .config import TrainConfig, resolve, saved_shape
 from .errors import UsageError
 from .records import grids, read_record, read_rows
 from .sampling import Generator, load_generator
@@ -71,10 +71,10 @@ def load(source: str | os.PathLike, best: bool = False, device: str = "auto") ->
     if path.is_file() or (not path.exists() and path.suffix in (".pt", ".safetensors")):
         if best:
             raise UsageError(f"best=True reads a run directory's best.pt, and {path} is a file: pass one or the other")
-        module, cfg, step = load_generator("", str(path), device)
+        module, cfg, step, state = load_generator("", str(path), device, with_state=True)
     else:
-        module, cfg, step = load_generator(str(path), None, device, best)
-    return Generator(module, cfg, step)
+        module, cfg, step, state = load_generator(str(path), None, device, best, with_state=True)
+    return Generator(module, cfg, step, saved_shape(state))
 
 
 def evaluate(source: str | os.PathLike | Generator, num: int = 10_000, seed: int = 0, best: bool = False,

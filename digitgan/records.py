@@ -259,11 +259,13 @@ class RunRecords:
 
     def real_grid(self, pixels: torch.Tensor, labels: torch.Tensor, conditional: bool) -> None:
         """SAMPLE_DIR/real.png, once: training images (uint8 pixels) to hold the grids against, laid out like them:
-        64 random ones, or for a conditional run 10 of each class, row c class c."""
+        64 random ones, or for a conditional run 10 of each of the first 10 classes, row c class c (a class of
+        fewer images shows them again)."""
         if self.write_real:
             pick = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(0))
             if conditional:
-                pick = torch.cat([pick[labels[pick] == c][:10] for c in range(int(labels.max()) + 1)])
+                rows = [pick[labels[pick] == c] for c in range(min(int(labels.max()) + 1, 10))]
+                pick = torch.cat([row[torch.arange(10) % len(row)] for row in rows if len(row)])
             save_grid(to_float(pixels[pick[:100 if conditional else 64]]), self.sample_dir / "real.png",
                       nrow=10 if conditional else 8)
             self.write_real = False
@@ -286,7 +288,9 @@ class RunRecords:
         save_grid(images, self.sample_dir / f"step_{step:07d}.png", nrow=nrow)
         if self.board:
             with self._board():
-                self.board.add_image("samples/fixed_noise", grid(images, nrow), step, dataformats="HW")
+                picture = grid(images, nrow)
+                self.board.add_image("samples/fixed_noise", picture, step,
+                                     dataformats="HW" if picture.ndim == 2 else "HWC")
 
     def best(self, state: dict[str, Any]) -> None:
         """best.pt (the whole state at the lowest FID so far; never pruned, never resumed from) and best.json."""
@@ -325,6 +329,12 @@ def grids(sample_dir: str | Path, up_to: int | None = None) -> list[tuple[int, P
     return sorted((s, p) for s, p in found if up_to is None or s <= up_to)
 
 
+def _picture(path: Path) -> np.ndarray:
+    """A grid PNG as uint8 pixels: (H, W) grey, or (H, W, 3) colour."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L" if image.mode in ("L", "1") else "RGB"))
+
+
 def animate(sample_dir: str | Path, out: str | Path | None = None, fps: float = 4.0,
             up_to: int | None = None) -> tuple[Path, list[int]]:
     """An animated GIF of the grids in step order, each with its step written above it (default
@@ -337,7 +347,7 @@ def animate(sample_dir: str | Path, out: str | Path | None = None, fps: float = 
     if not found:
         raise UsageError(f"no grids (step_NNNNNNN.png) in {sample_dir}/: train first, or pass the --sample-dir "
                          f"the run wrote to")
-    frames = [np.asarray(Image.open(p).convert("L")) for _, p in found]
+    frames = [_picture(p) for _, p in found]
     # A sample dir shared by runs of another grid size: animate those of the newest grid's size.
     keep = [(step, f) for (step, _), f in zip(found, frames) if f.shape == frames[-1].shape]
     return save_gif([captioned(f, f"step {step}") for step, f in keep],

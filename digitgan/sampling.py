@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from . import checkpoints
-from .config import CLASS_NAMES, NUM_CLASSES, TrainConfig, resolve
+from .config import MNIST_SHAPE, Shape, TrainConfig, resolve, saved_shape
 from .devices import pick_device, speed_settings
 from .errors import UsageError
 from .files import atomic_write
@@ -57,7 +57,7 @@ def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint:
                   f"{'its newest checkpoint' if not checkpoint else Path(checkpoint).name}, step {state['step']}",
                   file=sys.stderr)
     cfg = resolve({}, state["config"])
-    generator, _ = build_models(cfg)
+    generator, _ = build_models(cfg, saved_shape(state))
     load_weights(generator, state.get("generator_ema", state["generator"]))
     found = prepare_for_inference(generator, cfg, pick_device(device)), cfg, state["step"]
     return (*found, state) if with_state else found
@@ -71,7 +71,8 @@ def _exported_state(path: Path) -> dict[str, Any]:
                          f"side (python dcgan.py export writes both)")
     from safetensors.torch import load_file
     meta = json.loads(info.read_text())
-    return {"generator": load_file(str(path)), "config": meta["config"], "step": meta["step"]}
+    return {"generator": load_file(str(path)), "config": meta["config"], "step": meta["step"],
+            **({"data": {"shape": meta["shape"]}} if "shape" in meta else {})}
 
 
 def prepare_for_inference(generator: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
@@ -93,24 +94,25 @@ def check_out_dir(path: Path) -> None:
         raise UsageError(f"--out {path}: cannot write in {path.parent}/ ({e.strerror}); pass another --out")
 
 
-def class_labels(cfg: TrainConfig, num: int, cls: int | None = None) -> torch.Tensor | None:
-    """The classes a conditional model is asked to draw num images of: all `cls`, or without it a balanced set
-    in class order (counts differ by at most one). None for an unconditional model."""
+def class_labels(cfg: TrainConfig, num: int, cls: int | None = None, classes: int = 10) -> torch.Tensor | None:
+    """The classes (of `classes`) a conditional model is asked to draw num images of: all `cls`, or without it a
+    balanced set in class order (counts differ by at most one). None for an unconditional model."""
     if cfg.conditional != "on":
         return None
-    return torch.full((num,), cls) if cls is not None else torch.arange(num) * NUM_CLASSES // num
+    return torch.full((num,), cls) if cls is not None else torch.arange(num) * classes // num
 
 
-def parse_class(text: str | int, dataset: str) -> int:
-    """A class by its label (7, "7") or, for Fashion-MNIST, its name ("sneaker", "ankle-boot", ...)."""
-    names = CLASS_NAMES[dataset]
-    key = str(text).strip().lower().replace("_", "-").replace(" ", "-")
+def parse_class(text: str | int, names: Sequence[str], dataset: str) -> int:
+    """A class by its label (7, "7") or its name ("sneaker", "ankle-boot", "Smileys & Emotion", ...; case,
+    spaces, dashes and underscores aside)."""
+    norm = lambda t: str(t).strip().lower().replace("_", "-").replace(" ", "-")
+    key = norm(text)
     if key.isdigit() and int(key) < len(names):
         return int(key)
-    if key in names:
-        return names.index(key)
+    if key in map(norm, names):
+        return list(map(norm, names)).index(key)
     raise UsageError(f"class {text}: {dataset} has the classes 0-{len(names) - 1}"
-                     + (f" ({', '.join(names)})" if dataset != "mnist" else ""))
+                     + (f" ({', '.join(names)})" if list(names) != [str(i) for i in range(len(names))] else ""))
 
 
 @torch.inference_mode()
@@ -129,10 +131,11 @@ Classes = Union[int, str, Sequence[Union[int, str]], torch.Tensor, None]  # what
 class Generator:
     """A trained generator, ready to draw (what `digitgan.load` returns): the run's weight average where it kept
     one, in eval mode, batch norm folded. `module` is the torch module, `config` the run's TrainConfig, `step` the
-    training step it is from. Images come back on the CPU as (N, 1, 32, 32) float32 in [-1, 1]."""
+    training step it is from, `shape` the data's (side, channels, class names). Images come back on the CPU as
+    (N, channels, side, side) float32 in [-1, 1]."""
 
-    def __init__(self, module: torch.nn.Module, config: TrainConfig, step: int):
-        self.module, self.config, self.step = module, config, step
+    def __init__(self, module: torch.nn.Module, config: TrainConfig, step: int, shape: Shape = MNIST_SHAPE):
+        self.module, self.config, self.step, self.shape = module, config, step, shape
 
     @property
     def conditional(self) -> bool:
@@ -141,7 +144,7 @@ class Generator:
     @property
     def class_names(self) -> tuple[str, ...]:
         """The names of the classes a conditional model draws, by label."""
-        return CLASS_NAMES[self.config.dataset]
+        return self.shape.classes
 
     def noise(self, n: int, seed: int = 0) -> torch.Tensor:
         """n noise vectors from the model's prior, drawn on the CPU (the same z on any device) from seed."""
@@ -156,14 +159,15 @@ class Generator:
                                  f"cannot draw a chosen class; train one with --conditional on")
             return None
         if classes is None or isinstance(classes, (int, str)):
-            return class_labels(self.config, n, None if classes is None else parse_class(classes, self.config.dataset))
+            return class_labels(self.config, n, None if classes is None else parse_class(classes, self.class_names, self.config.dataset),
+                                len(self.class_names))
         if isinstance(classes, torch.Tensor):
             labels = classes.long().flatten()
             if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(self.class_names):
                 raise UsageError(f"labels {int(labels.min())}-{int(labels.max())}: {self.config.dataset} has the "
                                  f"classes 0-{len(self.class_names) - 1}")
         else:
-            labels = torch.tensor([parse_class(c, self.config.dataset) for c in classes], dtype=torch.long)
+            labels = torch.tensor([parse_class(c, self.class_names, self.config.dataset) for c in classes], dtype=torch.long)
         if len(labels) != n:
             raise UsageError(f"{len(labels)} classes for {n} images: give one class, or one per image")
         return labels

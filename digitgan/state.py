@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from . import checkpoints
-from .config import NUM_CLASSES, TrainConfig
+from .config import MNIST_SHAPE, Shape, TrainConfig
 from .data import BatchSampler
 from .devices import Speed
+from .errors import UsageError
 from .models import build_models, load_weights, sample_noise
 
 
@@ -41,13 +42,18 @@ def lr_scale(cfg: TrainConfig, step: int) -> float:
     return min(1.0, (cfg.steps - step) / (cfg.lr_decay * cfg.steps)) if cfg.lr_decay else 1.0
 
 
-def fixed_noise(cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The grid's fixed batch: 64 z (an 8x8 grid); for a conditional run 10 z, each drawn as every class (a 10x10
-    grid, row c class c, column j the j-th z), with those labels."""
+GRID_CLASSES = 10  # a conditional grid's rows: the first classes, each drawn from the same 10 z
+
+
+def fixed_noise(cfg: TrainConfig, device: torch.device,
+                classes: int = GRID_CLASSES) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The grid's fixed batch: 64 z (an 8x8 grid); for a conditional run 10 z, each drawn as each of the first
+    (up to) 10 classes (row c class c, column j the j-th z), with those labels."""
     if cfg.conditional != "on":
         return sample_noise(cfg, 64, torch.Generator().manual_seed(cfg.seed), "cpu").to(device), None
-    z = sample_noise(cfg, NUM_CLASSES, torch.Generator().manual_seed(cfg.seed), "cpu")
-    return z.repeat(NUM_CLASSES, 1).to(device), torch.arange(NUM_CLASSES).repeat_interleave(NUM_CLASSES).to(device)
+    rows = min(classes, GRID_CLASSES)
+    z = sample_noise(cfg, GRID_CLASSES, torch.Generator().manual_seed(cfg.seed), "cpu")
+    return z.repeat(rows, 1).to(device), torch.arange(rows).repeat_interleave(GRID_CLASSES).to(device)
 
 
 class TrainState:
@@ -60,13 +66,16 @@ class TrainState:
     """
 
     def __init__(self, cfg: TrainConfig, device: torch.device, speed: Speed, num_images: int,
-                 share: Callable[[torch.Tensor], torch.Tensor] = lambda batch: batch):
-        # share: this process's rows of a global batch (distributed.World.share); the streams stay global
-        self.cfg, self.device, self.share = cfg, device, share
+                 share: Callable[[torch.Tensor], torch.Tensor] = lambda batch: batch, shape: Shape = MNIST_SHAPE,
+                 fingerprint: str = ""):
+        # share: this process's rows of a global batch (distributed.World.share); the streams stay global.
+        # shape and fingerprint: the training data's (data.Dataset), which the networks are built for
+        self.cfg, self.device, self.share, self.shape = cfg, device, share, shape
+        self.data = {"shape": shape.to_dict(), "images": num_images, "fingerprint": fingerprint}
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)  # unused by training, but in every checkpoint: alike in runs started alike
         np.random.seed(cfg.seed)
-        self.G, self.D = (m.to(device) for m in build_models(cfg))
+        self.G, self.D = (m.to(device) for m in build_models(cfg, shape))
         if speed.channels_last:  # before the optimizers and the average take references to the weights
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
@@ -77,7 +86,7 @@ class TrainState:
         self.sampler = BatchSampler(num_images, cfg.batch_size, cfg.seed + 2, data_device)
         self.noise_device = device if speed.noise_on_device else torch.device("cpu")
         self.noise_gen = torch.Generator(self.noise_device).manual_seed(cfg.seed + 1)
-        self.fixed_z, self.fixed_y = fixed_noise(cfg, device)
+        self.fixed_z, self.fixed_y = fixed_noise(cfg, device, len(shape.classes))
         self.step, self.elapsed, self.d_won_steps = 0, 0.0, 0  # elapsed: seconds of training, all sessions
         self.best: dict[str, Any] | None = None  # {"step", "fid"} of the lowest FID so far (best.pt)
 
@@ -94,7 +103,8 @@ class TrainState:
         """This process's share of a global batch of z, and for a conditional run of uniform class labels, from
         the run's noise stream (so a resume draws the same ones), on the training device."""
         z = sample_noise(self.cfg, self.cfg.batch_size, self.noise_gen, self.noise_device)
-        y = (torch.randint(NUM_CLASSES, (self.cfg.batch_size,), generator=self.noise_gen, device=self.noise_device)
+        y = (torch.randint(len(self.shape.classes), (self.cfg.batch_size,), generator=self.noise_gen,
+                           device=self.noise_device)
              if self.cfg.conditional == "on" else None)
         z, y = self.share(z), y if y is None else self.share(y)
         return z.to(self.device, non_blocking=True), y if y is None else y.to(self.device, non_blocking=True)
@@ -115,13 +125,14 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return dict(
-            step=self.step, config=dataclasses.asdict(self.cfg), **self._learned(),
+            step=self.step, config=dataclasses.asdict(self.cfg), data=self.data, **self._learned(),
             fixed_noise=self.fixed_z.cpu(), elapsed=self.elapsed, health={"d_won_steps": self.d_won_steps},
             best=self.best,
             rng={**checkpoints.capture_rng(), "noise": self.noise_gen.get_state(),
                  "sampler": self.sampler.state_dict()})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.check_same_data(state.get("data"))
         load_weights(self.G, state["generator"])  # copies into the weights: channels_last survives
         load_weights(self.D, state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -144,6 +155,18 @@ class TrainState:
         self.step, self.elapsed, self.d_won_steps = state["step"], state["elapsed"], state["health"]["d_won_steps"]
         self.best = state.get("best")  # as of the checkpoint's step: a best.pt from a lost stretch is outbid
         self.set_hyperparameters()
+
+    def check_same_data(self, then: dict[str, Any] | None) -> None:
+        """Refuse to resume on data other than the run began with (a checkpoint from before data were recorded
+        passes)."""
+        if not then or not then.get("fingerprint") or not self.data["fingerprint"]:
+            return
+        if then["fingerprint"] != self.data["fingerprint"]:
+            count = (f"{then['images']} images then, {self.data['images']} now" if then["images"] != self.data["images"]
+                     else f"the same {then['images']} images, other pixels or labels")
+            raise UsageError(f"--dataset {self.cfg.dataset} is not the data this run began with ({count}; "
+                             f"fingerprint {then['fingerprint']} then, {self.data['fingerprint']} now): put the "
+                             f"data back as it was, or start a new run with --fresh or another --checkpoint-dir")
 
     def nonfinite(self) -> list[str]:
         """The parts of the state that hold NaN or inf (empty: it can be saved as a good checkpoint)."""

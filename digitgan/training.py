@@ -18,12 +18,12 @@ from tqdm import tqdm
 
 from . import checkpoints
 from .config import TrainConfig, resolve
-from .data import Dataset, load_dataset, to_float
+from .data import Dataset, check_images, load_dataset, to_float
 from .devices import Speed, pick_device, speed_settings
 from .distributed import World, data_parallel, join
 from .errors import ProcessLost, TrainingStopped, WriteError
 from .lock import RunLock
-from .metrics import CSV_KEYS, Judge
+from .metrics import CSV_KEYS, judge_for
 from .models import call
 from .records import CSV_COLUMNS, RunRecords, animate, archive_run, ensure_writable
 from .sampling import Generator, prepare_for_inference
@@ -156,6 +156,8 @@ def setup(overrides: dict[str, Any], fresh: bool, force: bool, world: World,
     first = resolve(overrides)  # reject bad values before touching the disk
     if fresh or "batch_size" in overrides:
         world.check_batch(first.batch_size)
+    if "dataset" in overrides:
+        check_images(first)
     run_dir = ensure_writable(overrides.get("checkpoint_dir", TrainConfig.checkpoint_dir), "--checkpoint-dir")
     lock.acquire(run_dir)
     overrides = {**overrides, "checkpoint_dir": str(run_dir)}
@@ -345,7 +347,7 @@ def evaluate(judge: Judge, state: TrainState) -> dict[str, Any]:
     """The quality of the sampling generator now, by the path `evaluate --num EVAL_NUM` takes for a checkpoint of
     this step (a batch-norm-folded copy, the same noise), so the two give the same figures."""
     generator = prepare_for_inference(copy.deepcopy(state.G_show), state.cfg, state.device)
-    return judge.score_generator(Generator(generator, state.cfg, state.step), state.cfg.eval_num)
+    return judge.score_generator(Generator(generator, state.cfg, state.step, state.shape), state.cfg.eval_num)
 
 
 def draw_grid(state: TrainState, records: RunRecords) -> None:
@@ -401,9 +403,10 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
     device = world.device(pick_device(cfg.device))
     speed = speed_settings(cfg, device, world.group)
     speed.apply()
-    data = world.main_first(lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir))
+    data = world.main_first(lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir, cfg.resolution,
+                                                 cfg.channels))
     batches = Batches(data, cfg, device, speed, world)
-    state = TrainState(cfg, device, speed, len(data), world.share)
+    state = TrainState(cfg, device, speed, len(data), world.share, data.shape, data.fingerprint)
     if saved:
         state.load_state_dict(saved)
         if world.main:
@@ -418,7 +421,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
             if world.main:  # the one process that writes the run's files, and evaluates
                 records = RunRecords(cfg, state.step)
                 records.real_grid(data.pixels, data.labels, cfg.conditional == "on")
-                judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device) if cfg.eval_every else None
+                judge = judge_for(cfg, device, data.shape)
                 if judge is not None:
                     records.reference(judge.reference)
             pbar = tqdm(total=cfg.steps, initial=state.step, unit="it", dynamic_ncols=True, mininterval=1.0,

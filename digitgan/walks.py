@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import NUM_CLASSES, TrainConfig
+from .config import TrainConfig
 from .errors import UsageError
 from .images import grid, save_gif, save_grid
 from .sampling import Generator, check_out_dir
@@ -40,27 +40,28 @@ def interpolate(out: str, generator: Generator, rows: int = 8, steps: int = 10, 
                 fps: float = 20.0) -> list[Path]:
     """rows walks of steps images each as a grid (out, one walk per row), the same walks as an animated GIF going
     there and back (out with .gif), and for a conditional model the style grid (out with _style.png). A
-    conditional model's row r is drawn as class r mod 10. Returns the files written."""
+    conditional model's row r is drawn as class r mod the number of classes. Returns the files written."""
     path = check_walk(out, steps)
     cfg = generator.config
     ends = generator.noise(2 * rows, seed)
-    labels = torch.arange(rows) % NUM_CLASSES if generator.conditional else None
+    classes = len(generator.class_names)
+    labels = torch.arange(rows) % classes if generator.conditional else None
 
-    def at(t: torch.Tensor) -> torch.Tensor:  # (rows * len(t), 1, 32, 32), row-major by walk
+    def at(t: torch.Tensor) -> torch.Tensor:  # (rows * len(t), C, R, R), row-major by walk
         z = walk(cfg, ends[:rows], ends[rows:], t).reshape(-1, cfg.z_dim)
         return generator.draw(z, None if labels is None else labels.repeat_interleave(len(t)))
 
     written = [save_grid(at(torch.linspace(0, 1, steps)), path, nrow=steps)]
     frames = 4 * steps  # finer than the grid, so the GIF moves smoothly
-    moving = at(torch.linspace(0, 1, frames)).view(rows, frames, 1, 32, 32)
+    moving = at(torch.linspace(0, 1, frames)).unflatten(0, (rows, frames))  # (rows, frames, C, R, R)
     cols = math.ceil(math.sqrt(rows))
     pictures = [grid(moving[:, i], nrow=cols) for i in range(frames)]
     written.append(save_gif(pictures + pictures[-2:0:-1], path.with_suffix(".gif"), fps))
-    if labels is not None:
-        z = generator.noise(NUM_CLASSES, seed)
-        classes = torch.arange(NUM_CLASSES).repeat_interleave(NUM_CLASSES)
-        written.append(save_grid(generator.draw(z.repeat(NUM_CLASSES, 1), classes),
-                                 path.with_name(path.stem + "_style.png"), nrow=NUM_CLASSES))
+    if labels is not None:  # the style grid: 10 z per row, a row per class (the first 10)
+        shown = min(classes, 10)
+        z = generator.noise(10, seed)
+        written.append(save_grid(generator.draw(z.repeat(shown, 1), torch.arange(shown).repeat_interleave(10)),
+                                 path.with_name(path.stem + "_style.png"), nrow=10))
     return written
 
 

@@ -1,0 +1,141 @@
+"""Your own pictures: the emoji of npm's emoji-datasource-google, a folder of real emoji files with broken ones
+among them, networks built from the data's shape (32 and 64 pixels, grey and RGB, plain and conditional), and
+what follows the shape downstream (grids, the animation, sampling, walks)."""
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dcgan
+import digitgan
+from digitgan.data import load_dataset
+from digitgan.folders import EMOJI_DIR, EMOJI_TARBALL, emoji_items
+from runs import cli_flags
+
+
+@pytest.fixture(scope="module")
+def emoji_files(cache_dir):
+    """Real emoji PNGs by category, straight from the package (name -> bytes)."""
+    with tarfile.open(Path(cache_dir) / EMOJI_TARBALL) as tar:
+        items, classes = emoji_items(tar)
+        return {classes[label]: [(Path(name).name, read()) for name, read, lab in items if lab == label][:12]
+                for label in range(len(classes))}
+
+
+def test_the_emoji_come_with_their_categories_on_white(cache_dir):
+    data = load_dataset("emoji", cache_dir=cache_dir, resolution=64)
+    assert data.pixels.shape == (3786, 3, 64, 64) and data.pixels.dtype == torch.uint8  # uint8: 46 MB, not 186
+    assert data.shape.classes[0] == "Smileys & Emotion" and len(data.shape.classes) == 10
+    assert torch.bincount(data.labels).tolist()[:2] == [169, 2261]  # skin tones are People & Body's
+    assert (data.pixels[:, :, 0, 0] == 255).float().mean() > 0.9  # transparent corners shown on white
+    small = load_dataset("emoji", cache_dir=cache_dir, resolution=32, channels=1)
+    assert small.pixels.shape == (3786, 1, 32, 32) and small.fingerprint != data.fingerprint
+
+
+def build_folder(root, emoji_files):
+    """Two class folders of real emoji, with every kind of odd file among them (the GIF is a palette image too)."""
+    cats, flags = root / "cats", root / "flags"
+    for folder, category in ((cats, "Animals & Nature"), (flags, "Flags")):
+        folder.mkdir(parents=True)
+        for name, blob in emoji_files[category]:
+            (folder / name).write_bytes(blob)
+    sample = Image.open(io.BytesIO(emoji_files["Flags"][0][1])).convert("RGB")
+    sample.convert("CMYK").save(flags / "cmyk.jpg")
+    sample.convert("P", palette=Image.Palette.ADAPTIVE).save(flags / "palette.png")
+    Image.fromarray((np.asarray(sample.convert("L"), np.uint16) * 257)).save(flags / "deep.png")  # 16-bit grey
+    frames = [sample, sample.rotate(90), sample.rotate(180)]
+    frames[0].save(cats / "anim.gif", save_all=True, append_images=frames[1:])
+    (cats / "broken.png").write_bytes(emoji_files["Animals & Nature"][0][1][:300])  # truncated
+    (cats / "text.png").write_text("not a picture")
+    Image.new("RGB", (1, 1)).save(cats / "tiny.png")
+    Image.new("1", (9000, 9000)).save(flags / "bomb.png")  # 81 megapixels in a few kilobytes
+    os.symlink("loop.png", cats / "loop.png")  # a link to itself
+    os.symlink("..", cats / "up")  # a link to a folder above: not followed
+    (root / "readme.txt").write_text("about these pictures")
+    sample.save(root / "stray.png")  # beside the class folders
+    return 12 + 12 + 4  # the usable ones: the real emoji, the CMYK, palette, 16-bit and animated ones
+
+
+def test_a_folder_is_frozen_once_with_its_classes_and_every_odd_file_counted(tmp_path, emoji_files, capsys):
+    usable = build_folder(tmp_path / "pics", emoji_files)
+    cache = str(tmp_path / "cache")
+    data = load_dataset(str(tmp_path / "pics"), cache_dir=cache)
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert data.pixels.shape == (usable, 3, 32, 32) and data.shape.classes == ("cats", "flags")
+    assert torch.bincount(data.labels).tolist() == [13, 15]
+    for part in (f"{usable} images used", "1 CMYK", "2 palette", "1 16-bit", "1 animated (its first frame used)",
+                 "8 skipped", "2 unreadable (not an image, or damaged)", "1 smaller than 8 pixels on a side",
+                 "1 larger than 64 megapixels (decompression-bomb guard)", "1 a symbolic link loop",
+                 "1 a link to a folder (not followed)", "1 not an image file (by its name)",
+                 "1 beside the class folders", "2 classes: cats 13, flags 15"):
+        assert part in summary, part
+    again = load_dataset(str(tmp_path / "pics"), cache_dir=cache)  # from the cache: no freezing, no summary
+    assert capsys.readouterr().err == "" and torch.equal(again.pixels, data.pixels)
+    (tmp_path / "pics" / "flags" / "cmyk.jpg").unlink()  # a changed folder is frozen again
+    assert len(load_dataset(str(tmp_path / "pics"), cache_dir=cache)) == usable - 1
+
+
+def test_bad_folders_are_one_line_and_exit_2_with_nothing_written(tmp_path, capsys, emoji_files):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_text("no picture")
+    (tmp_path / "few").mkdir()
+    for name, blob in emoji_files["Flags"][:3]:
+        (tmp_path / "few" / name).write_bytes(blob)
+    cases = {"nothere": "no such folder", "empty": "holds no image files",
+             "junk": "none of its 1 image files could be read (1 unreadable", "few": "3 usable images, fewer than a batch"}
+    for folder, says in cases.items():
+        run = tmp_path / "run"
+        argv = ["train", "--dataset", str(tmp_path / folder), "--steps", "2", "--batch-size", "8",
+                "--cache-dir", str(tmp_path / "cache"), "--checkpoint-dir", str(run / "ck"), "--sample-dir", str(run / "s")]
+        assert dcgan.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], (folder, err)
+        assert not run.exists()
+
+
+@pytest.mark.parametrize("resolution, channels, conditional", [(32, 3, "off"), (64, 3, "on"), (64, 1, "off")],
+                         ids=["32-rgb", "64-rgb-conditional", "64-grey"])
+def test_networks_and_pictures_follow_the_datas_shape(resolution, channels, conditional, tmp_path, cache_dir, capsys):
+    settings = dict(dataset="emoji", resolution=resolution, channels=channels, conditional=conditional, steps=4,
+                    batch_size=8, width=4, log_every=2, sample_every=2, checkpoint_every=2, eval_every=2,
+                    tensorboard="on" if conditional == "on" else "off", device="cpu", cache_dir=cache_dir,
+                    checkpoint_dir=str(tmp_path / "ck"), sample_dir=str(tmp_path / "s"))
+    run = digitgan.train(**settings)
+    err = capsys.readouterr().err
+    assert err.count("quality is not measured for the emoji yet") == 1  # said once, and training went on
+    mode, n = ("RGB" if channels == 3 else "L"), (10 if conditional == "on" else 8)
+    side = n * (resolution + 2) + 2
+    for name in ("real.png", "step_0000004.png"):
+        picture = Image.open(tmp_path / "s" / name)
+        assert (picture.mode, picture.size) == (mode, (side, side)), name
+    assert Image.open(tmp_path / "s" / "progress.gif").n_frames == 2
+    generator = digitgan.load(run, device="cpu")
+    classes = "Flags" if conditional == "on" else None
+    images = generator.sample(5, classes=classes)
+    assert images.shape == (5, channels, resolution, resolution)
+    assert dcgan.main(["interpolate", "--checkpoint-dir", str(run.dir), "--rows", "2", "--steps", "3",
+                       "--out", str(tmp_path / "walk.png")]) == 0
+    assert Image.open(tmp_path / "walk.png").size == (3 * (resolution + 2) + 2, 2 * (resolution + 2) + 2)
+    assert dcgan.main(["evaluate", "--checkpoint-dir", str(run.dir), "--num", "10"]) == 2
+    assert "quality is not measured for the emoji yet" in capsys.readouterr().err
+
+
+def test_a_resume_on_changed_pictures_and_the_seed_preset_on_colour_are_refused(tmp_path, emoji_files, capsys):
+    build_folder(tmp_path / "pics", emoji_files)
+    settings = dict(dataset=str(tmp_path / "pics"), steps=2, batch_size=8, width=4, eval_every=0, tensorboard="off",
+                    device="cpu", cache_dir=str(tmp_path / "cache"), checkpoint_dir=str(tmp_path / "ck"),
+                    sample_dir=str(tmp_path / "s"))
+    digitgan.train(**settings)
+    (tmp_path / "pics" / "flags" / "palette.png").unlink()
+    capsys.readouterr()
+    assert dcgan.main(["train", *cli_flags({**settings, "steps": 4})]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "is not the data this run began with (28 images then, 27 now" in line
+    assert dcgan.main(["train", *cli_flags({**settings, "preset": "seed", "checkpoint_dir": str(tmp_path / "ck2")})]) == 2
+    assert "the seed preset is the 2019 network, for 32x32 grey images" in capsys.readouterr().err
