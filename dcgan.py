@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="write a grid (.png) or raw array (.npy) of generated digits")
     _generator_flags(sample, num=64)
-    sample.add_argument("--out", default="grid.png", help="output file: .png (a grid), .npy (N,1,32,32 float32 "
-                        "in [-1, 1]) or .npz (arrays `images` and, for a conditional model, `labels`)")
+    sample.add_argument("--out", default="grid.png", help="output: .png (a grid), .npy (N,C,R,R float32 in "
+                        "[-1, 1]), .npz (arrays `images` and, for a conditional model, `labels`), or a folder "
+                        "ending in / (one PNG per image)")
     sample.add_argument("--class", dest="cls", default=None, metavar="CLASS", help="conditional models: draw this "
                         "class only, by label (7) or Fashion-MNIST name (sneaker); default: a balanced set")
 
@@ -185,7 +186,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     labels = G.labels(args.num, args.cls)
     images = G.draw(G.noise(args.num, args.seed), labels)
     save_samples(path, images, labels, nrow=10 if labels is not None and args.cls is None and args.num % 10 == 0
-                 else None)
+                 else None, class_names=G.class_names)
     print(f"wrote {args.num} samples from step {G.step} to {path}")
 
 

@@ -27,9 +27,9 @@ def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndar
     return out[..., 0] if channels == 1 else out
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, pad: int = 2) -> Path:
     path = Path(path)
-    atomic_write(path, lambda f: Image.fromarray(grid(images, nrow)).save(f, format="PNG"))
+    atomic_write(path, lambda f: Image.fromarray(grid(images, nrow, pad)).save(f, format="PNG"))
     return path
 
 

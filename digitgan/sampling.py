@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -181,19 +182,40 @@ class Generator:
         return self.draw(self.noise(n, seed), classes)
 
 
+def _file_word(name: str) -> str:
+    """A class name as part of a file name: letters, digits, - and _ only."""
+    word = "".join(c if c.isalnum() or c in "-_" else " " for c in name)
+    return "-".join(word.split()) or "class"
+
+
 def samples_path(out: str) -> Path:
-    """--out of `sample`: a .png grid, .npy images or .npz images and labels, in a directory we can write to."""
+    """--out of `sample`: a .png grid, .npy images or .npz images and labels, in a directory we can write to; or a
+    folder (a name ending in /, or an existing folder) for one PNG per image, new or empty, so nothing is
+    overwritten."""
     path = Path(out)
+    if out.endswith(("/", os.sep)) or path.is_dir():
+        if path.is_dir() and any(path.iterdir()):
+            raise UsageError(f"--out {out}: the folder is not empty; pass a new or empty folder, so that nothing "
+                             f"in it is overwritten")
+        check_out_dir(path / "x.png" if path.is_dir() else path)  # the folder, or the one it goes into
+        return path
     if path.suffix not in (".png", ".npy", ".npz"):
-        raise UsageError(f"--out {out}: the name must end in .png (a grid), .npy (raw images) or .npz (images "
-                         f"and labels)")
+        raise UsageError(f"--out {out}: the name must end in .png (a grid), .npy (raw images), .npz (images and "
+                         f"labels) or / (a folder of one PNG per image)")
     check_out_dir(path)
     return path
 
 
-def save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor | None, nrow: int | None = None) -> Path:
-    """A grid (.png, nrow images a row), the images (.npy), or images and their classes (.npz: `images`, `labels`)."""
-    if path.suffix == ".png":
+def save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor | None, nrow: int | None = None,
+                 class_names: Sequence[str] = ()) -> Path:
+    """A grid (.png, nrow images a row), the images (.npy), images and their classes (.npz: `images`,
+    `labels`), or a folder of one PNG per image (00000.png, ...; 00000-<class>.png for a conditional model)."""
+    if not path.suffix:
+        path.mkdir(exist_ok=True)
+        for i, image in enumerate(images):
+            name = f"{i:05d}" + ("" if labels is None else "-" + _file_word(class_names[int(labels[i])]))
+            save_grid(image[None], path / f"{name}.png", nrow=1, pad=0)
+    elif path.suffix == ".png":
         save_grid(images, path, nrow=nrow)
     elif path.suffix == ".npy":
         atomic_write(path, lambda f: np.save(f, images.numpy()))

@@ -122,8 +122,34 @@ def test_networks_and_pictures_follow_the_datas_shape(resolution, channels, cond
     assert dcgan.main(["interpolate", "--checkpoint-dir", str(run.dir), "--rows", "2", "--steps", "3",
                        "--out", str(tmp_path / "walk.png")]) == 0
     assert Image.open(tmp_path / "walk.png").size == (3 * (resolution + 2) + 2, 2 * (resolution + 2) + 2)
+    each = tmp_path / "each"
+    assert dcgan.main(["sample", "--checkpoint-dir", str(run.dir), "--num", "3", "--out", f"{each}/"]) == 0
+    names = sorted(p.name for p in each.iterdir())
+    assert names == (["00000-Smileys-Emotion.png", "00001-Animals-Nature.png", "00002-Activities.png"]
+                     if conditional == "on" else ["00000.png", "00001.png", "00002.png"])  # classes: spread evenly
+    assert all((Image.open(each / n).mode, Image.open(each / n).size) == (mode, (resolution,) * 2) for n in names)
+    assert dcgan.main(["sample", "--checkpoint-dir", str(run.dir), "--out", f"{each}/"]) == 2  # not empty now
     assert dcgan.main(["evaluate", "--checkpoint-dir", str(run.dir), "--num", "10"]) == 2
     assert "quality is not measured for the emoji yet" in capsys.readouterr().err
+
+
+def test_a_checkpoint_written_before_shapes_were_recorded_still_draws_and_resumes(shared_run, tmp_path):
+    """Checkpoints from before this change hold no "data" record and no resolution or channels in their config:
+    they are MNIST's 32x32 grey, and load, draw and resume as they did."""
+    from digitgan import checkpoints
+    from runs import copy_run
+    run = copy_run(shared_run, tmp_path)
+    ck = Path(run["checkpoint_dir"])
+    for path in checkpoints.list_checkpoints(ck):
+        state = checkpoints.load(path)
+        del state["data"]
+        state["config"] = {k: v for k, v in state["config"].items() if k not in ("resolution", "channels")}
+        torch.save(state, path)
+    before = digitgan.load(ck, device="cpu")
+    assert before.shape.describe() == "32x32 grey" and before.class_names == tuple("0123456789")
+    step = before.step
+    digitgan.train(**{**run, "steps": step + 2})
+    assert digitgan.load(ck, device="cpu").step == step + 2
 
 
 def test_a_resume_on_changed_pictures_and_the_seed_preset_on_colour_are_refused(tmp_path, emoji_files, capsys):
