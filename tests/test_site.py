@@ -138,3 +138,45 @@ def test_the_class_picker_passes_the_class_it_shows(browser, conditional):
     assert canvas(browser, "styles").shape == (10 * 34 + 2, 10 * 34 + 2)
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     assert json.loads((d / "site" / "generator.json").read_text())["conditional"] is True
+
+
+@pytest.fixture(scope="module")
+def colour(tmp_path_factory, cache_dir):
+    d, url, proc = _site(tmp_path_factory, cache_dir, dataset="emoji", resolution=64, conditional="on", width=4,
+                         steps=6, sample_every=3)
+    yield d, url
+    proc.terminate()
+
+
+def canvas_rgb(driver, id):
+    """A canvas as a (H, W, 3) uint8 array."""
+    w, h, data = driver.execute_script(
+        "const c = document.getElementById(arguments[0]), d = c.getContext('2d').getImageData(0, 0, c.width, "
+        "c.height).data; return [c.width, c.height, Array.from(d)];", id)
+    return np.array(data, np.uint8).reshape(h, w, 4)[..., :3]
+
+
+def test_the_page_draws_a_colour_64_pixel_model_and_names_its_classes(browser, colour):
+    from selenium.webdriver.support.select import Select
+    d, url = colour
+    load(browser, url)
+    info = json.loads((d / "site" / "generator.json").read_text())
+    assert (info["resolution"], info["channels"], info["classes"][0]) == (64, 3, "Smileys & Emotion")
+    mine = canvas_rgb(browser, "fixed")  # the trainer's RGB grid of that step, within 2 levels
+    trainers = np.asarray(Image.open(d / "samples" / "step_0000006.png").convert("RGB"))
+    assert mine.shape == trainers.shape == (10 * 66 + 2, 10 * 66 + 2, 3)
+    assert np.abs(mine.astype(int) - trainers.astype(int)).max() <= 2
+    picker = Select(browser.find_element("id", "class"))
+    assert [o.text for o in picker.options] == ["every class", *info["classes"]]
+    n = browser.execute_script("return window.timings.length")
+    picker.select_by_visible_text("Flags")
+    deadline = time.time() + 20
+    while browser.execute_script("return window.timings.length") == n:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    last = browser.execute_script("return window.lastDraw")
+    assert last["labels"] == [9] * 64
+    G, cfg, _ = load_generator(str(d / "ck"), device="cpu")
+    flags = grid(draw(G, torch.tensor(last["z"], dtype=torch.float32).view(64, cfg.z_dim), torch.full((64,), 9)), 8)
+    assert np.abs(canvas_rgb(browser, "live").astype(int) - flags).max() <= 2
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

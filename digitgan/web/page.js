@@ -2,7 +2,7 @@
 // The exported generator (generator.onnx) run in the browser by onnxruntime-web's wasm backend; everything else
 // the page shows comes from run.json and the files beside it (written by `python dcgan.py export`).
 
-const SIZE = 32, PAD = 2;  // the trainer's grid layout (digitgan/images.py: grid): 32x32 digits, 2 px of grey
+const PAD = 2;  // the trainer's grid layout (digitgan/images.py: grid): images 2 px apart on grey
 const $ = (id) => document.getElementById(id);
 window.timings = [];  // milliseconds per new 8x8 grid, for bench/site.py
 
@@ -38,7 +38,8 @@ function between(run, a, b, t) {
   return a.map((v, i) => wa * v + wb * b[i]);
 }
 
-// The images (n, 1, 32, 32) in [-1, 1] that the generator draws from z, and for a conditional model the labels
+// The images (n, channels, side, side) in [-1, 1] that the generator draws from z, and for a conditional model
+// the labels
 async function draw(session, run, z, labels) {
   const n = z.length / run.config.z_dim;
   const feeds = { z: new ort.Tensor("float32", z, [n, run.config.z_dim]) };
@@ -47,9 +48,11 @@ async function draw(session, run, z, labels) {
   return out.images.data;
 }
 
-// A grid like the trainer's PNGs: grey background, 2 px apart, [-1, 1] -> 0..255
-function paint(canvas, images, cols) {
-  const n = images.length / (SIZE * SIZE), rows = Math.ceil(n / cols);
+// A grid like the trainer's PNGs: grey background, 2 px apart, [-1, 1] -> 0..255; the images' side and channels
+// from run.json (an export from before they were recorded: 32x32 grey)
+function paint(canvas, images, cols, run) {
+  const SIZE = run.resolution || 32, channels = run.channels || 1, plane = SIZE * SIZE;
+  const n = images.length / (channels * plane), rows = Math.ceil(n / cols);
   const w = cols * (SIZE + PAD) + PAD, h = rows * (SIZE + PAD) + PAD;
   canvas.width = w;
   canvas.height = h;
@@ -60,9 +63,11 @@ function paint(canvas, images, cols) {
     const top = PAD + Math.floor(i / cols) * (SIZE + PAD), left = PAD + (i % cols) * (SIZE + PAD);
     for (let y = 0; y < SIZE; y++) {
       for (let x = 0; x < SIZE; x++) {
-        const v = Math.round((Math.min(1, Math.max(-1, images[i * SIZE * SIZE + y * SIZE + x])) + 1) * 127.5);
         const p = 4 * ((top + y) * w + left + x);
-        img.data[p] = img.data[p + 1] = img.data[p + 2] = v;
+        for (let c = 0; c < 3; c++) {  // grey: the one channel in all three
+          const at = (i * channels + (channels === 1 ? 0 : c)) * plane + y * SIZE + x;
+          img.data[p + c] = Math.round((Math.min(1, Math.max(-1, images[at])) + 1) * 127.5);
+        }
       }
     }
   }
@@ -115,32 +120,32 @@ async function main() {
 
   // The fixed-noise grid of the exported step, from the run's own noise
   const fixed = await draw(session, run, Float32Array.from(run.fixed.z), run.fixed.labels);
-  paint($("fixed"), fixed, run.fixed.cols);
+  paint($("fixed"), fixed, run.fixed.cols, run);
 
   // New digits: 64 of them, of one class or (conditional) a balanced set
   const rand = random(Date.now() >>> 0);
   if (run.conditional) {
     $("class-picker").hidden = false;
-    classes.forEach((name, c) => $("class").add(new Option(`${name}s`, String(c))));
+    classes.forEach((name, c) => $("class").add(new Option(/^\d$/.test(name) ? `${name}s` : name, String(c))));
     $("styles-section").hidden = false;
   }
   async function newDigits() {
     const picked = $("class").value;
     const z = noise(run, 64, rand);
-    const labels = run.conditional ? Array.from({ length: 64 }, (_, i) => (picked === "" ? Math.floor(i * 10 / 64) : Number(picked))) : null;
+    const labels = run.conditional ? Array.from({ length: 64 }, (_, i) => (picked === "" ? Math.floor(i * classes.length / 64) : Number(picked))) : null;
     const t0 = performance.now();
     const images = await draw(session, run, z, labels);
-    paint($("live"), images, 8);
+    paint($("live"), images, 8, run);
     const ms = performance.now() - t0;
     window.timings.push(ms);
     window.lastDraw = { z: Array.from(z), labels };
     $("time").textContent = `${ms.toFixed(1)} ms for 64 digits`;
   }
   async function newStyles() {
-    const z = noise(run, 10, rand), all = new Float32Array(100 * cfg.z_dim);
-    for (let c = 0; c < 10; c++) all.set(z, c * 10 * cfg.z_dim);  // row c: the 10 z drawn as class c
-    const labels = Array.from({ length: 100 }, (_, i) => Math.floor(i / 10));
-    paint($("styles"), await draw(session, run, all, labels), 10);
+    const shown = Math.min(10, classes.length), z = noise(run, 10, rand), all = new Float32Array(10 * shown * cfg.z_dim);
+    for (let c = 0; c < shown; c++) all.set(z, c * 10 * cfg.z_dim);  // row c: the 10 z drawn as class c
+    const labels = Array.from({ length: 10 * shown }, (_, i) => Math.floor(i / 10));
+    paint($("styles"), await draw(session, run, all, labels), 10, run);
   }
 
   // The latent walk: 8 pairs of ends, the slider's fraction of the way
@@ -150,8 +155,8 @@ async function main() {
     for (let i = 0; i < 8; i++) {
       z.set(between(run, ends[0].subarray(i * dim, (i + 1) * dim), ends[1].subarray(i * dim, (i + 1) * dim), t), i * dim);
     }
-    const labels = run.conditional ? Array.from({ length: 8 }, (_, i) => i) : null;
-    paint($("walk"), await draw(session, run, z, labels), 8);
+    const labels = run.conditional ? Array.from({ length: 8 }, (_, i) => i % classes.length) : null;
+    paint($("walk"), await draw(session, run, z, labels), 8, run);
   }
   async function newEnds() {
     ends = [noise(run, 8, rand), noise(run, 8, rand)];
