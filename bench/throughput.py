@@ -9,6 +9,8 @@ and each figure is the median over rounds.
     python bench/throughput.py --compare      # seed: straightforward vs ours; default preset: share of GEMM peak
     python bench/throughput.py --variants     # default preset under every speed switch, batch size, thread count
     python bench/throughput.py --conditional  # default preset with and without --conditional on, same rounds
+    python bench/throughput.py --share --dataset emoji --resolution 64   # the default preset's share of the peak
+                                                                         # on other data (here 64x64 RGB)
     python bench/throughput.py --gpu eager --json out.jsonl   # a group of CUDA variants (bench/gpu.py runs them)
 
 On CUDA nothing is read back per iteration: a round of iterations is waited for once, at its end.
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from digitgan.config import MNIST_SHAPE, TrainConfig, resolve  # noqa: E402
+from digitgan.config import MNIST_SHAPE, Shape, TrainConfig, resolve  # noqa: E402
 from digitgan.data import BatchSampler, load_dataset  # noqa: E402
 from digitgan.devices import pick_device, speed_settings  # noqa: E402
 from digitgan.models import build_models, sample_noise  # noqa: E402
@@ -56,7 +58,8 @@ def gemm_rate(seconds: float, n: int = GEMM_N) -> float:
 
 def make_iteration(overrides: dict[str, Any], device: torch.device, images: torch.Tensor,
                    optimizer: dict[str, Any] | None = None, labels: torch.Tensor | None = None,
-                   compile_mode: str | None = None) -> tuple[Callable[[], None], TrainConfig]:
+                   compile_mode: str | None = None,
+                   shape: Shape = MNIST_SHAPE) -> tuple[Callable[[], None], TrainConfig]:
     """A closure running one training iteration of the config (labels: the images', for a conditional one),
     and the config. compile_mode: torch.compile's mode for both networks instead of the config's compile
     ("eager-backend": Dynamo without Inductor, for dry runs on the CPU)."""
@@ -66,7 +69,7 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
         speed = dataclasses.replace(speed, compile=False)
     speed.apply()
     torch.manual_seed(0)
-    G, D = (m.to(device) for m in build_models(cfg))
+    G, D = (m.to(device) for m in build_models(cfg, shape))
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **(optimizer or {}))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), **(optimizer or {}))
     G_step, D_step = prepare(G, D, speed)
@@ -81,7 +84,7 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
     ones = torch.ones(cfg.batch_size, device=device)
     zeros = torch.zeros(cfg.batch_size, device=device)
     conditional = cfg.conditional == "on"
-    fake_labels = lambda: (torch.randint(len(MNIST_SHAPE.classes), (cfg.batch_size,), generator=gen, device=device)
+    fake_labels = lambda: (torch.randint(len(shape.classes), (cfg.batch_size,), generator=gen, device=device)
                            if conditional else None)
 
     def iteration() -> None:
@@ -147,16 +150,22 @@ def compare(device: torch.device, images: torch.Tensor, rounds: int) -> None:
     print(f"  its FLOPs: {total / 1e9:.1f} G/it, {big / 1e9:.1f} G of them in the 32x32-kernel layer; the other "
           f"{(total - big) / 1e9:.1f} G would take {1000 * floor:.0f} ms at the GEMM peak of the same rounds, so "
           f"no formulation of that layer can beat {seed['straightforward'] / floor:.1f}x here")
-    iteration, cfg = make_iteration({}, device, images)
+    share = gemm_share(device, images, rounds)
+    print(f"seed_speedup={speedup:.2f}")
+    print(f"default_gemm_share={share:.3f}")
+
+
+def gemm_share(device: torch.device, images: torch.Tensor, rounds: int, shape: Shape = MNIST_SHAPE) -> float:
+    """The default preset's FLOP rate on these images as a share of the fp32 GEMM peak timed in the same rounds."""
+    iteration, cfg = make_iteration({}, device, images, shape=shape)
     flops = count_flops(iteration)["Global"]
     seconds = time_interleaved({"default": iteration, "gemm": gemm(device)}, rounds=rounds, per_round=5)
     peak, rate = gemm_rate(seconds["gemm"]), flops / seconds["default"]
     print(f"fp32 GEMM peak ({GEMM_N}x{GEMM_N} torch.mm, median of the same rounds): {peak / 1e9:.1f} GFLOP/s")
-    print(f"default preset, batch {cfg.batch_size}, width {cfg.width}: {flops / 1e9:.2f} GFLOP/it "
-          f"(torch.utils.flop_counter), {1000 * seconds['default']:.1f} ms/it (median of {rounds} interleaved rounds "
-          f"of 5), {rate / 1e9:.1f} GFLOP/s = {rate / peak:.0%} of the GEMM peak")
-    print(f"seed_speedup={speedup:.2f}")
-    print(f"default_gemm_share={rate / peak:.3f}")
+    print(f"default preset on {shape.describe()}, batch {cfg.batch_size}, width {cfg.width}: {flops / 1e9:.2f} "
+          f"GFLOP/it (torch.utils.flop_counter), {1000 * seconds['default']:.1f} ms/it (median of {rounds} "
+          f"interleaved rounds of 5), {rate / 1e9:.1f} GFLOP/s = {rate / peak:.0%} of the GEMM peak")
+    return rate / peak
 
 
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name: (config overrides, Adam options)
@@ -305,6 +314,10 @@ def main() -> None:
     mode.add_argument("--conditional", action="store_true", help="the default preset with and without "
                       "--conditional on; ends with conditional_overhead=")
     mode.add_argument("--gpu", choices=GPU_GROUPS, help="one group of CUDA variants (bench/gpu.py runs each)")
+    mode.add_argument("--share", action="store_true", help="the default preset's share of the GEMM peak on "
+                      "--dataset at --resolution; ends with default_gemm_share=")
+    p.add_argument("--dataset", default="mnist", help="--share: the data (mnist, fashion-mnist, emoji, a folder)")
+    p.add_argument("--resolution", type=int, default=32, choices=(32, 64), help="--share: the side")
     p.add_argument("--json", type=Path, default=None, help="--gpu: append each variant's figures here, a JSON line each")
     p.add_argument("--dry-run", action="store_true", help="--gpu: every variant tiny, once, on any device "
                    "(compiling with Dynamo's eager backend)")
@@ -314,9 +327,11 @@ def main() -> None:
     args = p.parse_args()
     device = pick_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    data = load_dataset("mnist", "train", cache_dir=args.cache_dir)
+    data = load_dataset(args.dataset, "train", cache_dir=args.cache_dir, resolution=args.resolution)
     images = data.images.to(device)
-    if args.gpu:
+    if args.share:
+        print(f"default_gemm_share={gemm_share(device, images, args.rounds, data.shape):.3f}")
+    elif args.gpu:
         gpu_group(args.gpu, device, images, args.rounds, args.json, args.dry_run)
     elif args.conditional:
         conditional_cost(device, images, data.labels.to(device), args.rounds)
