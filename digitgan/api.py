@@ -3,7 +3,7 @@
     import digitgan
     run = digitgan.train(steps=300, checkpoint_dir="runs/a/ck", sample_dir="runs/a/samples")
     G = digitgan.load(run)                      # or a run directory, a checkpoint file, an exported .safetensors
-    images = G.sample(16, seed=0)               # (16, 1, 32, 32) in [-1, 1]; conditional: classes=7
+    images = G.sample(16, seed=0)               # (16, C, R, R) in [-1, 1]: (16, 1, 32, 32) for digits; conditional: classes=7
     scores = digitgan.evaluate(run, num=2000)   # FID, KID, precision, ..., and "real_reference" beside them
 """
 from __future__ import annotations
