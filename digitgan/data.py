@@ -240,7 +240,11 @@ def check_images(cfg: Any) -> None:
         return
     summary: list[str] = []  # said once the pictures are known to be enough
     load = load_emoji if cfg.dataset == "emoji" else functools.partial(load_folder, cfg.dataset)
-    n = len(load(cfg.resolution, cfg.channels, cfg.cache_dir, say=summary.append).labels)
+    frozen = load(cfg.resolution, cfg.channels, cfg.cache_dir, say=summary.append)
+    n = len(frozen.labels)
+    if cfg.conditional == "on" and not frozen.classes:
+        raise UsageError(f"--conditional on needs classes, and {cfg.dataset} has none: put its pictures into two or "
+                         f"more subfolders, one per class")
     if n < cfg.batch_size:
         raise UsageError(f"--dataset {cfg.dataset}: {n} usable images, fewer than a batch (--batch-size "
                          f"{cfg.batch_size}); add images or pass a smaller --batch-size")

@@ -87,11 +87,13 @@ def test_bad_folders_are_one_line_and_exit_2_with_nothing_written(tmp_path, caps
     (tmp_path / "few").mkdir()
     for name, blob in emoji_files["Flags"][:3]:
         (tmp_path / "few" / name).write_bytes(blob)
-    cases = {"nothere": "no such folder", "empty": "holds no image files",
-             "junk": "none of its 1 image files could be read (1 unreadable", "few": "3 usable images, fewer than a batch"}
-    for folder, says in cases.items():
+    cases = [(["nothere"], "no such folder"), (["empty"], "holds no image files"),
+             (["junk"], "none of its 1 image files could be read (1 unreadable"),
+             (["few"], "3 usable images, fewer than a batch"),
+             (["few", "--conditional", "on"], "--conditional on needs classes, and")]  # unlabelled: no classes
+    for (folder, *extra), says in cases:
         run = tmp_path / "run"
-        argv = ["train", "--dataset", str(tmp_path / folder), "--steps", "2", "--batch-size", "8",
+        argv = ["train", "--dataset", str(tmp_path / folder), *extra, "--steps", "2", "--batch-size", "8",
                 "--cache-dir", str(tmp_path / "cache"), "--checkpoint-dir", str(run / "ck"), "--sample-dir", str(run / "s")]
         assert dcgan.main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
