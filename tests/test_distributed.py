@@ -236,3 +236,13 @@ def test_bad_input_is_one_line_from_rank_0_and_exit_2(two, tmp_path, cache_dir):
     assert line.startswith(f"error: {d / 'ck'}/ is being trained by another process; nothing was changed")
     assert "exitcode  : 2" in err
     assert {p.name: p.stat().st_mtime_ns for p in (d / "ck").iterdir()} == before
+
+
+def test_two_processes_train_on_colour_pictures_at_64_pixels(tmp_path, cache_dir):
+    """The data's shape reaches every rank: the emoji at 64x64 RGB, conditional, on two processes."""
+    from PIL import Image
+    code, err = run(torchrun(2, *flags(tmp_path, cache_dir, dataset="emoji", resolution=64, conditional="on",
+                                       steps=4, batch_size=8, width=4, sample_every=4)))
+    assert code == 0, err
+    assert err.count("done: step 4") == 1 and not rank_tracebacks(err)
+    assert Image.open(tmp_path / "samples" / "step_0000004.png").mode == "RGB"
