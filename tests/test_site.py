@@ -83,6 +83,16 @@ def canvas(driver, id):
     return np.array(red, np.uint8).reshape(h, w)
 
 
+def pick(driver, picker, text):
+    """Choose a class in the page's picker and wait until the page has drawn it."""
+    n = driver.execute_script("return window.timings.length")
+    picker.select_by_visible_text(text)
+    deadline = time.time() + 20
+    while driver.execute_script("return window.timings.length") == n:
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
 def test_the_page_draws_the_trainers_grid_and_new_digits(browser, plain):
     d, url = plain
     load(browser, url)
@@ -118,12 +128,7 @@ def test_the_class_picker_passes_the_class_it_shows(browser, conditional):
     load(browser, url)
     picker = Select(browser.find_element("id", "class"))
     assert [o.text for o in picker.options] == ["every class"] + [f"{c}s" for c in range(10)]
-    n = browser.execute_script("return window.timings.length")
-    picker.select_by_visible_text("7s")
-    deadline = time.time() + 20
-    while browser.execute_script("return window.timings.length") == n:
-        assert time.time() < deadline
-        time.sleep(0.05)
+    pick(browser, picker, "7s")
     shown = canvas(browser, "live")
     last = browser.execute_script("return window.lastDraw")
     assert last["labels"] == [7] * 64
@@ -168,12 +173,7 @@ def test_the_page_draws_a_colour_64_pixel_model_and_names_its_classes(browser, c
     assert np.abs(mine.astype(int) - trainers.astype(int)).max() <= 2
     picker = Select(browser.find_element("id", "class"))
     assert [o.text for o in picker.options] == ["every class", *info["classes"]]
-    n = browser.execute_script("return window.timings.length")
-    picker.select_by_visible_text("Flags")
-    deadline = time.time() + 20
-    while browser.execute_script("return window.timings.length") == n:
-        assert time.time() < deadline
-        time.sleep(0.05)
+    pick(browser, picker, "Flags")
     last = browser.execute_script("return window.lastDraw")
     assert last["labels"] == [9] * 64
     G, cfg, _ = load_generator(str(d / "ck"), device="cpu")
