@@ -89,8 +89,7 @@ class TrainConfig:
             raise UsageError("--conditional on needs --preset dcgan: the seed preset is the 2019 network as it was")
 
 
-DIGITS = ("mnist", "fashion-mnist")  # the datasets with a test split and a shipped evaluator
-DATASETS = (*DIGITS, "emoji")  # by name; any other --dataset is a folder
+DIGITS = ("mnist", "fashion-mnist")  # with a test split and a shipped evaluator; "emoji" and any folder are the others
 ON_OFF = ("on", "off")
 AUTO_ON_OFF = ("auto", "on", "off")
 BACKENDS = ("auto", "nccl", "gloo")  # torchrun's process group (train --backend)
