@@ -92,8 +92,9 @@ def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer,
 def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor,
              ones: torch.Tensor, amp: torch.dtype | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
     """One generator step with the non-saturating loss (G maximises log D(G(z))); returns (loss, the gradient's
-    norm) on the device. D's gradients from it are thrown away, so several processes do not average them."""
-    with D.no_sync() if hasattr(D, "no_sync") else contextlib.nullcontext():
+    norm) on the device. D's weights are frozen for it: their gradients would be thrown away, and computing
+    them is a third of D's backward."""
+    with frozen(D), D.no_sync() if hasattr(D, "no_sync") else contextlib.nullcontext():
         with autocast(z.device, amp):
             logits = call(D, call(G, z, y), y).float()
         loss = F.binary_cross_entropy_with_logits(logits, ones)
@@ -102,6 +103,19 @@ def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer,
     norm = gradient_norm(G)
     opt.step()
     return loss, norm
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model with no gradients for its parameters (they still pass gradients through to its input)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
