@@ -7,12 +7,12 @@ FASHION := /usr/share/datasets/fashion-mnist
 # pytest's workers: one per core, each torch on one thread (tests/conftest.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: train test venv data fashion-mnist emoji site browser flags pip-check bench clean-venv
+.PHONY: train test venv data fashion-mnist emoji photos site browser flags pip-check bench clean-venv
 
 train: venv data site
 	$(PY) dcgan.py train
 
-test: venv data fashion-mnist emoji site browser
+test: venv data fashion-mnist emoji photos site browser
 	$(PY) -m pytest -q -n $(JOBS) --dist load --maxschedchunk 1 tests
 	$(MAKE) --no-print-directory pip-check
 
@@ -48,6 +48,16 @@ fashion-mnist: venv
 emoji: venv
 	$(PY) dcgan.py data --dataset emoji --resolution 32
 	$(PY) dcgan.py data --dataset emoji --resolution 64
+
+# The ImageNet feature space's test names real photos: the samples in Debian's python3-skimage, read from its .deb
+# (fetched, not installed; tests/photos.py checks its SHA-256).
+SKIMAGE := python3-skimage=0.19.3-8
+photos:
+	@if [ ! -f data/python3-skimage_0.19.3-8_all.deb ]; then \
+	  (cd data && apt-get download -qq $(SKIMAGE) 2>/dev/null) || \
+	  { $(call apt_install,,the package lists are,the photo test); cd data && apt-get download -qq $(SKIMAGE); } || \
+	  echo "note: could not fetch $(SKIMAGE): the photo test will be skipped"; \
+	fi
 
 # The exported page's runtime (onnxruntime-web, pinned in digitgan/web/package-lock.json); `dcgan.py export` copies it.
 site: $(WEB)/node_modules/.installed

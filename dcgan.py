@@ -91,9 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--class", dest="cls", default=None, metavar="CLASS", help="conditional models: draw this "
                         "class only, by label (7) or Fashion-MNIST name (sneaker); default: a balanced set")
 
-    evaluate = sub.add_parser("evaluate", help="score generated digits against the test set with the shipped "
-                              "evaluator (FID, KID, precision, recall, ...), beside the real-data reference")
+    evaluate = sub.add_parser("evaluate", help="score generated images against the test set (the emoji's or a "
+                              "folder's held-out images) in a named feature space (FID, KID, precision, recall, ...), "
+                              "beside the real-data reference")
     _generator_flags(evaluate, num=10000)
+    evaluate.add_argument("--features", default=None, help="auto, evaluator, imagenet or a TorchScript .pt file "
+                          "(default: the run's --features; see docs/quality.md)")
     evaluate.add_argument("--json", default=None, help="also write the figures to this JSON file")
     evaluate.add_argument("--cas", action="store_true", help="conditional models: also the Classification Accuracy "
                           "Score, a classifier trained on generated digits only and tested on real ones (minutes)")
@@ -131,11 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "machine only; 0.0.0.0 shares it with the network)")
     serve.add_argument("--port", type=int, default=8000, help="the port to listen on (0: any free one)")
 
-    trainer = sub.add_parser("train-evaluator", help="train the fixed evaluator classifier that the metrics use "
-                             "(developers only: the shipped weights are what evaluation loads)")
-    trainer.add_argument("--dataset", default="mnist", choices=DIGITS)
-    trainer.add_argument("--epochs", type=_positive, default=6)
-    trainer.add_argument("--out-dir", default=None, help="default: digitgan/evaluators/ (the shipped files)")
+    trainer = sub.add_parser("train-evaluator", help="train the classifier that gives class figures: for MNIST and "
+                             "Fashion-MNIST the shipped evaluator (developers only); for the emoji or a labelled "
+                             "folder one kept in --cache-dir, which conditional runs' evaluations then use")
+    trainer.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, emoji or a folder with a "
+                         "subfolder per class")
+    trainer.add_argument("--resolution", type=int, default=TrainConfig.resolution, choices=(32, 64))
+    trainer.add_argument("--channels", type=int, default=TrainConfig.channels, choices=(0, 1, 3))
+    trainer.add_argument("--epochs", type=int, default=0, help="default: 6 for the digits; for smaller data about "
+                         "3,000 steps' worth (at most 60)")
+    trainer.add_argument("--out-dir", default=None, help="MNIST and Fashion-MNIST: default digitgan/evaluators/ "
+                         "(the shipped files)")
     trainer.add_argument("--cache-dir", default=TrainConfig.cache_dir)
 
     data = sub.add_parser("data", help="fetch, verify and cache a dataset, and the evaluator's test-set features and real-data "
@@ -196,7 +205,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from digitgan.metrics import format_table
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UsageError(f"--json {args.json}: the directory {Path(args.json).parent}/ does not exist")
-    result = evaluate(_generator(args), args.num, args.seed, cas=args.cas_num if args.cas else 0)
+    if args.features is not None:
+        dataclasses.replace(TrainConfig(), features=args.features)  # checked before the generator is loaded
+    result = evaluate(_generator(args), args.num, args.seed, cas=args.cas_num if args.cas else 0,
+                      features=args.features)
     print(format_table(result))
     if args.json:
         atomic_write(Path(args.json), lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
@@ -231,17 +243,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_train_evaluator(args: argparse.Namespace) -> None:
     from digitgan.evaluator import SHIPPED, train_evaluator
-    weights = train_evaluator(args.dataset, args.epochs, out_dir=args.out_dir or SHIPPED, cache_dir=args.cache_dir)
+    weights = train_evaluator(args.dataset, args.epochs, out_dir=args.out_dir or SHIPPED, cache_dir=args.cache_dir,
+                              resolution=args.resolution, channels=args.channels)
     print(f"wrote {weights} and {weights.with_suffix('.json')}:\n{weights.with_suffix('.json').read_text()}")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
     from digitgan.data import load_dataset, load_uint8, prepare_mnist
     from digitgan.metrics import Judge
-    if args.dataset not in DIGITS:  # the emoji, or a folder: frozen (its summary printed), no evaluator yet
+    if args.dataset not in DIGITS:  # the emoji, or a folder: frozen (its summary printed), its hold-out judged
         data = load_dataset(args.dataset, "train", cache_dir=args.cache_dir, resolution=args.resolution,
                             channels=args.channels)
-        print(f"{args.dataset}: {len(data)} images, {data.shape.describe()}, fingerprint {data.fingerprint}")
+        print(f"{args.dataset}: {len(data)} images to train on and {data.held_out} held out, "
+              f"{data.shape.describe()}, fingerprint {data.fingerprint}")
+        judge = Judge(args.dataset, args.cache_dir, resolution=args.resolution, channels=args.channels)
+        print(f"their features in {judge.space.name} and the real-data reference are in {args.cache_dir}/")
         return
     if args.dataset == "mnist" and not args.data_dir:
         prepare_mnist(args.cache_dir, say=print)
@@ -251,7 +267,7 @@ def cmd_data(args: argparse.Namespace) -> None:
               f"{len(set(labels.tolist()))} classes")
     if not args.data_dir:  # what the evaluations of training and `evaluate` compare with, cached once
         judge = Judge(args.dataset, args.cache_dir)
-        print(f"the {args.dataset} evaluator's test-set features and real-data reference are in {args.cache_dir}/ "
+        print(f"the {args.dataset} test set's features in {judge.space.name} and the real-data reference are in {args.cache_dir}/ "
               f"(it classifies {100 * judge.test_accuracy:.2f} % of the test set right)")
 
 

@@ -78,10 +78,12 @@ def load(source: str | os.PathLike, best: bool = False, device: str = "auto") ->
 
 
 def evaluate(source: str | os.PathLike | Generator, num: int = 10_000, seed: int = 0, best: bool = False,
-             cas: int = 0, device: str = "auto") -> dict[str, Any]:
-    """The quality figures of num samples (drawn from seed: the same figures every time) against the test set, in
-    the shipped evaluator's features, with the same figures for real training images under "real_reference";
-    cas > 0 adds the Classification Accuracy Score from that many generated images (conditional models)."""
+             cas: int = 0, device: str = "auto", features: str | None = None) -> dict[str, Any]:
+    """The quality figures of num samples (drawn from seed: the same figures every time) against the test set (the
+    held-out images of the emoji or a folder), in the feature space named under "features" (features: auto,
+    evaluator, imagenet or a TorchScript file; default: the run's), with the same figures for real training images
+    under "real_reference"; cas > 0 adds the Classification Accuracy Score from that many generated images
+    (conditional models)."""
     from .metrics import evaluate_generator
     generator = source if isinstance(source, Generator) else load(source, best, device)
-    return evaluate_generator(generator, num, seed, cas_num=cas)
+    return evaluate_generator(generator, num, seed, cas_num=cas, features=features)

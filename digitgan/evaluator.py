@@ -1,23 +1,27 @@
-"""The fixed judge: a small CNN classifier whose penultimate features and class probabilities the metrics use.
+"""The digits' judge: a small CNN classifier whose penultimate features and class probabilities the metrics use.
 
-It is trained once by `python dcgan.py train-evaluator` and shipped as safetensors beside a JSON record of its
-test accuracy and SHA-256; evaluation only loads it (and refuses a file whose hash does not match).
+For MNIST and Fashion-MNIST it is trained once by `python dcgan.py train-evaluator` and shipped as safetensors
+beside a JSON record of its test accuracy and SHA-256; evaluation only loads it (and refuses a file whose hash
+does not match). For the emoji or a labelled folder, `train-evaluator --dataset ...` trains the same network on
+the training images into the data cache, where it gives conditional runs their class figures (load_classifier).
 """
 from __future__ import annotations
 
 import json
 import time
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save as safetensors_bytes
 from tqdm import tqdm
 
+from .config import DIGITS
 from .files import atomic_write
-from .data import load_dataset, sha256
+from .data import Dataset, load_dataset, sha256
 from .errors import UsageError
 from .models import fold_batchnorms
 
@@ -26,24 +30,24 @@ FEATURES = 128
 
 
 class Evaluator(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 1, classes: int = 10) -> None:
         super().__init__()
         block = lambda cin, cout: [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
         self.body = nn.Sequential(
-            *block(1, 32), nn.MaxPool2d(2),  # (B, 32, 16, 16)
-            *block(32, 64), *block(64, 64), nn.MaxPool2d(2),  # (B, 64, 8, 8)
-            *block(64, 128), *block(128, FEATURES), nn.MaxPool2d(2),  # (B, 128, 4, 4)
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 128): the feature space of FID and friends
+            *block(channels, 32), nn.MaxPool2d(2),  # (B, 32, R/2, R/2)
+            *block(32, 64), *block(64, 64), nn.MaxPool2d(2),  # (B, 64, R/4, R/4)
+            *block(64, 128), *block(128, FEATURES), nn.MaxPool2d(2),  # (B, 128, R/8, R/8)
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 128): the digits' feature space of FID and friends
         )
         self.dropout = nn.Dropout(0.3)
-        self.head = nn.Linear(FEATURES, 10)
+        self.head = nn.Linear(FEATURES, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.body(x)))  # (B, 10) logits
 
     @torch.inference_mode()
     def embed(self, images: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features (N, 128), class probabilities (N, 10)) in float64 on the CPU, in eval mode.
+        """(features (N, 128), class probabilities (N, classes)) in float64 on the CPU, in eval mode.
 
         Runs a copy with each BatchNorm folded into its convolution, in channels_last, 500 images at a time:
         2.5 times as fast on the CPU as the plain model (bench/results/watch.txt), same function."""
@@ -69,23 +73,24 @@ def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.T
     dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, b), generator=gen))
     rows = (torch.arange(h) + dy[:, None])[:, :, None]  # (B, H, 1)
     cols = (torch.arange(w) + dx[:, None])[:, None, :]  # (B, 1, W)
-    return padded[torch.arange(b)[:, None, None], 0, rows, cols].unsqueeze(1)
+    return padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
 
 
 @torch.no_grad()
-def accuracy(model: Evaluator, dataset: str, cache_dir: str = "data", data_dir: str = "") -> float:
-    test = load_dataset(dataset, "test", data_dir, cache_dir)
+def accuracy(model: Evaluator, test: Dataset) -> float:
+    """The share of test's images the model classifies right."""
     _, probs = model.embed(test.images)
     return (probs.argmax(1) == test.labels).double().mean().item()
 
 
 def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, batch_size: int = 128, seed: int = 0,
-                   desc: str = "classifier") -> Evaluator:
+                   desc: str = "classifier", classes: int = 10) -> Evaluator:
     """A fresh Evaluator trained on (images, labels): AdamW with a one-cycle schedule, shifted copies, label
     smoothing; deterministic on the CPU for a given seed. The shipped evaluator and CAS both come from here."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = Evaluator()
+    model = Evaluator(images.shape[1], classes)
+    batch_size = min(batch_size, len(images))  # a small folder's classifier
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
     per_epoch = len(images) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * per_epoch)
@@ -102,23 +107,67 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, batc
     return model.eval()
 
 
-def train_evaluator(dataset: str = "mnist", epochs: int = 6, batch_size: int = 128, seed: int = 0,
-                    out_dir: str | Path = SHIPPED, cache_dir: str = "data", data_dir: str = "") -> Path:
-    """Train the classifier (deterministic on CPU), test it, write <dataset>.safetensors and <dataset>.json."""
+def train_evaluator(dataset: str = "mnist", epochs: int = 0, batch_size: int = 128, seed: int = 0,
+                    out_dir: str | Path = SHIPPED, cache_dir: str = "data", data_dir: str = "", resolution: int = 32,
+                    channels: int = 0) -> Path:
+    """Train the classifier (deterministic on CPU), test it, write its weights and a JSON record beside them:
+    <dataset>.safetensors in out_dir for MNIST and Fashion-MNIST; for the emoji or a labelled folder, into
+    cache_dir where load_classifier finds it, tested on the held-out images. epochs 0: 6 for the digits, and
+    for smaller data enough epochs for about 3,000 steps (at most 60)."""
     start = time.perf_counter()
-    train = load_dataset(dataset, "train", data_dir, cache_dir)
-    model = fit_classifier(train.images, train.labels, epochs, batch_size, seed, desc=f"evaluator ({dataset})")
-    acc = accuracy(model, dataset, cache_dir, data_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / f"{dataset}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    load = lambda split: load_dataset(dataset, split, data_dir, cache_dir, resolution, channels)
+    train = load("train")
+    classes = len(train.shape.classes)
+    if classes < 2:
+        raise UsageError(f"train-evaluator --dataset {dataset}: a classifier needs classes, and {dataset} has none: "
+                         f"put its pictures into two or more subfolders, one per class")
+    epochs = epochs or (6 if dataset in DIGITS else max(1, min(60, 3000 * batch_size // len(train))))
+    model = fit_classifier(train.images, train.labels, epochs, batch_size, seed, f"evaluator ({dataset})", classes)
+    acc = accuracy(model, load("test"))
+    weights = Path(out_dir) / f"{dataset}.safetensors" if dataset in DIGITS else classifier_file(train, cache_dir)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(weights, lambda f: f.write(safetensors_bytes({k: v.contiguous() for k, v in model.state_dict().items()})))
     record = {"dataset": dataset, "test_accuracy": round(acc, 6), "sha256": sha256(weights.read_bytes()),
               "epochs": epochs, "batch_size": batch_size, "seed": seed, "torch": torch.__version__,
               "train_seconds": round(time.perf_counter() - start, 1),
               "command": f"python dcgan.py train-evaluator --dataset {dataset}"}
-    atomic_write(out / f"{dataset}.json", lambda f: f.write(json.dumps(record, indent=2).encode() + b"\n"))
+    if dataset not in DIGITS:
+        record.update(test_images=f"{len(load('test'))} held-out images", shape=train.shape.to_dict(),
+                      fingerprint=train.fingerprint,
+                      command=f"{record['command']} --resolution {resolution} --channels {channels}")
+    atomic_write(weights.with_suffix(".json"), lambda f: f.write(json.dumps(record, indent=2).encode() + b"\n"))
     return weights
+
+
+def classifier_file(train: Dataset, cache_dir: str | Path) -> Path:
+    """Where train-evaluator keeps the classifier of the emoji or a folder: named by what it was trained on."""
+    return Path(cache_dir) / f"classifier-{Path(train.name).name}-{train.fingerprint}.safetensors"
+
+
+@dataclass
+class Classifier:
+    name: str  # "classifier:<first 12 hex digits of its SHA-256>"
+    model: Evaluator
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.embed(images)
+
+
+def load_classifier(dataset: str, cache_dir: str | Path, device: torch.device | str, resolution: int = 32,
+                    channels: int = 0) -> Classifier | None:
+    """The classifier train-evaluator made for the emoji or a labelled folder at this shape, or None."""
+    train = load_dataset(dataset, "train", "", str(cache_dir), resolution, channels)
+    weights = classifier_file(train, cache_dir)
+    if not weights.exists() or not weights.with_suffix(".json").exists():
+        return None
+    digest = sha256(weights.read_bytes())
+    if digest != json.loads(weights.with_suffix(".json").read_text())["sha256"]:
+        raise UsageError(f"{weights} does not match the SHA-256 in its record: delete it and run `python dcgan.py "
+                         f"train-evaluator --dataset {dataset} --resolution {resolution} --channels {channels}` again")
+    with torch.device("meta"):  # no random init: it would move torch's global RNG under a training run
+        model = Evaluator(train.shape.channels, len(train.shape.classes))
+    model.load_state_dict(load_file(str(weights)), assign=True)
+    return Classifier(f"classifier:{digest[:12]}", model.eval().to(device))
 
 
 def load_evaluator(dataset: str, directory: str | Path = SHIPPED) -> tuple[Evaluator, dict]:

@@ -1,7 +1,8 @@
-"""Sample-quality metrics in the fixed evaluator's feature space, and the real-data reference beside them.
+"""Sample-quality metrics in a feature space (features.py), and the real-data reference beside them.
 
-FID here is the Fréchet distance between Gaussians fitted to the MNIST (or Fashion-MNIST) evaluator's 128-d
-penultimate features, not Inception features: its values are comparable between runs of this program only.
+FID here is the Fréchet distance between Gaussians fitted to the features of the space the data chose (the MNIST
+or Fashion-MNIST evaluator's 128-d features, or EfficientNet-Lite0's ImageNet features), never Inception's: its
+values are comparable between runs of this program in the same space only, and every output names the space.
 """
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from typing import Any
 
 import torch
 
-from .config import DIGITS, Shape, TrainConfig
+from .config import CLASS_NAMES, DIGITS, Shape, TrainConfig
 from .files import read_cache, write_cache
 from .data import load_dataset, to_float
 from .errors import UsageError
-from .evaluator import accuracy, fit_classifier, load_evaluator
+from .evaluator import accuracy, fit_classifier, load_classifier
+from .features import feature_space
 from .sampling import Generator
 
 KEYS = ("fid", "kid", "kid_std", "inception_score", "precision", "recall", "density", "coverage",
@@ -26,6 +28,7 @@ CLASS_KEYS = ("class_accuracy", "intra_fid")  # for images drawn as a given clas
 CSV_KEYS = KEYS + CLASS_KEYS
 REFERENCE_SEED = 12345  # which 10,000 training images form the real-data reference
 CAS_EPOCHS = 2  # the Classification Accuracy Score's fixed schedule (the shipped evaluator had 6)
+FID_MIN_IMAGES = 5000  # real images from which on FID is the headline figure, below it KID (docs/quality.md)
 
 
 def frechet_distance(mu1: torch.Tensor, s1: torch.Tensor, mu2: torch.Tensor, s2: torch.Tensor) -> float:
@@ -75,7 +78,8 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, size: int = 
 
 
 def _kth_neighbour_radius(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
-    """Distance from each row of x to its k-th nearest other row."""
+    """Distance from each row of x to its k-th nearest other row (the farthest, if x has k rows or fewer)."""
+    k = min(k, len(x) - 1)
     out = []
     for part in x.split(chunk):
         # k + 1 smallest includes the point itself at distance 0
@@ -95,8 +99,10 @@ def _within(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, ch
 
 
 def real_radii(real: torch.Tensor, k_pr: int = 3, k_dc: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    """The real set's k-NN radii for precision (k_pr) and density/coverage (k_dc), from one distance pass."""
+    """The real set's k-NN radii for precision (k_pr) and density/coverage (k_dc), from one distance pass (a real
+    set of k images or fewer, as a tiny folder's hold-out: the farthest other one)."""
     real = real.float()
+    k_pr, k_dc = min(k_pr, len(real) - 1), min(k_dc, len(real) - 1)
     near = torch.cat([torch.cdist(part, real).topk(max(k_pr, k_dc) + 1, largest=False).values
                       for part in real.split(2048)])
     return near[:, k_pr], near[:, k_dc]
@@ -115,8 +121,11 @@ def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, k_
             "density": counts.double().sum().item() / (k_dc * len(fake)), "coverage": covered.double().mean().item()}
 
 
-def class_statistics(probs: torch.Tensor) -> dict[str, Any]:
-    """Inception-style score, class histogram, classes covered, KL from uniform, mean confidence."""
+def class_statistics(probs: torch.Tensor | None) -> dict[str, Any]:
+    """Inception-style score, class histogram, classes covered, KL from uniform, mean confidence (nothing without
+    a classifier's probabilities)."""
+    if probs is None:
+        return {}
     n, c = probs.shape
     p = probs.double().clamp(min=1e-12)
     marginal = p.mean(0)
@@ -130,7 +139,7 @@ def class_statistics(probs: torch.Tensor) -> dict[str, Any]:
             "mean_confidence": probs.max(1).values.double().mean().item(), "class_histogram": hist.tolist()}
 
 
-def compare(real_feats: torch.Tensor, fake_feats: torch.Tensor, fake_probs: torch.Tensor,
+def compare(real_feats: torch.Tensor, fake_feats: torch.Tensor, fake_probs: torch.Tensor | None,
             radii: tuple[torch.Tensor, torch.Tensor] | None = None,
             kid_terms: dict[int, torch.Tensor] | None = None) -> dict[str, Any]:
     """Every metric of the fake set against the real (test) set (radii, kid_terms: the real set's, if known)."""
@@ -139,61 +148,86 @@ def compare(real_feats: torch.Tensor, fake_feats: torch.Tensor, fake_probs: torc
             **precision_recall_density_coverage(real_feats, fake_feats, radii=radii), **class_statistics(fake_probs)}
 
 
-def class_metrics(feats: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, test_feats: torch.Tensor,
+def class_metrics(feats: torch.Tensor, probs: torch.Tensor | None, labels: torch.Tensor, test_feats: torch.Tensor,
                   test_labels: torch.Tensor) -> dict[str, Any]:
-    """For images meant to be of the classes in labels: the share the evaluator classifies as that class (overall
-    and per class), and the intra-class FID: the mean over classes of the FID between that class's images and
-    that class's test images. A generator that ignores its label scores about 0.1 and a large intra-class FID."""
-    hit = probs.argmax(1) == labels
-    classes = range(int(test_labels.max()) + 1)
-    per_class = [hit[labels == c].double().mean().item() for c in classes]
+    """For images meant to be of the classes in labels: the share a classifier (probs) classifies as that class
+    (overall and per class), and the intra-class FID: the mean over classes of the FID between that class's
+    images and that class's test images (classes with fewer than two test images left out). A generator that
+    ignores its label scores about 1/classes and a large intra-class FID."""
+    classes = [c for c in range(int(labels.max()) + 1) if (test_labels == c).sum() >= 2 and (labels == c).sum() >= 2]
     intra = [frechet_distance(*gaussian(test_feats[test_labels == c]), *gaussian(feats[labels == c])) for c in classes]
-    return {"class_accuracy": hit.double().mean().item(), "intra_fid": sum(intra) / len(intra),
-            "per_class_accuracy": per_class}
+    out = {"intra_fid": sum(intra) / len(intra)} if intra else {}
+    if probs is not None:
+        hit = probs.argmax(1) == labels
+        out.update(class_accuracy=hit.double().mean().item(),
+                   per_class_accuracy=[hit[labels == c].double().mean().item() for c in range(probs.shape[1])])
+    return out
 
 
 class Judge:
-    """The evaluator with the test set's features and the real-data reference.
+    """A feature space with the real images' features and the real-data reference.
 
-    Both depend only on the evaluator and the data, so for the default data sources they are cached in
-    cache_dir (keyed by the evaluator's SHA-256), with the test set's neighbour radii, and an evaluation only
-    embeds the generated images.
+    The real images are the test set (MNIST, Fashion-MNIST) or the seeded hold-out (the emoji, a folder: never
+    trained on); the reference is the same figures for real training images, as many as an evaluation draws. All
+    of it depends only on the feature space and the data, so it is cached in cache_dir (keyed by both) and an
+    evaluation only embeds the generated images. The headline figure is FID where at least FID_MIN_IMAGES real
+    images back it, else KID (unbiased at any size: docs/quality.md).
     """
 
     def __init__(self, dataset: str = "mnist", cache_dir: str = "data", data_dir: str = "",
-                 device: torch.device | str = "cpu", reference_num: int = 10_000):
-        self.model, self.record = load_evaluator(dataset)
-        self.model.to(device)
+                 device: torch.device | str = "cpu", reference_num: int = 10_000, resolution: int = 32,
+                 channels: int = 0, features: str = "auto"):
+        load = lambda split: load_dataset(dataset, split, data_dir, cache_dir, resolution, channels)
+        digits = dataset in DIGITS
+        test = None if digits else load("test")  # the digits' shape is known without loading them
+        shape = test.shape if test else Shape(resolution, 3 if channels == 3 else 1, CLASS_NAMES[dataset])
+        self.space = feature_space(features, dataset, shape, cache_dir, device)
+        self.classifier = None if digits else load_classifier(dataset, cache_dir, device, resolution, channels)
         self.kid_terms: dict[int, torch.Tensor] = {}  # the real side of KID, filled by the first evaluation
-        cache = Path(cache_dir) / f"judge3-{dataset}-{self.record['sha256'][:12]}-{reference_num}.pt"
-        blob = None if data_dir else read_cache(cache, "embedding the test set and the reference again")
+        source = (dataset if (resolution, channels) == (32, 0) else f"{dataset}-{resolution}-{channels}") if digits \
+            else f"{Path(dataset).name}-{test.fingerprint}"
+        tags = [self.space.name.split(":")[1]] + ([self.classifier.name.split(":")[1]] if self.classifier else [])
+        cache = Path(cache_dir) / f"judge4-{source}-{'-'.join(tags)}-{reference_num}.pt"
+        blob = None if data_dir else read_cache(cache, "embedding the real images and the reference again")
         saved = torch.load(io.BytesIO(blob), weights_only=True) if blob is not None else {}
         if {"test_feats", "test_labels", "reference", "radii", "test_accuracy"} <= saved.keys():
             self.test_feats, self.test_labels, self.reference = saved["test_feats"], saved["test_labels"], saved["reference"]
             self.radii, self.test_accuracy = saved["radii"], saved["test_accuracy"]
-            return
-        print(f"embedding the {dataset} test set and the real-data reference with the evaluator (once: kept in "
-              f"{cache_dir}/)", file=sys.stderr)
-        test = load_dataset(dataset, "test", data_dir, cache_dir)
-        (self.test_feats, probs), self.test_labels = self.model.embed(test.images), test.labels
-        self.test_accuracy = (probs.argmax(1) == self.test_labels).double().mean().item()  # the judge's own record
-        self.radii = real_radii(self.test_feats)
-        train = load_dataset(dataset, "train", data_dir, cache_dir)
-        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:reference_num]
-        # real training images "drawn as" their own classes: the class metrics' reference
-        self.reference = self.score(to_float(train.pixels[pick]), train.labels[pick])
-        if not data_dir and Path(cache_dir).is_dir():
-            write_cache(cache, lambda f: torch.save({"test_feats": self.test_feats, "test_labels": self.test_labels,
-                                                      "reference": self.reference, "radii": self.radii,
-                                                      "test_accuracy": self.test_accuracy}, f))
+        else:
+            real = "test set" if digits else "held-out images"
+            print(f"embedding the {dataset} {real} and the real-data reference in {self.space.name} (once: kept in "
+                  f"{cache_dir}/)", file=sys.stderr)
+            test = test or load("test")
+            (self.test_feats, probs), self.test_labels = self.embed(test.images), test.labels
+            # the classifier's own record on these real images (None: no classifier)
+            self.test_accuracy = None if probs is None else (probs.argmax(1) == self.test_labels).double().mean().item()
+            self.radii = real_radii(self.test_feats)
+            train = load("train")
+            pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:reference_num]
+            # real training images "drawn as" their own classes: the class metrics' reference
+            self.reference = {**self.score(to_float(train.pixels[pick]), train.labels[pick] if shape.classes else None),
+                              "features": self.space.name}
+            if not data_dir and Path(cache_dir).is_dir():
+                write_cache(cache, lambda f: torch.save({"test_feats": self.test_feats, "test_labels": self.test_labels,
+                                                          "reference": self.reference, "radii": self.radii,
+                                                          "test_accuracy": self.test_accuracy}, f))
+        self.headline = "fid" if len(self.test_feats) >= FID_MIN_IMAGES else "kid"
+        self.eval_num = self.space.eval_num  # generated images per evaluation during training (judge_for)
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(features in the space, class probabilities: the space's own or the data's classifier's, or None)."""
+        feats, probs = self.space.embed(images)
+        if probs is None and self.classifier is not None:
+            probs = self.classifier.embed(images)[1]
+        return feats, probs
 
     def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
-        """Every metric of images against the test set; with labels (the classes they were drawn as) also the
+        """Every metric of images against the real ones; with labels (the classes they were drawn as) also the
         class metrics."""
-        feats, probs = self.model.embed(images)
+        feats, probs = self.embed(images)
         by_class = class_metrics(feats, probs, labels, self.test_feats, self.test_labels) if labels is not None else {}
         return {**compare(self.test_feats, feats, probs, self.radii, self.kid_terms), **by_class,
-                "num_samples": len(images)}
+                "num_samples": len(images), "real_images": len(self.test_feats)}
 
     def score_generator(self, generator: Generator, num: int, seed: int = 0) -> dict[str, Any]:
         """Every metric of num images the generator draws from the noise of seed; a conditional model draws a
@@ -203,83 +237,86 @@ class Judge:
         return self.score(generator.draw(generator.noise(num, seed), labels), labels)
 
 
-def unmeasured(dataset: str, shape: Shape) -> str | None:
-    """Why the quality of a model of these data cannot be measured yet, or None."""
-    if dataset not in DIGITS:
-        return (f"quality is not measured for {'the emoji' if dataset == 'emoji' else dataset} yet: the figures need "
-                f"an evaluator for these data, and only MNIST and Fashion-MNIST have one so far")
-    if (shape.resolution, shape.channels) != (32, 1):
-        return (f"quality is not measured at {shape.describe()} yet: the shipped evaluators read 32x32 grey "
-                f"images (train at --resolution 32 --channels 0 to have the figures)")
-    return None
-
-
-def judge_for(cfg: TrainConfig, device: torch.device | str, shape: Shape) -> Judge | None:
-    """The Judge of a run's evaluations: None when they are off, or (after one line saying so) when the run's
-    data cannot be measured yet."""
+def judge_for(cfg: TrainConfig, device: torch.device | str) -> Judge | None:
+    """The Judge of a run's evaluations (None when they are off)."""
     if not cfg.eval_every:
         return None
-    if why := unmeasured(cfg.dataset, shape):
-        print(f"note: {why}; training goes on without evaluations", file=sys.stderr)
-        return None
-    return Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device)
+    judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device, resolution=cfg.resolution, channels=cfg.channels,
+                  features=cfg.features)
+    judge.eval_num = cfg.eval_num or judge.eval_num
+    return judge
 
 
-def evaluate_generator(generator: Generator, num: int = 10_000, seed: int = 0, cas_num: int = 0) -> dict[str, Any]:
+def evaluate_generator(generator: Generator, num: int = 10_000, seed: int = 0, cas_num: int = 0,
+                       features: str | None = None) -> dict[str, Any]:
     """Score num samples of the generator (fixed seed: repeatable), with the real-data reference; with cas_num also
-    the Classification Accuracy Score from that many generated images (conditional models)."""
+    the Classification Accuracy Score from that many generated images (conditional models). features: the
+    feature space (default: the run's --features)."""
     cfg = generator.config
-    if why := unmeasured(cfg.dataset, generator.shape):
-        raise UsageError(why)
     if num < 2:
         raise UsageError(f"--num must be at least 2 to estimate covariances, not {num}")
     if cas_num and not generator.conditional:
         raise UsageError("--cas needs a conditional checkpoint (--conditional on): it trains a classifier on "
                          "generated images labelled by the class they were drawn as")
-    judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, next(generator.module.parameters()).device)
+    judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, next(generator.module.parameters()).device,
+                  resolution=cfg.resolution, channels=cfg.channels, features=features or cfg.features)
     return {**judge.score_generator(generator, num, seed), "step": generator.step, "dataset": cfg.dataset,
-            "evaluator_sha256": judge.record["sha256"], "evaluator_test_accuracy": judge.test_accuracy,
-            "real_reference": judge.reference,
+            "features": judge.space.name, "features_about": judge.space.about, "headline": judge.headline,
+            "classifier": judge.classifier.name if judge.classifier else None,
+            "classifier_accuracy": judge.test_accuracy, "real_reference": judge.reference,
             **(classification_accuracy_score(generator, cas_num, seed) if cas_num else {})}
 
 
 def classification_accuracy_score(generator: Generator, num: int = 60_000, seed: int = 0,
                                   epochs: int = CAS_EPOCHS) -> dict[str, Any]:
     """Ravuri & Vinyals 2019: a fresh classifier (the evaluator's architecture and schedule) trained only on num
-    generated images labelled by the class they were drawn as, scored on the real test set; beside the same
-    classifier trained on num real training images. The real one is cached in cfg.cache_dir (it is the same every
+    generated images labelled by the class they were drawn as, scored on the real test set (the hold-out for the
+    emoji or a folder); beside the same classifier trained on as many real training images (all of them, if
+    fewer: then both train for about 3,000 steps). The real one is cached in cfg.cache_dir (it is the same every
     time: the CPU training is deterministic)."""
-    cfg, labels = generator.config, generator.labels(num)
-    fake = fit_classifier(generator.draw(generator.noise(num, seed), labels), labels, epochs, desc="CAS: generated")
-    cache = Path(cfg.cache_dir) / f"cas-real-{cfg.dataset}-{num}-{epochs}.json"
+    cfg = generator.config
+    load = lambda split: load_dataset(cfg.dataset, split, cfg.data_dir, cfg.cache_dir, cfg.resolution, cfg.channels)
+    train, test = load("train"), load("test")
+    num_real = min(num, len(train))
+    if cfg.dataset not in DIGITS:
+        epochs = max(epochs, min(60, 3000 * 128 // num_real))
+    labels, classes = generator.labels(num), len(train.shape.classes)
+    fake = fit_classifier(generator.draw(generator.noise(num, seed), labels), labels, epochs, desc="CAS: generated",
+                          classes=classes)
+    tag = cfg.dataset if cfg.dataset in DIGITS else f"{Path(cfg.dataset).name}-{train.fingerprint}"
+    cache = Path(cfg.cache_dir) / f"cas-real-{tag}-{num_real}-{epochs}.json"
     blob = None if cfg.data_dir else read_cache(cache, "training the real-data classifier again")
     if blob is not None:
         real = json.loads(blob)["accuracy"]
     else:
-        train = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir)
-        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:num]
-        real = accuracy(fit_classifier(to_float(train.pixels[pick]), train.labels[pick], epochs, desc="CAS: real"),
-                        cfg.dataset, cfg.cache_dir, cfg.data_dir)
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:num_real]
+        real = accuracy(fit_classifier(to_float(train.pixels[pick]), train.labels[pick], epochs, desc="CAS: real",
+                                       classes=classes), test)
         if not cfg.data_dir and Path(cfg.cache_dir).is_dir():
             write_cache(cache, lambda f: f.write(json.dumps({"accuracy": real}).encode()))
-    return {"cas": accuracy(fake, cfg.dataset, cfg.cache_dir, cfg.data_dir), "cas_real": real, "cas_num": num,
+    return {"cas": accuracy(fake, test), "cas_real": real, "cas_num": num, "cas_real_num": num_real,
             "cas_epochs": epochs}
 
 
 def format_table(result: dict[str, Any]) -> str:
     ref = result["real_reference"]
-    lines = [f"{result['num_samples']} samples from step {result['step']} vs the {result['dataset']} test set, in the "
-             f"{result['dataset']} evaluator's feature space (FID/KID use this evaluator, not Inception; it classifies "
-             f"{100 * result['evaluator_test_accuracy']:.2f} % of the test set right)",
+    real = "test set" if result["dataset"] in DIGITS else "held-out images"
+    lines = [f"{result['num_samples']} samples from step {result['step']} vs {result['real_images']} {result['dataset']} "
+             f"{real}, in {result['features_about']} ({result['features']}; not Inception features: compare only "
+             f"with figures of the same space). Headline: {result['headline'].upper()}"
+             + ("" if result["headline"] == "fid" else f" (fewer than {FID_MIN_IMAGES} real images: FID is biased)"),
              f"{'metric':<18}{'model':>12}{'real data':>12}   (real data: {ref['num_samples']} training images)"]
-    for key in KEYS + tuple(k for k in CLASS_KEYS if k in result):
-        fmt = (lambda v: f"{v:12d}") if key == "classes_covered" else (lambda v: f"{v:12.4f}")
-        lines.append(f"{key:<18}{fmt(result[key])}{fmt(ref[key])}")
+    for key in KEYS + CLASS_KEYS:
+        if result.get(key) is not None:
+            fmt = (lambda v: f"{v:12d}") if key == "classes_covered" else (lambda v: f"{v:12.4f}")
+            lines.append(f"{key:<18}{fmt(result[key])}{fmt(ref[key]) if ref.get(key) is not None else '':>12}")
     if "per_class_accuracy" in result:
         lines.append(f"{'per class':<18}" + " ".join(f"{a:.3f}" for a in result["per_class_accuracy"])
-                     + "   (real data: " + " ".join(f"{a:.3f}" for a in ref["per_class_accuracy"]) + ")")
-    lines.append(f"{'class histogram':<18}{result['class_histogram']}")
+                     + "   (real data: " + " ".join(f"{a:.3f}" for a in ref.get("per_class_accuracy", [])) + ")")
+    if "class_histogram" in result:
+        lines.append(f"{'class histogram':<18}{result['class_histogram']}")
     if "cas" in result:
-        lines.append(f"{'CAS':<18}{result['cas']:12.4f}{result['cas_real']:12.4f}   (test accuracy of a classifier "
-                     f"trained on {result['cas_num']} generated vs real images, {result['cas_epochs']} epochs)")
+        lines.append(f"{'CAS':<18}{result['cas']:12.4f}{result['cas_real']:12.4f}   (accuracy on the real {real} of "
+                     f"a classifier trained on {result['cas_num']} generated vs {result['cas_real_num']} real images, "
+                     f"{result['cas_epochs']} epochs)")
     return "\n".join(lines)

@@ -336,14 +336,19 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
     frozen."""
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
-            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                # bn(y) = (y - mean) * scale + beta per output channel, with scale = gamma / sqrt(var + eps)
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-                # output channels are a conv's dim 0 and a transposed conv's dim 1
-                shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
-                conv.weight.mul_(scale.view(shape))
-                conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
-                seq[i + 1] = nn.Identity()
+            if isinstance(seq[i], (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(seq[i + 1], nn.modules.batchnorm._BatchNorm):
+                seq[i + 1] = fold_into(seq[i], seq[i + 1])
     return model
+
+
+def fold_into(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Identity:
+    """Fold the eval-mode bn into conv, in place; the Identity that takes bn's place."""
+    # bn(y) = (y - mean) * scale + beta per output channel, with scale = gamma / sqrt(var + eps)
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        # output channels are a conv's dim 0 and a transposed conv's dim 1
+        shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
+        conv.weight.mul_(scale.view(shape))
+        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+    return nn.Identity()

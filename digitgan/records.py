@@ -45,8 +45,7 @@ TB_TAGS = {"d_loss": "loss/discriminator", "g_loss": "loss/generator", "d_real":
            "lr_g": "learning_rate/generator", "it_per_s": "speed/iterations_per_second",
            **{k: f"quality/{k}" for k in CSV_KEYS}}
 GRID_NAME = re.compile(r"^step_(\d{7,})\.png$")
-METRIC_PANELS = (("FID (MNIST evaluator features; lower is better)", ("fid",)),
-                 ("precision / recall / coverage", ("precision", "recall", "coverage")))
+PR_PANEL = ("precision / recall / coverage", ("precision", "recall", "coverage"))
 CLASS_PANEL = ("drawn as the class asked for (conditional)", ("class_accuracy",))
 LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("mean D output: real vs generated", ("d_real", "d_fake")),
                ("gradient norms", ("grad_norm_d", "grad_norm_g")))
@@ -188,7 +187,8 @@ class RunRecords:
 
     def __init__(self, cfg: TrainConfig, step: int):
         self.run_dir, self.sample_dir = Path(cfg.checkpoint_dir), Path(cfg.sample_dir)
-        self.metric_panels = METRIC_PANELS + ((CLASS_PANEL,) if cfg.conditional == "on" else ())
+        self.conditional = cfg.conditional == "on"
+        self.metric_panels: tuple = ()  # metrics.png's, known once the run's quality is judged (reference())
         self.csv = self.run_dir / "metrics.csv"
         anew = f"a fresh one is written from step {step}"
         self.rows = [r for r in self._readable(self.csv, read_rows, [], anew) if r["step"] <= step]
@@ -253,9 +253,12 @@ class RunRecords:
             raise WriteError(self.board_dir, e) from None
         self.board_seconds += time.perf_counter() - t
 
-    def reference(self, figures: dict[str, Any]) -> None:
-        """The real-data reference beside which quality figures are read."""
-        atomic_write(self.run_dir / "real_reference.json", _json(figures))
+    def reference(self, figures: dict[str, Any], headline: str) -> None:
+        """The real-data reference beside which quality figures are read, and what metrics.png shows: the headline
+        figure (FID, or KID on small data) in its feature space, precision/recall/coverage, class accuracy."""
+        atomic_write(self.run_dir / "real_reference.json", _json({**figures, "headline": headline}))
+        self.metric_panels = ((f"{headline.upper()} in {figures['features']} (lower is better)", (headline,)), PR_PANEL,
+                              *((CLASS_PANEL,) if self.conditional and "class_accuracy" in figures else ()))
 
     def real_grid(self, pixels: torch.Tensor, labels: torch.Tensor, conditional: bool) -> None:
         """SAMPLE_DIR/real.png, once: training images (uint8 pixels) to hold the grids against, laid out like them:

@@ -67,11 +67,11 @@ class TrainState:
 
     def __init__(self, cfg: TrainConfig, device: torch.device, speed: Speed, num_images: int,
                  share: Callable[[torch.Tensor], torch.Tensor] = lambda batch: batch, shape: Shape = MNIST_SHAPE,
-                 fingerprint: str = ""):
+                 fingerprint: str = "", held_out: int = 0):
         # share: this process's rows of a global batch (distributed.World.share); the streams stay global.
-        # shape and fingerprint: the training data's (data.Dataset), which the networks are built for
+        # shape, fingerprint, held_out: the training data's (data.Dataset), which the networks are built for
         self.cfg, self.device, self.share, self.shape = cfg, device, share, shape
-        self.data = {"shape": shape.to_dict(), "images": num_images, "fingerprint": fingerprint}
+        self.data = {"shape": shape.to_dict(), "images": num_images, "fingerprint": fingerprint, "held_out": held_out}
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)  # unused by training, but in every checkpoint: alike in runs started alike
         np.random.seed(cfg.seed)
@@ -88,7 +88,7 @@ class TrainState:
         self.noise_gen = torch.Generator(self.noise_device).manual_seed(cfg.seed + 1)
         self.fixed_z, self.fixed_y = fixed_noise(cfg, device, len(shape.classes))
         self.step, self.elapsed, self.d_won_steps = 0, 0.0, 0  # elapsed: seconds of training, all sessions
-        self.best: dict[str, Any] | None = None  # {"step", "fid"} of the lowest FID so far (best.pt)
+        self.best: dict[str, Any] | None = None  # {"step", "fid" or "kid", "features"}: the lowest so far (best.pt)
 
     @property
     def G_show(self) -> torch.nn.Module:

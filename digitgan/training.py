@@ -347,13 +347,20 @@ def read_row(state: TrainState, meter: Meter, clock: Clock, world: World, saver:
 
 def evaluate_and_keep_best(judge: Judge, state: TrainState, records: RunRecords, row: dict[str, Any],
                            say: Callable[[str], None]) -> None:
-    """Score the sampling generator into the row; a new lowest FID writes best.pt and best.json."""
+    """Score the sampling generator into the row; a new lowest headline figure (FID, or KID on small data) writes
+    best.pt and best.json."""
     scores = evaluate(judge, state)
-    row.update({k: scores[k] for k in CSV_KEYS if k in scores})
-    say(f"step {state.step}: FID {scores['fid']:.2f} (real data: {judge.reference['fid']:.2f}), precision "
-        f"{scores['precision']:.3f}, recall {scores['recall']:.3f}, {scores['classes_covered']} classes")
-    if math.isfinite(scores["fid"]) and (state.best is None or scores["fid"] < state.best["fid"]):
-        state.best, state.elapsed = {"step": state.step, "fid": scores["fid"]}, row["seconds"]
+    row.update({k: scores[k] for k in CSV_KEYS if scores.get(k) is not None})
+    key, ref = judge.headline, judge.reference
+    classes = f", {scores['classes_covered']} classes" if "classes_covered" in scores else ""
+    say(f"step {state.step}: {key.upper()} {scores[key]:.{2 if key == 'fid' else 4}f} (real data: "
+        f"{ref[key]:.{2 if key == 'fid' else 4}f}), precision {scores['precision']:.3f}, recall "
+        f"{scores['recall']:.3f}{classes}")
+    best = state.best  # comparable when of the same figure in the same space (a best from before spaces: digits)
+    comparable = best is not None and key in best and best.get("features", judge.space.name) == judge.space.name
+    if math.isfinite(scores[key]) and (not comparable or scores[key] < best[key]):
+        state.best = {"step": state.step, key: scores[key], "features": judge.space.name}
+        state.elapsed = row["seconds"]
         records.best(state.state_dict())
 
 
@@ -361,7 +368,7 @@ def evaluate(judge: Judge, state: TrainState) -> dict[str, Any]:
     """The quality of the sampling generator now, by the path `evaluate --num EVAL_NUM` takes for a checkpoint of
     this step (a batch-norm-folded copy, the same noise), so the two give the same figures."""
     generator = prepare_for_inference(copy.deepcopy(state.G_show), state.cfg, state.device)
-    return judge.score_generator(Generator(generator, state.cfg, state.step, state.shape), state.cfg.eval_num)
+    return judge.score_generator(Generator(generator, state.cfg, state.step, state.shape), judge.eval_num)
 
 
 def draw_grid(state: TrainState, records: RunRecords) -> None:
@@ -420,7 +427,8 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
     data = world.main_first(lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir, cfg.resolution,
                                                  cfg.channels))
     batches = Batches(data, cfg, device, speed, world)
-    state = TrainState(cfg, device, speed, len(data), world.share, data.shape, data.fingerprint)
+    state = TrainState(cfg, device, speed, len(data), world.share, data.shape, data.fingerprint,
+                       data.held_out)
     if saved:
         state.load_state_dict(saved)
         if world.main:
@@ -435,9 +443,10 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
             if world.main:  # the one process that writes the run's files, and evaluates
                 records = RunRecords(cfg, state.step)
                 records.real_grid(data.pixels, data.labels, cfg.conditional == "on")
-                judge = judge_for(cfg, device, data.shape)
+                judge = judge_for(cfg, device)
                 if judge is not None:
-                    records.reference(judge.reference)
+                    records.reference({**judge.reference, "eval_num": judge.eval_num}, judge.headline)
+            clock = Clock(state.elapsed, state.step)  # from the loop's start: a first Judge can embed for a minute
             pbar = tqdm(total=cfg.steps, initial=state.step, unit="it", dynamic_ncols=True, mininterval=1.0,
                         disable=not world.main)
             while True:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import dcgan
@@ -118,9 +119,35 @@ def test_evaluate_prints_the_table_writes_every_key_and_repeats_exactly(trained,
     result = json.loads(out1.read_text())
     keys = {"fid", "kid", "kid_std", "inception_score", "precision", "recall", "density", "coverage",
             "classes_covered", "class_kl", "mean_confidence"}
-    assert keys | {"num_samples", "step", "evaluator_sha256", "real_reference"} <= set(result)
+    assert keys | {"num_samples", "step", "features", "real_reference"} <= set(result)
     assert keys <= set(result["real_reference"]) and result["num_samples"] == 500 and result["step"] == 4
+    assert result["features"].startswith("mnist-evaluator:") and result["headline"] == "fid"
+    assert result["real_images"] == 10_000 and result["classifier_accuracy"] > 0.99
     assert result == json.loads(out2.read_text())  # fixed seed: two evaluations agree exactly
+
+
+def test_evaluate_in_a_torchscript_feature_space_of_ones_own(trained, tmp_path, capsys):
+    """--features FILE.pt: the user's network gives the features, named by its file's hash; a file that is no
+    TorchScript is one line and exit 2."""
+    import hashlib
+    import json
+
+    class Pooled(torch.nn.Module):  # a stand-in for a user's feature network: 4x4 average-pooled pixels
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+    net = tmp_path / "pooled.pt"
+    torch.jit.script(Pooled()).save(str(net))
+    out = tmp_path / "e.json"
+    assert dcgan.main(["evaluate", "--checkpoint-dir", str(trained), "--num", "200", "--features", str(net),
+                       "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["features"] == f"torchscript:{hashlib.sha256(net.read_bytes()).hexdigest()[:12]}"
+    assert result["real_reference"]["features"] == result["features"] and "inception_score" not in result
+    assert "the features of pooled.pt (TorchScript)" in capsys.readouterr().out
+    (tmp_path / "junk.pt").write_text("not a network")
+    assert dcgan.main(["evaluate", "--checkpoint-dir", str(trained), "--features", str(tmp_path / "junk.pt")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "not a TorchScript module" in line
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist")

@@ -2,6 +2,7 @@
 among them, networks built from the data's shape (32 and 64 pixels, grey and RGB, plain and conditional), and
 what follows the shape downstream (grids, the animation, sampling, walks)."""
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -13,8 +14,9 @@ from PIL import Image
 
 import dcgan
 import digitgan
-from digitgan.data import load_dataset
+from digitgan.data import holdout_split, load_dataset
 from digitgan.folders import EMOJI_DIR, EMOJI_TARBALL, emoji_items
+from digitgan.records import read_rows
 from runs import cli_flags
 
 
@@ -27,14 +29,20 @@ def emoji_files(cache_dir):
                 for label in range(len(classes))}
 
 
-def test_the_emoji_come_with_their_categories_on_white(cache_dir):
+def test_the_emoji_come_with_their_categories_on_white_and_a_tenth_held_out(cache_dir):
     data = load_dataset("emoji", cache_dir=cache_dir, resolution=64)
-    assert data.pixels.shape == (3786, 3, 64, 64) and data.pixels.dtype == torch.uint8  # uint8: 46 MB, not 186
+    held = load_dataset("emoji", "test", cache_dir=cache_dir, resolution=64)
+    assert data.pixels.shape == (3407, 3, 64, 64) and data.pixels.dtype == torch.uint8  # uint8: 42 MB, not 167
+    assert len(held) == data.held_out == 379  # 3,786 in all
     assert data.shape.classes[0] == "Smileys & Emotion" and len(data.shape.classes) == 10
-    assert torch.bincount(data.labels).tolist()[:2] == [169, 2261]  # skin tones are People & Body's
+    labels = torch.cat([data.labels, held.labels])
+    assert torch.bincount(labels).tolist()[:2] == [169, 2261]  # skin tones are People & Body's
     assert (data.pixels[:, :, 0, 0] == 255).float().mean() > 0.9  # transparent corners shown on white
+    train, out = holdout_split(3786)
+    assert len(np.intersect1d(train, out)) == 0 and len(np.union1d(train, out)) == 3786
+    assert np.array_equal(holdout_split(3786)[1], out)  # the same images held out in every run
     small = load_dataset("emoji", cache_dir=cache_dir, resolution=32, channels=1)
-    assert small.pixels.shape == (3786, 1, 32, 32) and small.fingerprint != data.fingerprint
+    assert small.pixels.shape == (3407, 1, 32, 32) and small.fingerprint != data.fingerprint
 
 
 def build_folder(root, emoji_files):
@@ -66,8 +74,10 @@ def test_a_folder_is_frozen_once_with_its_classes_and_every_odd_file_counted(tmp
     cache = str(tmp_path / "cache")
     data = load_dataset(str(tmp_path / "pics"), cache_dir=cache)
     summary = capsys.readouterr().err.strip().splitlines()[-1]
-    assert data.pixels.shape == (usable, 3, 32, 32) and data.shape.classes == ("cats", "flags")
-    assert torch.bincount(data.labels).tolist() == [13, 15]
+    held = load_dataset(str(tmp_path / "pics"), "test", cache_dir=cache)
+    assert data.pixels.shape == (usable - 3, 3, 32, 32) and len(held) == data.held_out == 3  # a tenth held out
+    assert data.shape.classes == ("cats", "flags")
+    assert torch.bincount(torch.cat([data.labels, held.labels])).tolist() == [13, 15]
     for part in (f"{usable} images used", "1 CMYK", "2 palette", "1 16-bit", "1 animated (its first frame used)",
                  "8 skipped", "2 unreadable (not an image, or damaged)", "1 smaller than 8 pixels on a side",
                  "1 larger than 64 megapixels (decompression-bomb guard)", "1 a symbolic link loop",
@@ -77,7 +87,7 @@ def test_a_folder_is_frozen_once_with_its_classes_and_every_odd_file_counted(tmp
     again = load_dataset(str(tmp_path / "pics"), cache_dir=cache)  # from the cache: no freezing, no summary
     assert capsys.readouterr().err == "" and torch.equal(again.pixels, data.pixels)
     (tmp_path / "pics" / "flags" / "cmyk.jpg").unlink()  # a changed folder is frozen again
-    assert len(load_dataset(str(tmp_path / "pics"), cache_dir=cache)) == usable - 1
+    assert len(load_dataset(str(tmp_path / "pics"), cache_dir=cache)) == usable - 1 - 3
 
 
 def test_bad_folders_are_one_line_and_exit_2_with_nothing_written(tmp_path, capsys, emoji_files):
@@ -89,7 +99,7 @@ def test_bad_folders_are_one_line_and_exit_2_with_nothing_written(tmp_path, caps
         (tmp_path / "few" / name).write_bytes(blob)
     cases = [(["nothere"], "no such folder"), (["empty"], "holds no image files"),
              (["junk"], "none of its 1 image files could be read (1 unreadable"),
-             (["few"], "3 usable images, fewer than a batch"),
+             (["few"], "3 usable images (1 to train on, 2 held out to measure quality), fewer than a batch"),
              (["few", "--conditional", "on"], "--conditional on needs classes, and")]  # unlabelled: no classes
     for (folder, *extra), says in cases:
         run = tmp_path / "run"
@@ -104,13 +114,15 @@ def test_bad_folders_are_one_line_and_exit_2_with_nothing_written(tmp_path, caps
 @pytest.mark.parametrize("resolution, channels, conditional", [(32, 3, "off"), (64, 3, "on"), (64, 1, "off")],
                          ids=["32-rgb", "64-rgb-conditional", "64-grey"])
 def test_networks_and_pictures_follow_the_datas_shape(resolution, channels, conditional, tmp_path, cache_dir, capsys):
+    measured = channels == 3  # the emoji's hold-out in ImageNet features is cached at both sides by `make emoji`
     settings = dict(dataset="emoji", resolution=resolution, channels=channels, conditional=conditional, steps=4,
-                    batch_size=8, width=4, log_every=2, sample_every=2, checkpoint_every=2, eval_every=2,
+                    batch_size=8, width=4, log_every=2, sample_every=2, checkpoint_every=2,
+                    eval_every=2 if measured else 0, eval_num=20,
                     tensorboard="on" if conditional == "on" else "off", device="cpu", cache_dir=cache_dir,
                     checkpoint_dir=str(tmp_path / "ck"), sample_dir=str(tmp_path / "s"))
     run = digitgan.train(**settings)
-    err = capsys.readouterr().err
-    assert err.count("quality is not measured for the emoji yet") == 1  # said once, and training went on
+    said = capsys.readouterr()
+    err = said.out + said.err
     mode, n = ("RGB" if channels == 3 else "L"), (10 if conditional == "on" else 8)
     side = n * (resolution + 2) + 2
     for name in ("real.png", "step_0000004.png"):
@@ -131,8 +143,37 @@ def test_networks_and_pictures_follow_the_datas_shape(resolution, channels, cond
                      if conditional == "on" else ["00000.png", "00001.png", "00002.png"])  # classes: spread evenly
     assert all((Image.open(each / n).mode, Image.open(each / n).size) == (mode, (resolution,) * 2) for n in names)
     assert dcgan.main(["sample", "--checkpoint-dir", str(run.dir), "--out", f"{each}/"]) == 2  # not empty now
-    assert dcgan.main(["evaluate", "--checkpoint-dir", str(run.dir), "--num", "10"]) == 2
-    assert "quality is not measured for the emoji yet" in capsys.readouterr().err
+    if measured:
+        assert_measured_in_imagenet_features(run.dir, err, tmp_path, conditional == "on", capsys)
+    else:  # the digits' evaluator cannot read emoji: one line
+        capsys.readouterr()
+        assert dcgan.main(["evaluate", "--checkpoint-dir", str(run.dir), "--features", "evaluator"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "--features evaluator: the shipped evaluators read MNIST or Fashion-MNIST at 32x32 grey" in line
+
+
+def assert_measured_in_imagenet_features(run_dir, err, tmp_path, conditional, capsys):
+    """Training's evaluations and `evaluate --json` on an emoji run: KID the headline (379 held-out images), every
+    figure beside its real-data reference, the feature space named everywhere, the same figures both ways."""
+    assert err.count(": KID") == 2 and "step 4: KID" in err
+    rows = [r for r in read_rows(run_dir / "metrics.csv") if r["kid"] != ""]
+    assert [r["step"] for r in rows] == [2, 4] and all(r["classes_covered"] == "" for r in rows)  # no classifier
+    reference = json.loads((run_dir / "real_reference.json").read_text())
+    space = reference["features"]
+    assert space.startswith("imagenet-efficientnet-lite0:") and reference["headline"] == "kid"
+    assert (reference["real_images"], reference["num_samples"]) == (379, 3407)  # the hold-out; the rest, real
+    assert json.loads((run_dir / "best.json").read_text())["features"] == space
+    assert (run_dir / "metrics.png").exists()
+    out = tmp_path / "q.json"
+    assert dcgan.main(["evaluate", "--checkpoint-dir", str(run_dir), "--num", "20", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert f"in EfficientNet-Lite0's 1280-d ImageNet features ({space}; not Inception" in table
+    result = json.loads(out.read_text())
+    assert (result["features"], result["headline"], result["real_images"]) == (space, "kid", 379)
+    for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
+        assert np.isfinite(result[key]) and np.isfinite(result["real_reference"][key]), key
+    assert result["kid"] == pytest.approx(rows[-1]["kid"], rel=1e-6)  # as training measured step 4
+    assert ("intra_fid" in result) == conditional and "class_accuracy" not in result  # no classifier trained
 
 
 def test_a_checkpoint_written_before_shapes_were_recorded_still_draws_and_resumes(shared_run, tmp_path):
@@ -164,6 +205,31 @@ def test_a_resume_on_changed_pictures_and_the_seed_preset_on_colour_are_refused(
     capsys.readouterr()
     assert dcgan.main(["train", *cli_flags({**settings, "steps": 4})]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
-    assert "is not the data this run began with (28 images then, 27 now" in line
+    assert "is not the data this run began with (25 images then, 24 now" in line
     assert dcgan.main(["train", *cli_flags({**settings, "preset": "seed", "checkpoint_dir": str(tmp_path / "ck2")})]) == 2
     assert "the seed preset is the 2019 network, for 32x32 grey images" in capsys.readouterr().err
+
+
+def test_a_labelled_folder_gets_class_figures_from_a_classifier_trained_on_it(tmp_path, emoji_files, capsys):
+    """train-evaluator on a folder keeps a classifier in the cache (tested on the hold-out); with it a conditional
+    run's evaluations and `evaluate --cas` give class accuracy, intra-class FID and CAS, each beside real data's."""
+    build_folder(tmp_path / "pics", emoji_files)
+    cache = str(tmp_path / "cache")
+    assert dcgan.main(["train-evaluator", "--dataset", str(tmp_path / "pics"), "--epochs", "3", "--cache-dir", cache]) == 0
+    (record,) = [json.loads(p.read_text()) for p in Path(cache).glob("classifier-*.json")]
+    assert record["test_images"] == "3 held-out images" and 0 <= record["test_accuracy"] <= 1
+    settings = dict(dataset=str(tmp_path / "pics"), conditional="on", steps=2, batch_size=8, width=4, eval_every=2,
+                    eval_num=20, tensorboard="off", device="cpu", cache_dir=cache, checkpoint_dir=str(tmp_path / "ck"),
+                    sample_dir=str(tmp_path / "s"))
+    digitgan.train(**settings)
+    (row,) = [r for r in read_rows(tmp_path / "ck" / "metrics.csv") if r["kid"] != ""]
+    assert 0 <= row["class_accuracy"] <= 1 and row["classes_covered"] in (1, 2)
+    out = tmp_path / "q.json"
+    assert dcgan.main(["evaluate", "--checkpoint-dir", str(tmp_path / "ck"), "--num", "20", "--cas", "--cas-num", "40",
+                       "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["classifier"].startswith("classifier:") and result["real_images"] == 3
+    assert result["class_accuracy"] == pytest.approx(row["class_accuracy"])
+    assert len(result["per_class_accuracy"]) == 2 and "class_accuracy" in result["real_reference"]
+    assert (result["cas_num"], result["cas_real_num"]) == (40, 25) and 0 <= result["cas"] <= 1
+    assert "CAS" in capsys.readouterr().out

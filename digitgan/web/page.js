@@ -79,7 +79,9 @@ function table(run) {
   const got = run.metrics, ref = run.reference || {};
   if (!got) return "<tr><td>No quality figures: the run trained with --eval-every 0.</td></tr>";
   const fmt = (v) => (v === undefined || v === null ? "" : Number(v).toPrecision(4));
-  return `<tr><th>at step ${got.step} (${run.config.eval_num} samples)</th><th>this model</th><th>real data</th></tr>` +
+  const space = ref.features ? `, in ${ref.features}` : "";
+  return `<tr><th>at step ${got.step} (${ref.eval_num || run.config.eval_num} samples vs ${ref.real_images || "the"} real images${space})</th>` +
+    `<th>this model</th><th>real data</th></tr>` +
     keys.filter((k) => k in got).map((k) => `<tr><td>${k}</td><td>${fmt(got[k])}</td><td>${fmt(ref[k])}</td></tr>`).join("");
 }
 

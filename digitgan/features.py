@@ -1,0 +1,102 @@
+"""The feature spaces the quality figures are computed in. Each is named with a hash of its weights, and the name
+goes into every output, so no figure can be taken for Inception FID or compared across spaces.
+
+    evaluator  the shipped MNIST / Fashion-MNIST classifier's 128-d features (and its class probabilities):
+               32x32 grey digits only
+    imagenet   EfficientNet-Lite0's 1280-d ImageNet features at 224x224 (imagenet.py): any pictures
+    PATH.pt    a TorchScript module of the user's: (B, C, R, R) images in [-1, 1] -> (B, D) features
+    auto       evaluator where it applies (MNIST, Fashion-MNIST at 32x32 grey), imagenet otherwise
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import DIGITS, Shape
+from .data import sha256
+from .errors import UsageError
+
+# images per forward pass: on a CPU 2 at a time keep the 224x224 activations in cache (8.5 ms an image against
+# 10.4 at 8 and 12.4 at 16 on the 2-core AVX-512 machine: bench/results/imagenet-eval.txt); a GPU wants many
+CPU_BATCH, GPU_BATCH = 2, 256
+
+Embed = Callable[[torch.Tensor], tuple[torch.Tensor, "torch.Tensor | None"]]
+
+
+@dataclass
+class FeatureSpace:
+    name: str  # "<kind>:<first 12 hex digits of its weights' SHA-256>", e.g. "mnist-evaluator:1a4386a6e459"
+    about: str  # a phrase for tables: "the MNIST evaluator's 128-d features"
+    embed: Embed  # images (N, C, R, R) in [-1, 1] -> (features (N, D) float64 CPU, class probabilities or None)
+    eval_num: int = 1000  # generated images per evaluation during training under --eval-num 0 (auto)
+
+
+def choose(features: str, dataset: str, shape: Shape) -> str:
+    """The space --features names for these data: auto resolved, evaluator refused where it cannot read them."""
+    fits = dataset in DIGITS and (shape.resolution, shape.channels) == (32, 1)
+    if features == "auto":
+        return "evaluator" if fits else "imagenet"
+    if features == "evaluator" and not fits:
+        raise UsageError(f"--features evaluator: the shipped evaluators read MNIST or Fashion-MNIST at 32x32 grey, "
+                         f"not {dataset} at {shape.describe()}; pass --features imagenet (or auto)")
+    return features
+
+
+def feature_space(features: str, dataset: str, shape: Shape, cache_dir: str, device: torch.device | str
+                  ) -> FeatureSpace:
+    """The feature space --features chooses for these data, ready on the device."""
+    choice = choose(features, dataset, shape)
+    if choice == "evaluator":
+        from .evaluator import load_evaluator
+        model, record = load_evaluator(dataset)
+        model.to(device)
+        return FeatureSpace(f"{dataset}-evaluator:{record['sha256'][:12]}", f"the {dataset} evaluator's 128-d features",
+                            model.embed, eval_num=2000)
+    if choice == "imagenet":
+        return imagenet_space(cache_dir, device)
+    return torchscript_space(choice, device)
+
+
+def imagenet_space(cache_dir: str, device: torch.device | str) -> FeatureSpace:
+    from .imagenet import FEATURES, fast_copy, load_efficientnet, to_input
+    model, digest = load_efficientnet(cache_dir)
+    fast = fast_copy(model).to(device)
+
+    batch = CPU_BATCH if torch.device(device).type == "cpu" else GPU_BATCH
+
+    @torch.inference_mode()
+    def embed(images: torch.Tensor) -> tuple[torch.Tensor, None]:
+        out = [fast.features(to_input(chunk.to(device).float()).contiguous(memory_format=torch.channels_last))
+               .double().cpu() for chunk in images.split(batch)]
+        return torch.cat(out), None
+    return FeatureSpace(f"imagenet-efficientnet-lite0:{digest[:12]}",
+                        f"EfficientNet-Lite0's {FEATURES}-d ImageNet features", embed)
+
+
+def torchscript_space(path: str, device: torch.device | str) -> FeatureSpace:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UsageError(f"--features {path}: no such file (pass auto, evaluator, imagenet or a TorchScript .pt file)")
+    blob = file.read_bytes()
+    try:
+        model = torch.jit.load(io.BytesIO(blob), map_location=device).eval()
+    except Exception as e:  # torch.jit.load raises RuntimeError, ValueError or pickle's errors on a bad file
+        raise UsageError(f"--features {path}: not a TorchScript module ({type(e).__name__}); save yours with "
+                         f"torch.jit.script(model).save(path) or torch.jit.trace") from None
+
+    @torch.inference_mode()
+    def embed(images: torch.Tensor) -> tuple[torch.Tensor, None]:
+        out = []
+        for chunk in images.split(GPU_BATCH):
+            f = model(chunk.to(device).float())
+            if not isinstance(f, torch.Tensor) or f.ndim != 2 or len(f) != len(chunk):
+                got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+                raise UsageError(f"--features {path}: the module gave {got} for {len(chunk)} images; it must give "
+                                 f"(images, features)")
+            out.append(f.double().cpu())
+        return torch.cat(out), None
+    return FeatureSpace(f"torchscript:{sha256(blob)[:12]}", f"the features of {file.name} (TorchScript)", embed)
