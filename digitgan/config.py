@@ -42,6 +42,11 @@ class TrainConfig:
     eval_every: int = 1000  # iterations between quality evaluations (FID etc. in the CSV, TensorBoard, best.pt; 0: off)
     eval_num: int = 0  # generated images per evaluation during training (0: 2000 in the digits' evaluator's features, 1000 in others, which cost ~20x as much an image; `evaluate` uses 10000)
     features: str = "auto"  # auto | evaluator | imagenet | PATH.pt (TorchScript): the quality figures' feature space (auto: the shipped evaluator for MNIST and Fashion-MNIST at 32x32 grey, ImageNet features otherwise)
+    spectral_norm: str = "off"  # off | d | both: spectral normalisation of D's layers (its batch norms dropped, as in SNGAN), or of G's too (Miyato et al. 2018)
+    loss: str = "bce"  # bce | hinge: the GAN loss (bce: non-saturating, Goodfellow et al.; hinge: Miyato et al. 2018)
+    r1: float = 0.0  # gamma of the R1 gradient penalty on real images (Mescheder et al. 2018; 0: off)
+    r1_every: int = 1  # lazy R1: every this many iterations, weighted by it (StyleGAN2 takes 16)
+    augment: str = "off"  # off | diff | ada: augment all D sees, real and generated (diff: DiffAugment, always; ada: with the adaptive probability of Karras et al. 2020)
     collapse_steps: int = 2000  # stop after D wins outright (loss < 1e-3) for this many iterations
     sample_dir: str = "sample_image"  # where grids of the fixed noise batch go, named by step
     checkpoint_dir: str = "checkpoints"  # the run directory: checkpoints, config.json, metrics.csv, losses.png
@@ -62,7 +67,8 @@ class TrainConfig:
                    "device": ("auto", "cpu", "cuda", "mps"), "conv_impl": ("auto", "direct", "fft", "matmul"),
                    "channels_last": AUTO_ON_OFF, "autocast": ("auto", "bf16", "off"), "compile": AUTO_ON_OFF,
                    "data_on_device": ON_OFF, "noise_on_device": ON_OFF, "deterministic": ON_OFF, "conditional": ON_OFF,
-                   "tensorboard": ON_OFF}
+                   "tensorboard": ON_OFF, "loss": ("bce", "hinge"), "augment": ("off", "diff", "ada"),
+                   "spectral_norm": ("off", "d", "both")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{flag(name)} must be one of {', '.join(map(str, allowed))}, not "
@@ -70,10 +76,10 @@ class TrainConfig:
         if not self.dataset:
             raise UsageError("--dataset must be mnist, fashion-mnist, emoji or the path of a folder of images")
         for name in ("width", "z_dim", "steps", "batch_size", "d_steps", "g_steps", "sample_every",
-                     "checkpoint_every", "log_every", "collapse_steps", "keep"):
+                     "checkpoint_every", "log_every", "collapse_steps", "keep", "r1_every"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
-        for name in ("minutes", "eval_every"):
+        for name in ("minutes", "eval_every", "r1"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must be zero (off) or positive, not {getattr(self, name)}")
         if self.features not in FEATURE_SPACES and not self.features.endswith(".pt"):
@@ -113,7 +119,8 @@ CONDITIONAL: dict[str, Any] = dict(ema=0.995)
 
 # Fields a run is born with: the networks' shapes, the data, and the seed (it drew the first weights and started
 # the random streams that a checkpoint continues). A checkpoint only resumes under the same values.
-IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "resolution", "channels", "conditional", "seed")
+IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "resolution", "channels", "conditional",
+                   "spectral_norm", "seed")
 
 # The classes of each dataset, by label; `sample --class` takes the label or the name.
 CLASS_NAMES = {"mnist": tuple("0123456789"),
@@ -181,9 +188,10 @@ def resolve(overrides: dict[str, Any], saved: dict[str, Any] | None = None) -> T
         conditional = CONDITIONAL if overrides.get("conditional") == "on" else {}
         return TrainConfig(**{**PRESETS[preset], **conditional, **overrides})
     for name in IDENTITY_FIELDS:
-        if name in overrides and overrides[name] != saved[name]:
+        then = saved.get(name, getattr(TrainConfig, name))  # a field newer than the checkpoint: its default then
+        if name in overrides and overrides[name] != then:
             raise UsageError(
-                f"the checkpoint in {saved['checkpoint_dir']} was trained with --{flag(name)} {saved[name]}, "
+                f"the checkpoint in {saved['checkpoint_dir']} was trained with --{flag(name)} {then}, "
                 f"not {overrides[name]}: pass another --checkpoint-dir, or --fresh to start over")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **overrides})

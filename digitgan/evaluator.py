@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save as safetensors_bytes
 from tqdm import tqdm
 
+from .augment import translate
 from .config import DIGITS
 from .files import atomic_write
 from .data import Dataset, load_dataset, sha256
@@ -66,16 +67,6 @@ class Evaluator(nn.Module):
         return fold_batchnorms(deepcopy(self).eval())
 
 
-def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """Translate each image by up to max_shift pixels (background fills in): cheap augmentation."""
-    b, _, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4, value=-1.0)
-    dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, b), generator=gen))
-    rows = (torch.arange(h) + dy[:, None])[:, :, None]  # (B, H, 1)
-    cols = (torch.arange(w) + dx[:, None])[:, None, :]  # (B, 1, W)
-    return padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
-
-
 @torch.no_grad()
 def accuracy(model: Evaluator, test: Dataset) -> float:
     """The share of test's images the model classifies right."""
@@ -99,7 +90,7 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, batc
         order = torch.randperm(len(images), generator=gen)
         for i in range(per_epoch):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            loss = F.cross_entropy(model(_shift(images[idx], gen)), labels[idx], label_smoothing=0.05)
+            loss = F.cross_entropy(model(translate(images[idx], 2, gen, fill=-1.0)), labels[idx], label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -304,8 +304,35 @@ def build_models(cfg: TrainConfig, shape: Shape = MNIST_SHAPE) -> tuple[nn.Modul
         g, d, init = DCGANGenerator(cfg.z_dim, cfg.width, **size), DCGANDiscriminator(cfg.width, **size), _init_dcgan
     g.apply(init)
     d.apply(init)
+    if cfg.spectral_norm != "off":
+        spectral_normed(d, discriminator=True)
+    if cfg.spectral_norm == "both":
+        spectral_normed(g, discriminator=False)
     set_conv_impl(g, cfg.conv_impl)
     return g, d
+
+
+def spectral_normed(model: nn.Module, discriminator: bool) -> None:
+    """In place: each convolution's and linear layer's weight (and a discriminator's class embedding) divided by
+    its largest singular value (one power iteration a training step, Miyato et al. 2018). A discriminator's batch
+    norms become identities, as in SNGAN's (the norm would rescale what the constraint bounds); a generator keeps
+    its own, and its class-conditional gains stay as they are."""
+    layers = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear) + ((nn.Embedding,) if discriminator else ())
+    for m in list(model.modules()):
+        if isinstance(m, layers):
+            torch.nn.utils.parametrizations.spectral_norm(m)
+        for name, child in m.named_children():
+            if discriminator and isinstance(child, nn.BatchNorm2d):
+                setattr(m, name, nn.Identity())
+
+
+def bake_spectral_norm(model: nn.Module) -> nn.Module:
+    """In place, for inference: each spectrally normalised weight replaced by its normalised value as of now
+    (eval mode runs no power iteration), so batch norms can be folded into it and exporters see plain layers."""
+    for m in model.modules():
+        if torch.nn.utils.parametrize.is_parametrized(m, "weight"):
+            torch.nn.utils.parametrize.remove_parametrizations(m, "weight")
+    return model
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:

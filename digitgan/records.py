@@ -36,13 +36,15 @@ from .images import captioned, grid, plot_curves, save_gif, save_grid
 from .metrics import CSV_KEYS
 from .sampling import check_out_dir
 
-LOGGED = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g", "it_per_s")
+METERED = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "augment_p")  # averaged over a row's steps
+LOGGED = METERED[:6] + ("lr_d", "lr_g", "it_per_s", "augment_p")
 CSV_COLUMNS = ("step", "seconds") + LOGGED + CSV_KEYS  # seconds: of training only, evaluations left out
 # TensorBoard's name for each CSV column, grouped into its panels
 TB_TAGS = {"d_loss": "loss/discriminator", "g_loss": "loss/generator", "d_real": "D_output/real_D(x)",
            "d_fake": "D_output/generated_D(G(z))", "grad_norm_d": "gradient_norm/discriminator",
            "grad_norm_g": "gradient_norm/generator", "lr_d": "learning_rate/discriminator",
            "lr_g": "learning_rate/generator", "it_per_s": "speed/iterations_per_second",
+           "augment_p": "augment/p",
            **{k: f"quality/{k}" for k in CSV_KEYS}}
 GRID_NAME = re.compile(r"^step_(\d{7,})\.png$")
 PR_PANEL = ("precision / recall / coverage", ("precision", "recall", "coverage"))

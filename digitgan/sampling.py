@@ -18,7 +18,7 @@ from .errors import UsageError
 from .files import atomic_write
 from .images import save_grid
 from .lock import trainer
-from .models import build_models, call, fold_batchnorms, load_weights, sample_noise
+from .models import bake_spectral_norm, build_models, call, fold_batchnorms, load_weights, sample_noise
 
 
 def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint: str | None = None,
@@ -79,7 +79,7 @@ def _exported_state(path: Path) -> dict[str, Any]:
 def prepare_for_inference(generator: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
     """The generator on the device in eval mode, each BatchNorm folded into the convolution before it (the same
     function, one pass fewer over the activations), in channels_last where training would use it."""
-    generator = fold_batchnorms(generator.to(device).eval())
+    generator = fold_batchnorms(bake_spectral_norm(generator.to(device).eval()))
     if speed_settings(cfg, device).channels_last:
         generator.to(memory_format=torch.channels_last)
     return generator

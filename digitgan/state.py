@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import checkpoints
+from .augment import Augmenter
 from .config import MNIST_SHAPE, Shape, TrainConfig
 from .data import BatchSampler
 from .devices import Speed
@@ -87,6 +88,7 @@ class TrainState:
         self.noise_device = device if speed.noise_on_device else torch.device("cpu")
         self.noise_gen = torch.Generator(self.noise_device).manual_seed(cfg.seed + 1)
         self.fixed_z, self.fixed_y = fixed_noise(cfg, device, len(shape.classes))
+        self.augmenter = Augmenter(cfg.augment, device, cfg.seed + 3, cfg.batch_size)
         self.step, self.elapsed, self.d_won_steps = 0, 0.0, 0  # elapsed: seconds of training, all sessions
         self.best: dict[str, Any] | None = None  # {"step", "fid" or "kid", "features"}: the lowest so far (best.pt)
 
@@ -127,7 +129,7 @@ class TrainState:
         return dict(
             step=self.step, config=dataclasses.asdict(self.cfg), data=self.data, **self._learned(),
             fixed_noise=self.fixed_z.cpu(), elapsed=self.elapsed, health={"d_won_steps": self.d_won_steps},
-            best=self.best,
+            best=self.best, augment=self.augmenter.state_dict(),
             rng={**checkpoints.capture_rng(), "noise": self.noise_gen.get_state(),
                  "sampler": self.sampler.state_dict()})
 
@@ -151,6 +153,8 @@ class TrainState:
         except RuntimeError:  # saved by a generator on another kind of device
             print("note: the noise stream restarts: it was saved on another kind of device", file=sys.stderr)
         self.sampler.load_state_dict(state["rng"]["sampler"])
+        if "augment" in state:  # not in checkpoints from before --augment
+            self.augmenter.load_state_dict(state["augment"])
         checkpoints.restore_rng(state["rng"])
         self.step, self.elapsed, self.d_won_steps = state["step"], state["elapsed"], state["health"]["d_won_steps"]
         self.best = state.get("best")  # as of the checkpoint's step: a best.pt from a lost stretch is outbid

@@ -22,10 +22,12 @@ from .data import Dataset, check_images, load_dataset, to_float
 from .devices import Speed, pick_device, speed_settings
 from .distributed import World, data_parallel, join
 from .errors import ProcessLost, TrainingStopped, WriteError
+from .augment import Augmenter
 from .lock import RunLock
+from .losses import d_loss, g_loss, plain, r1_penalty
 from .metrics import CSV_KEYS, judge_for
 from .models import call
-from .records import CSV_COLUMNS, RunRecords, animate, archive_run, ensure_writable
+from .records import METERED, RunRecords, animate, archive_run, ensure_writable
 from .sampling import Generator, prepare_for_inference
 from .state import Averager, TrainState
 
@@ -72,37 +74,75 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         model.train(was_training)
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What the update steps minimise, beyond the networks: the loss, R1, and the augmentation of all D sees."""
+    loss: str = "bce"  # bce | hinge (losses.py)
+    r1: float = 0.0  # R1's gamma (0: off)
+    r1_every: int = 1  # lazy R1's interval, and its weight
+    augment: Callable[[torch.Tensor], torch.Tensor] = torch.nn.Identity()  # an Augmenter under --augment
+
+    @staticmethod
+    def of(cfg: TrainConfig, augmenter: Augmenter) -> "Objective":
+        return Objective(cfg.loss, cfg.r1, cfg.r1_every, augmenter)
+
+
 def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
              z: torch.Tensor, ones: torch.Tensor, zeros: torch.Tensor, amp: torch.dtype | None = None,
-             y_real: torch.Tensor | None = None, y_fake: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """One discriminator step (labels: a conditional run's); returns (loss, logits on real, logits on fake, the
-    gradient's norm), all on the device."""
+             y_real: torch.Tensor | None = None, y_fake: torch.Tensor | None = None,
+             objective: Objective = Objective(), r1_now: bool = False) -> tuple[torch.Tensor, ...]:
+    """One discriminator step (labels: a conditional run's; r1_now: this step adds R1); returns (loss, logits on
+    real, logits on fake, the gradient's norm), all on the device."""
+    aug = objective.augment
     with autocast(real.device, amp):
         with torch.no_grad():
             fake = call(G, z, y_fake)
-        real_logits, fake_logits = call(D, real, y_real).float(), call(D, fake, y_fake).float()
-    loss = F.binary_cross_entropy_with_logits(real_logits, ones) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
+        real_logits, fake_logits = call(D, aug(real), y_real).float(), call(D, aug(fake), y_fake).float()
+    if objective.loss == "bce":  # the targets made once, by the caller
+        loss = F.binary_cross_entropy_with_logits(real_logits, ones) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
+    else:
+        loss = d_loss(objective.loss, real_logits, fake_logits)
     opt.zero_grad(set_to_none=True)
+    if r1_now:  # through the eager D, its gradients taken apart from the loss's (and from DDP's hooks)
+        eager = plain(D)
+        params = [p for p in eager.parameters() if p.requires_grad]
+        penalty = r1_penalty(lambda x: call(eager, aug(x), y_real), real)
+        r1_grads = torch.autograd.grad(objective.r1 / 2 * objective.r1_every * penalty, params)
     loss.backward()
+    if r1_now:
+        add_mean_over_processes(params, r1_grads)
     norm = gradient_norm(D)
     opt.step()
     return loss, real_logits, fake_logits, norm
 
 
 def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor,
-             ones: torch.Tensor, amp: torch.dtype | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+             ones: torch.Tensor, amp: torch.dtype | None = None, y: torch.Tensor | None = None,
+             objective: Objective = Objective()) -> torch.Tensor:
     """One generator step with the non-saturating loss (G maximises log D(G(z))); returns (loss, the gradient's
     norm) on the device. D's weights are frozen for it: their gradients would be thrown away, and computing
     them is a third of D's backward."""
     with frozen(D), D.no_sync() if hasattr(D, "no_sync") else contextlib.nullcontext():
         with autocast(z.device, amp):
-            logits = call(D, call(G, z, y), y).float()
-        loss = F.binary_cross_entropy_with_logits(logits, ones)
+            logits = call(D, objective.augment(call(G, z, y)), y).float()
+        loss = F.binary_cross_entropy_with_logits(logits, ones) if objective.loss == "bce" else g_loss(objective.loss, logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
     norm = gradient_norm(G)
     opt.step()
     return loss, norm
+
+
+@torch.no_grad()
+def add_mean_over_processes(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...]) -> None:
+    """param.grad += grad for each, the grads first averaged over torchrun's processes (as DDP averages the loss's)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flat = torch.cat([g.flatten() for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= torch.distributed.get_world_size()
+        grads = flat.split([g.numel() for g in grads])
+    for p, g in zip(params, grads):
+        p.grad.add_(g.view_as(p.grad))
 
 
 @contextlib.contextmanager
@@ -209,23 +249,26 @@ class Batches:
 def update(state: TrainState, G_step: torch.nn.Module, D_step: torch.nn.Module, batches: Batches,
            amp: torch.dtype | None) -> torch.Tensor:
     """One iteration: cfg.d_steps discriminator updates, cfg.g_steps generator updates, the weight average. Returns
-    what a CSV row averages (LOGGED's first six: the last updates' losses, D's mean outputs on real and fake,
-    the gradient norms), on the device: nothing is read back here."""
+    what a CSV row averages (records.METERED: the last updates' losses, D's mean outputs on real and fake, the
+    gradient norms, the augmentation's p), on the device: nothing is read back here."""
     cfg = state.cfg
     state.set_hyperparameters()
+    objective = Objective.of(cfg, state.augmenter)
+    r1_now = cfg.r1 > 0 and state.step % cfg.r1_every == 0
     for _ in range(cfg.d_steps):
         real, y_real = batches(state.batch())
         z, y_fake = state.noise()
-        d_loss, real_logits, fake_logits, d_norm = d_update(G_step, D_step, state.opt_d, real, z, batches.ones,
-                                                            batches.zeros, amp, y_real, y_fake)
+        loss_d, real_logits, fake_logits, d_norm = d_update(G_step, D_step, state.opt_d, real, z, batches.ones,
+                                                            batches.zeros, amp, y_real, y_fake, objective, r1_now)
+        state.augmenter.observe(real_logits)
     for _ in range(cfg.g_steps):
         z, y_fake = state.noise()
-        g_loss, g_norm = g_update(G_step, D_step, state.opt_g, z, batches.ones, amp, y_fake)
+        loss_g, g_norm = g_update(G_step, D_step, state.opt_g, z, batches.ones, amp, y_fake, objective)
     if state.ema:
         state.ema.update(state.step)
     state.step += 1
-    return torch.stack([d_loss, g_loss, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean(), d_norm,
-                        g_norm]).detach()
+    return torch.stack([loss_d, loss_g, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean(), d_norm,
+                        g_norm, state.augmenter.p]).detach()
 
 
 class Meter:
@@ -233,7 +276,7 @@ class Meter:
     read, and over the processes) only when a CSV row is due: the loop's one host sync."""
 
     def __init__(self, device: torch.device):
-        self.sums, self.count = torch.zeros(6, device=device), 0
+        self.sums, self.count = torch.zeros(len(METERED), device=device), 0
 
     def add(self, values: torch.Tensor) -> None:
         self.sums += values
@@ -341,8 +384,9 @@ def read_row(state: TrainState, meter: Meter, clock: Clock, world: World, saver:
         raise saver.stopped(problem, "Rerun with a lower --lr-d or --lr-g to resume from it with them, or start "
                             "over with another --seed (--fresh --force)")
     seconds, rate = clock.lap(state.step)
-    lrs = [state.opt_d.param_groups[0]["lr"], state.opt_g.param_groups[0]["lr"]]
-    return dict(zip(CSV_COLUMNS, [state.step, seconds, *means, *lrs, rate]))
+    row = {"step": state.step, "seconds": seconds, **dict(zip(METERED, means)), "lr_d": state.opt_d.param_groups[0]["lr"],
+           "lr_g": state.opt_g.param_groups[0]["lr"], "it_per_s": rate}
+    return {**row, "augment_p": row["augment_p"] if state.cfg.augment != "off" else ""}
 
 
 def evaluate_and_keep_best(judge: Judge, state: TrainState, records: RunRecords, row: dict[str, Any],

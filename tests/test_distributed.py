@@ -246,3 +246,19 @@ def test_two_processes_train_on_colour_pictures_at_64_pixels(tmp_path, cache_dir
     assert code == 0, err
     assert err.count("done: step 4") == 1 and not rank_tracebacks(err)
     assert Image.open(tmp_path / "samples" / "step_0000004.png").mode == "RGB"
+
+
+def test_every_stabiliser_and_ada_train_on_two_processes_and_resume(tmp_path, cache_dir):
+    """R1's double backward beside DDP's hooks, ADA's p kept the same on every rank (its tally summed over them),
+    spectral norm and the hinge loss: a 2-process run trains, and resumes on 2 processes bit for bit."""
+    options = dict(loss="hinge", r1=1.0, r1_every=2, augment="ada", spectral_norm="d", lr_d=4e-3, lr_g=4e-3)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    code, err = run(torchrun(2, *flags(straight, cache_dir, steps=8, checkpoint_every=4, **options)))
+    assert code == 0 and not rank_tracebacks(err), err
+    code, err = run(torchrun(2, *flags(stopped, cache_dir, steps=4, checkpoint_every=4, **options)))
+    assert code == 0, err
+    code, err = run(torchrun(2, *flags(stopped, cache_dir, steps=8, checkpoint_every=4, **options)))
+    assert code == 0, err
+    assert same_state(training_state(straight / "ck" / "ckpt_0000008.pt"),
+                      training_state(stopped / "ck" / "ckpt_0000008.pt"))
+    assert [float(r["augment_p"]) for r in rows(straight)][-1] > 0  # D was sure of the digits: p rose

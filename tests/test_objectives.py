@@ -1,0 +1,119 @@
+"""The stabilisers and augmentation of issue 24, each off by default: --loss hinge, --r1 (lazy with --r1-every),
+--augment diff|ada. Each does what it says, and a run with all of them on resumes bit for bit."""
+import pytest
+import torch
+
+from digitgan import checkpoints
+from digitgan.augment import ADA_INTERVAL, Augmenter, augment, cutout, translate
+from digitgan.losses import d_loss, g_loss, r1_penalty
+from digitgan.records import read_rows
+from digitgan.training import train
+from runs import same_state, training_state
+
+
+def test_hinge_loss_is_relu_margins_for_d_and_the_mean_logit_for_g():
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, 0.0, 0.5])
+    # D: mean(relu(1 - real)) + mean(relu(1 + fake)) = (0 + 0.5 + 2)/3 + (0 + 1 + 1.5)/3
+    assert d_loss("hinge", real, fake).item() == pytest.approx(5 / 3)
+    assert g_loss("hinge", fake).item() == pytest.approx(2.5 / 3)
+    assert d_loss("bce", real, fake).item() != pytest.approx(5 / 3)
+
+
+def test_r1_is_the_squared_gradient_norm_on_real_images_and_trains_d():
+    w = torch.randn(1, 2, 3, 3, requires_grad=True)
+    x = torch.randn(4, 2, 3, 3)
+    penalty = r1_penalty(lambda images: (images * w).sum((1, 2, 3)), x)  # D(x) = <w, x>: its gradient is w
+    assert penalty.item() == pytest.approx(w.square().sum().item(), rel=1e-5)
+    penalty.backward()
+    assert torch.allclose(w.grad, 2 * w.detach())  # d|w|^2/dw: the penalty reaches D's weights
+
+
+def test_augmentation_moves_cuts_and_recolours_differentiably_and_repeats_from_its_stream():
+    gen = lambda: torch.Generator().manual_seed(0)
+    dot = torch.zeros(1, 1, 16, 16)
+    dot[0, 0, 8, 8] = 1
+    moved = translate(dot, 2, gen())
+    assert moved.sum() == 1 and (moved[0, 0, 6:11, 6:11] == 1).any()  # the dot, at most 2 pixels away
+    ones = torch.ones(8, 3, 16, 16)
+    cut = cutout(ones, gen())
+    assert ((cut == 0).sum((1, 2, 3)) <= 3 * 8 * 8).all() and (cut == 0).any()  # a half-side square (or what of it fits)
+    x = torch.rand(8, 3, 16, 16, requires_grad=True)
+    out = augment(x, 1.0, gen())
+    assert torch.equal(out, augment(x, 1.0, gen())) and not torch.equal(out, x)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # G learns through it
+    assert torch.equal(augment(x, 0.0, gen()), x)  # p = 0: untouched
+
+
+def test_ada_raises_p_while_d_is_sure_of_real_images_and_lowers_it_otherwise():
+    ada = Augmenter("ada", torch.device("cpu"), 0, batch_size=64)
+    assert ada.p.item() == 0
+    for _ in range(2 * ADA_INTERVAL):
+        ada.observe(torch.full((64,), 3.0))  # r_t = 1 > 0.6: overfitting
+    assert ada.p.item() == pytest.approx(2 * 64 * ADA_INTERVAL / 500_000)
+    for _ in range(4 * ADA_INTERVAL):
+        ada.observe(torch.full((64,), -3.0))  # r_t = -1 < 0.6
+    assert ada.p.item() == 0  # and never below
+    assert Augmenter("diff", torch.device("cpu"), 0, 64).p.item() == 1
+
+
+def test_a_run_with_every_option_on_logs_p_and_resumes_bit_for_bit(tiny, tmp_path):
+    options = dict(loss="hinge", r1=1.0, r1_every=2, augment="ada", spectral_norm="both", batch_size=64)
+    straight = train(tiny(steps=8, checkpoint_every=4, checkpoint_dir=str(tmp_path / "a"),
+                          sample_dir=str(tmp_path / "sa"), **options))
+    train(tiny(steps=4, checkpoint_every=4, checkpoint_dir=str(tmp_path / "b"), sample_dir=str(tmp_path / "sb"),
+               **options))
+    resumed = train({"steps": 8, "checkpoint_dir": str(tmp_path / "b")})
+    assert same_state(training_state(straight), training_state(resumed))
+    p = checkpoints.load(straight)["augment"]["p"].item()
+    assert p > 0  # D is sure of MNIST's real digits from the start: p rose
+    rows = read_rows(tmp_path / "a" / "metrics.csv")
+    assert rows[-1]["augment_p"] == pytest.approx(p, rel=1e-6) and rows[0]["augment_p"] == 0  # p moves every 4 steps
+    plain = train(tiny(steps=8, checkpoint_every=4, checkpoint_dir=str(tmp_path / "c"), sample_dir=str(tmp_path / "sc"),
+                       batch_size=64))
+    assert not same_state(training_state(straight)["generator"], training_state(plain)["generator"])
+    assert read_rows(tmp_path / "c" / "metrics.csv")[-1]["augment_p"] == ""  # off: no column of zeros
+
+
+@pytest.mark.parametrize("conditional", ["off", "on"])
+def test_spectral_norm_bounds_d_drops_its_batch_norms_and_a_baked_g_draws_the_same(conditional, tiny, tmp_path):
+    from digitgan.config import resolve
+    from digitgan.models import build_models, call
+    from digitgan.sampling import prepare_for_inference
+    cfg = resolve({"spectral_norm": "both", "conditional": conditional, "width": 8})
+    G, D = build_models(cfg)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in G.modules())  # G keeps its own
+    x, y = torch.randn(16, 1, 32, 32), torch.arange(16) % 10 if conditional == "on" else None
+    for _ in range(30):  # power iterations run in training mode
+        call(D, x, y)
+    conv = next(m for m in D.modules() if isinstance(m, torch.nn.Conv2d))
+    assert torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2).item() == pytest.approx(1, abs=0.02)
+    G.eval()
+    z = torch.randn(4, cfg.z_dim)
+    with torch.no_grad():
+        drawn = call(G, z, y[:4] if y is not None else None)
+        baked = call(prepare_for_inference(G, cfg, torch.device("cpu")), z, y[:4] if y is not None else None)
+    assert torch.allclose(drawn, baked, atol=1e-5)
+    with pytest.raises(Exception, match="spectral-norm"):  # a run is born with it: no changing it on resume
+        train(tiny(steps=2, spectral_norm="d"))
+        train({"spectral_norm": "off", "checkpoint_dir": str(tmp_path / "ck")})
+
+
+def test_d_and_g_steps_augment_real_and_generated_images_alike():
+    """Augmenting only the real images leaks the augmentation into G's pictures (Zhao et al. 2020)."""
+    from digitgan.config import resolve
+    from digitgan.models import build_models
+    from digitgan.training import Objective, d_update, g_update
+    seen = []
+
+    def record(images):
+        seen.append("real" if images is real else "generated")
+        return images
+    G, D = build_models(resolve({"width": 4}))
+    real, z = torch.rand(8, 1, 32, 32) * 2 - 1, torch.randn(8, 100)
+    ones, zeros = torch.ones(8), torch.zeros(8)
+    objective = Objective(augment=record)
+    d_update(G, D, torch.optim.Adam(D.parameters()), real, z, ones, zeros, objective=objective)
+    g_update(G, D, torch.optim.Adam(G.parameters()), z, ones, objective=objective)
+    assert seen == ["real", "generated", "generated"]  # D's step: both; G's step: its pictures, through D
