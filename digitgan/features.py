@@ -10,6 +10,7 @@ goes into every output, so no figure can be taken for Inception FID or compared 
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -63,7 +64,7 @@ def feature_space(features: str, dataset: str, shape: Shape, cache_dir: str, dev
 
 def imagenet_space(cache_dir: str, device: torch.device | str) -> FeatureSpace:
     from .imagenet import FEATURES, fast_copy, load_efficientnet, to_input
-    model, digest = load_efficientnet(cache_dir)
+    model, digest = load_efficientnet(cache_dir, say=lambda line: print(line, file=sys.stderr))
     fast = fast_copy(model).to(device)
 
     batch = CPU_BATCH if torch.device(device).type == "cpu" else GPU_BATCH
