@@ -33,6 +33,7 @@ from .state import Averager, TrainState
 
 __all__ = ["Averager", "StopRequest", "autocast", "d_update", "g_update", "prepare", "train"]
 D_WINS_LOSS = 1e-3  # D loss below this means D separates real from fake almost perfectly
+EVAL_SHARE_HINT = 0.1  # evaluations costing more than this share of the training time get a hint at the end
 
 
 class StopRequest:
@@ -430,6 +431,9 @@ def report(state: TrainState, clock: Clock, start_step: int, board_seconds: floa
         print(f"records: {clock.pauses} evaluations took {clock.paused:.1f} s ({100 * clock.paused / trained:.1f} % "
               f"of this session's {trained:.0f} s of training), TensorBoard {board_seconds:.2f} s "
               f"({100 * board_seconds / trained:.2f} %)", file=sys.stderr)
+    if clock.paused > EVAL_SHARE_HINT * trained and clock.pauses > 1:
+        print(f"note: the evaluations cost more than {EVAL_SHARE_HINT:.0%} of the training time; pass a larger "
+              f"--eval-every (now {cfg.eval_every}) or a smaller --eval-num to train faster", file=sys.stderr)
     if out_of_time:
         print(f"time limit: stopped after {cfg.minutes} minutes of training at step {state.step}, saved "
               f"{saver.last}", file=sys.stderr)

@@ -156,6 +156,7 @@ def assert_measured_in_imagenet_features(run_dir, err, tmp_path, conditional, ca
     """Training's evaluations and `evaluate --json` on an emoji run: KID the headline (379 held-out images), every
     figure beside its real-data reference, the feature space named everywhere, the same figures both ways."""
     assert err.count(": KID") == 2 and "step 4: KID" in err
+    assert "pass a larger --eval-every (now 2)" in err  # two evaluations of a 4-step run: far over a tenth
     rows = [r for r in read_rows(run_dir / "metrics.csv") if r["kid"] != ""]
     assert [r["step"] for r in rows] == [2, 4] and all(r["classes_covered"] == "" for r in rows)  # no classifier
     reference = json.loads((run_dir / "real_reference.json").read_text())
