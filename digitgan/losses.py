@@ -9,17 +9,21 @@ import torch
 import torch.nn.functional as F
 
 
-def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor, ones: torch.Tensor | None = None,
+           zeros: torch.Tensor | None = None) -> torch.Tensor:
+    """D's loss (ones, zeros: BCE's targets, when the caller keeps them made)."""
     if kind == "hinge":
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    ones = torch.ones_like(real_logits) if ones is None else ones
+    zeros = torch.zeros_like(fake_logits) if zeros is None else zeros
+    return F.binary_cross_entropy_with_logits(real_logits, ones) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
 
 
-def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
+def g_loss(kind: str, fake_logits: torch.Tensor, ones: torch.Tensor | None = None) -> torch.Tensor:
+    """G's loss: the non-saturating BCE (ones: its targets, when the caller keeps them made), or hinge's."""
     if kind == "hinge":
         return -fake_logits.mean()
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits) if ones is None else ones)
 
 
 def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:

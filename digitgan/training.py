@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import checkpoints
@@ -99,10 +98,7 @@ def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer,
         with torch.no_grad():
             fake = call(G, z, y_fake)
         real_logits, fake_logits = call(D, aug(real), y_real).float(), call(D, aug(fake), y_fake).float()
-    if objective.loss == "bce":  # the targets made once, by the caller
-        loss = F.binary_cross_entropy_with_logits(real_logits, ones) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
-    else:
-        loss = d_loss(objective.loss, real_logits, fake_logits)
+    loss = d_loss(objective.loss, real_logits, fake_logits, ones, zeros)
     opt.zero_grad(set_to_none=True)
     if r1_now:  # through the eager D, its gradients taken apart from the loss's (and from DDP's hooks)
         eager = plain(D)
@@ -126,7 +122,7 @@ def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer,
     with frozen(D), D.no_sync() if hasattr(D, "no_sync") else contextlib.nullcontext():
         with autocast(z.device, amp):
             logits = call(D, objective.augment(call(G, z, y)), y).float()
-        loss = F.binary_cross_entropy_with_logits(logits, ones) if objective.loss == "bce" else g_loss(objective.loss, logits)
+        loss = g_loss(objective.loss, logits, ones)
         opt.zero_grad(set_to_none=True)
         loss.backward()
     norm = gradient_norm(G)
