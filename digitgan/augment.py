@@ -6,7 +6,7 @@ otherwise. Augmenting only the real images would leak the augmentation into G's 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,31 +16,46 @@ ADA_INTERVAL = 4  # D steps between adjustments of p
 ADA_IMAGES = 500_000  # p can move from 0 to 1 over this many real images
 
 
-def translate(x: torch.Tensor, max_shift: int, gen: torch.Generator, fill: float = 0.0) -> torch.Tensor:
+class Randoms:
+    """Per-image random numbers from one stream, drawn for the whole global batch and then shared out (share: this
+    process's rows), so that several processes augment their images exactly as one process augments the batch."""
+
+    def __init__(self, gen: torch.Generator, total: int, share: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.gen, self.total, self.share = gen, total, share or (lambda rows: rows)
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        """U(0, 1) of shape (this process's images, *shape)."""
+        return self.share(torch.rand(self.total, *shape, generator=self.gen, device=self.gen.device))
+
+    def randint(self, high: int, *shape: int) -> torch.Tensor:
+        """Integers in [0, high) of shape (this process's images, *shape)."""
+        return self.share(torch.randint(0, high, (self.total, *shape), generator=self.gen, device=self.gen.device))
+
+
+def translate(x: torch.Tensor, max_shift: int, r: Randoms, fill: float = 0.0) -> torch.Tensor:
     """Each image moved by up to max_shift pixels each way (independently in y and x), the uncovered border
     filled with `fill`; differentiable in x."""
     b, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4, value=fill)
-    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, b), generator=gen, device=gen.device).to(x.device)
+    dy, dx = r.randint(2 * max_shift + 1, 2).to(x.device).T
     rows = (torch.arange(h, device=x.device) + dy[:, None])[:, :, None]  # (B, H, 1)
     cols = (torch.arange(w, device=x.device) + dx[:, None])[:, None, :]  # (B, 1, W)
     return padded[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
-def cutout(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def cutout(x: torch.Tensor, r: Randoms) -> torch.Tensor:
     """Each image with a square of half its side, at a random place (it may reach past the border), set to 0."""
-    b, _, h, w = x.shape
+    _, _, h, w = x.shape
     side = h // 2
-    cy, cx = (torch.randint(0, n + 1 - side % 2, (b, 1, 1), generator=gen, device=gen.device).to(x.device) - side // 2
-              for n in (h, w))
+    cy, cx = (r.randint(n + 1 - side % 2, 1, 1).to(x.device) - side // 2 for n in (h, w))
     ys, xs = torch.arange(h, device=x.device)[None, :, None], torch.arange(w, device=x.device)[None, None, :]
     inside = (ys >= cy) & (ys < cy + side) & (xs >= cx) & (xs < cx + side)  # (B, H, W)
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-def colour(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def colour(x: torch.Tensor, r: Randoms) -> torch.Tensor:
     """Brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5), each image its own."""
-    u = torch.rand(3, x.shape[0], 1, 1, 1, generator=gen, device=gen.device).to(x.device, x.dtype)
+    u = r.rand(3, 1, 1, 1).to(x.device, x.dtype).transpose(0, 1)  # (3, B, 1, 1, 1)
     x = x + (u[0] - 0.5)
     grey = x.mean(1, keepdim=True)
     x = (x - grey) * (2 * u[1]) + grey
@@ -48,14 +63,16 @@ def colour(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (x - mean) * (u[2] + 0.5) + mean
 
 
-def augment(x: torch.Tensor, p: torch.Tensor | float, gen: torch.Generator) -> torch.Tensor:
-    """DiffAugment's transforms (colour only for RGB), each applied to each image with probability p."""
-    b = x.shape[0]
+def augment(x: torch.Tensor, p: torch.Tensor | float, gen: torch.Generator,
+            share: Callable[[torch.Tensor], torch.Tensor] | None = None, total: int = 0) -> torch.Tensor:
+    """DiffAugment's transforms (colour only for RGB), each applied to each image with probability p. x is this
+    process's share of a global batch of `total` images (default: x is the whole batch)."""
+    r = Randoms(gen, total or len(x), share)
     steps = ([colour] if x.shape[1] == 3 else []) + [lambda t, g: translate(t, max(1, round(t.shape[-1] / 8)), g),
                                                      cutout]
     for transform in steps:
-        chosen = (torch.rand(b, 1, 1, 1, generator=gen, device=gen.device).to(x.device) < p).to(x.dtype)
-        x = x + chosen * (transform(x, gen) - x)
+        chosen = (r.rand(1, 1, 1).to(x.device) < p).to(x.dtype)
+        x = x + chosen * (transform(x, r) - x)
     return x.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) else x
 
 
@@ -63,8 +80,10 @@ class Augmenter:
     """--augment's state: the random stream of the transforms and, for ada, p and the r_t tally since the last
     adjustment; all of it on the device (nothing read back) and in every checkpoint (a resume repeats)."""
 
-    def __init__(self, mode: str, device: torch.device, seed: int, batch_size: int):
-        self.mode = mode
+    def __init__(self, mode: str, device: torch.device, seed: int, batch_size: int,
+                 share: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        # batch_size: the global batch; share: this process's rows of it (distributed.World.share)
+        self.mode, self.batch_size, self.share = mode, batch_size, share
         self.gen = torch.Generator(device).manual_seed(seed)
         self.p = torch.tensor(1.0 if mode == "diff" else 0.0, device=device)
         self.tally = torch.zeros(2, device=device)  # (sum of sign D(x) over real images, how many)
@@ -72,7 +91,7 @@ class Augmenter:
         self.speed = batch_size * ADA_INTERVAL / ADA_IMAGES  # how far p moves at an adjustment
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return images if self.mode == "off" else augment(images, self.p, self.gen)
+        return images if self.mode == "off" else augment(images, self.p, self.gen, self.share, self.batch_size)
 
     def observe(self, real_logits: torch.Tensor) -> None:
         """After a D step (ada): count D's verdicts on the real images, and every ADA_INTERVAL steps move p by

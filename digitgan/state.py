@@ -88,7 +88,7 @@ class TrainState:
         self.noise_device = device if speed.noise_on_device else torch.device("cpu")
         self.noise_gen = torch.Generator(self.noise_device).manual_seed(cfg.seed + 1)
         self.fixed_z, self.fixed_y = fixed_noise(cfg, device, len(shape.classes))
-        self.augmenter = Augmenter(cfg.augment, device, cfg.seed + 3, cfg.batch_size)
+        self.augmenter = Augmenter(cfg.augment, device, cfg.seed + 3, cfg.batch_size, share)
         self.step, self.elapsed, self.d_won_steps = 0, 0.0, 0  # elapsed: seconds of training, all sessions
         self.best: dict[str, Any] | None = None  # {"step", "fid" or "kid", "features"}: the lowest so far (best.pt)
 

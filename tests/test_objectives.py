@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from digitgan import checkpoints
-from digitgan.augment import ADA_INTERVAL, Augmenter, augment, cutout, translate
+from digitgan.augment import ADA_INTERVAL, Augmenter, Randoms, augment, cutout, translate
+from digitgan.distributed import World
 from digitgan.losses import d_loss, g_loss, r1_penalty
 from digitgan.records import read_rows
 from digitgan.training import train
@@ -32,10 +33,10 @@ def test_augmentation_moves_cuts_and_recolours_differentiably_and_repeats_from_i
     gen = lambda: torch.Generator().manual_seed(0)
     dot = torch.zeros(1, 1, 16, 16)
     dot[0, 0, 8, 8] = 1
-    moved = translate(dot, 2, gen())
+    moved = translate(dot, 2, Randoms(gen(), 1))
     assert moved.sum() == 1 and (moved[0, 0, 6:11, 6:11] == 1).any()  # the dot, at most 2 pixels away
     ones = torch.ones(8, 3, 16, 16)
-    cut = cutout(ones, gen())
+    cut = cutout(ones, Randoms(gen(), 8))
     assert ((cut == 0).sum((1, 2, 3)) <= 3 * 8 * 8).all() and (cut == 0).any()  # a half-side square (or what of it fits)
     x = torch.rand(8, 3, 16, 16, requires_grad=True)
     out = augment(x, 1.0, gen())
@@ -43,6 +44,16 @@ def test_augmentation_moves_cuts_and_recolours_differentiably_and_repeats_from_i
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0  # G learns through it
     assert torch.equal(augment(x, 0.0, gen()), x)  # p = 0: untouched
+
+
+def test_processes_augment_their_shares_as_one_process_augments_the_global_batch():
+    """Under torchrun each rank draws the whole batch's random numbers and keeps its rows: the same math as one
+    process (not each rank's half augmented like the other's, from the same stream)."""
+    x = torch.rand(8, 3, 16, 16)
+    whole = Augmenter("diff", torch.device("cpu"), 0, batch_size=8)(x)
+    halves = [Augmenter("diff", torch.device("cpu"), 0, 8, World(rank=r, size=2).share)(half)
+              for r, half in enumerate(x.chunk(2))]
+    assert torch.equal(torch.cat(halves), whole)
 
 
 def test_ada_raises_p_while_d_is_sure_of_real_images_and_lowers_it_otherwise():
