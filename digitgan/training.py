@@ -207,7 +207,7 @@ def setup(overrides: dict[str, Any], fresh: bool, force: bool, world: World,
     first = resolve(overrides)  # reject bad values before touching the disk
     if fresh or "batch_size" in overrides:
         world.check_batch(first.batch_size)
-    if "dataset" in overrides:
+    if {"dataset", "train_images"} & overrides.keys():
         check_images(first)
     run_dir = ensure_writable(overrides.get("checkpoint_dir", TrainConfig.checkpoint_dir), "--checkpoint-dir")
     lock.acquire(run_dir)
@@ -469,7 +469,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
     speed = speed_settings(cfg, device, world.group)
     speed.apply()
     data = world.main_first(lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir, cfg.resolution,
-                                                 cfg.channels))
+                                                 cfg.channels)).subset(cfg.train_images)
     batches = Batches(data, cfg, device, speed, world)
     state = TrainState(cfg, device, speed, len(data), world.share, data.shape, data.fingerprint,
                        data.held_out)

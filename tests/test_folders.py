@@ -234,3 +234,25 @@ def test_a_labelled_folder_gets_class_figures_from_a_classifier_trained_on_it(tm
     assert len(result["per_class_accuracy"]) == 2 and "class_accuracy" in result["real_reference"]
     assert (result["cas_num"], result["cas_real_num"]) == (40, 25) and 0 <= result["cas"] <= 1
     assert "CAS" in capsys.readouterr().out
+
+
+def test_train_images_trains_on_a_fixed_pick_and_keeps_the_hold_out_whole(tmp_path, cache_dir, tiny, capsys):
+    """--train-images N: the small-data regime from any data. The same N images whatever the run's seed, the
+    hold-out (what quality is measured on) untouched, the pick recorded; too many or fewer than a batch refused."""
+    full = load_dataset("emoji", "train", cache_dir=cache_dir, resolution=32)
+    pick = full.subset(200)
+    assert len(pick) == 200 and torch.equal(pick.pixels, full.subset(200).pixels)
+    rows = {bytes(p.numpy()) for p in full.pixels}
+    assert all(bytes(p.numpy()) in rows for p in pick.pixels)  # training images only: none of the hold-out
+    run = digitgan.train(**tiny(dataset="emoji", train_images=200, seed=5, steps=2))
+    saved = torch.load(run.dir / "ckpt_0000002.pt", weights_only=False)
+    assert saved["data"]["images"] == 200 and saved["data"]["held_out"] == len(load_dataset("emoji", "test",
+                                                                                             cache_dir=cache_dir))
+    assert saved["data"]["fingerprint"] == pick.fingerprint
+    capsys.readouterr()
+    for n, says in ((4000, "emoji has 3407 training images; pass at most"), (6, "fewer than a batch")):
+        argv = ["train", *cli_flags(tiny(dataset="emoji", train_images=n, checkpoint_dir=str(tmp_path / "no")))]
+        assert dcgan.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "no").exists()
