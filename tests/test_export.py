@@ -21,7 +21,8 @@ from runs import once
 
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
 KINDS = {"dcgan": {}, "seed": dict(preset="seed", width=4, batch_size=8, steps=4),
-         "conditional": dict(conditional="on")}
+         "conditional": dict(conditional="on"),
+         "spectral-norm": dict(conditional="on", spectral_norm="both")}  # baked into plain weights on export
 
 
 @pytest.fixture(scope="session")
@@ -71,14 +72,14 @@ def test_onnx_matches_pytorch_on_the_same_noise(exported, kind):
     assert sorted(i.name for i in session.get_inputs()) == (["label", "z"] if cfg.conditional == "on" else ["z"])
 
 
-@pytest.mark.parametrize("kind", ["dcgan", "conditional"])
+@pytest.mark.parametrize("kind", ["dcgan", "conditional", "spectral-norm"])
 def test_safetensors_load_without_the_checkpoint(exported, kind):
     ck, site = exported[kind]
     meta = json.loads((site / "generator.json").read_text())
-    assert meta["step"] == 4 and meta["config"]["conditional"] == ("on" if kind == "conditional" else "off")
+    assert meta["step"] == 4 and meta["config"]["conditional"] == ("off" if kind == "dcgan" else "on")
     G, cfg, step = load_generator(checkpoint=str(site / "generator.safetensors"), device="cpu")
     H, _, _ = load_generator(str(ck), device="cpu")
-    z, y = torch.randn(5, cfg.z_dim), (torch.arange(5) if kind == "conditional" else None)
+    z, y = torch.randn(5, cfg.z_dim), (None if kind == "dcgan" else torch.arange(5))
     with torch.no_grad():
         a, b = (G(z) if y is None else G(z, y)), (H(z) if y is None else H(z, y))
     assert step == 4 and torch.equal(a, b)
