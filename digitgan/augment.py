@@ -37,7 +37,7 @@ def translate(x: torch.Tensor, max_shift: int, r: Randoms, fill: float = 0.0) ->
     filled with `fill`; differentiable in x."""
     b, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4, value=fill)
-    dy, dx = r.randint(2 * max_shift + 1, 2).to(x.device).T
+    dy, dx = (r.randint(2 * max_shift + 1).to(x.device) for _ in "yx")
     rows = (torch.arange(h, device=x.device) + dy[:, None])[:, :, None]  # (B, H, 1)
     cols = (torch.arange(w, device=x.device) + dx[:, None])[:, None, :]  # (B, 1, W)
     return padded[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
@@ -55,7 +55,7 @@ def cutout(x: torch.Tensor, r: Randoms) -> torch.Tensor:
 
 def colour(x: torch.Tensor, r: Randoms) -> torch.Tensor:
     """Brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5), each image its own."""
-    u = r.rand(3, 1, 1, 1).to(x.device, x.dtype).transpose(0, 1)  # (3, B, 1, 1, 1)
+    u = [r.rand(1, 1, 1).to(x.device, x.dtype) for _ in range(3)]  # each (B, 1, 1, 1)
     x = x + (u[0] - 0.5)
     grey = x.mean(1, keepdim=True)
     x = (x - grey) * (2 * u[1]) + grey

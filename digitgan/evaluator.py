@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save as safetensors_bytes
 from tqdm import tqdm
 
-from .augment import translate
+from .augment import Randoms, translate
 from .config import DIGITS
 from .files import atomic_write
 from .data import Dataset, load_dataset, sha256
@@ -90,7 +90,7 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, batc
         order = torch.randperm(len(images), generator=gen)
         for i in range(per_epoch):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            loss = F.cross_entropy(model(translate(images[idx], 2, gen, fill=-1.0)), labels[idx], label_smoothing=0.05)
+            loss = F.cross_entropy(model(translate(images[idx], 2, Randoms(gen, len(idx)), fill=-1.0)), labels[idx], label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
