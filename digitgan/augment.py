@@ -68,7 +68,7 @@ def augment(x: torch.Tensor, p: torch.Tensor | float, gen: torch.Generator,
     """DiffAugment's transforms (colour only for RGB), each applied to each image with probability p. x is this
     process's share of a global batch of `total` images (default: x is the whole batch)."""
     r = Randoms(gen, total or len(x), share)
-    steps = ([colour] if x.shape[1] == 3 else []) + [lambda t, g: translate(t, max(1, round(t.shape[-1] / 8)), g),
+    steps = ([colour] if x.shape[1] == 3 else []) + [lambda t, r: translate(t, max(1, round(t.shape[-1] / 8)), r),
                                                      cutout]
     for transform in steps:
         chosen = (r.rand(1, 1, 1).to(x.device) < p).to(x.dtype)
