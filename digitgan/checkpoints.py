@@ -59,9 +59,18 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
 def nonfinite(state: dict[str, Any]) -> list[str]:
     """The parts of a checkpoint state (networks, weight average, optimizer moments) holding NaN or inf."""
     parts = [p for p in FINITE_PARTS if p in state]
-    flags = [torch.stack([t.isfinite().all() for t in _tensors(state[p]) if t.is_floating_point()]).all()
-             for p in parts]
-    return [p for p, ok in zip(parts, torch.stack(flags).tolist()) if not ok]  # one read-back for all parts
+    # on CUDA, Adam keeps its step count on the CPU beside moments on the GPU: one read-back per device
+    flags: dict[torch.device, list[list[torch.Tensor]]] = {}
+    for i, p in enumerate(parts):
+        for t in _tensors(state[p]):
+            if t.is_floating_point():
+                flags.setdefault(t.device, [[] for _ in parts])[i].append(t.isfinite().all())
+    ok = [True] * len(parts)
+    for device, per_part in flags.items():
+        read = torch.stack([torch.stack(f).all() if f else torch.ones((), dtype=torch.bool, device=device)
+                            for f in per_part]).tolist()
+        ok = [a and b for a, b in zip(ok, read)]
+    return [p for p, fine in zip(parts, ok) if not fine]
 
 
 def save(directory: str | Path, state: dict[str, Any], keep: int) -> Path:

@@ -122,8 +122,12 @@ def draw(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor | Non
     """The images generator draws from the noise z (and classes labels), on the CPU, batch at a time."""
     device = next(generator.parameters()).device
     ys = labels.split(batch) if labels is not None else [None] * len(z.split(batch))
-    return torch.cat([call(generator, chunk.to(device), y if y is None else y.to(device)).float().cpu()
-                      for chunk, y in zip(z.split(batch), ys)])
+    # cuDNN's fastest transposed convolutions add with atomics, so on CUDA a seed drew slightly different images
+    # from one call to the next (the first GPU run): drawing takes only deterministic kernels, whatever training set
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True,
+                                    allow_tf32=False):
+        return torch.cat([call(generator, chunk.to(device), y if y is None else y.to(device)).float().cpu()
+                          for chunk, y in zip(z.split(batch), ys)])
 
 
 Classes = Union[int, str, Sequence[Union[int, str]], torch.Tensor, None]  # what a conditional model is asked to draw
