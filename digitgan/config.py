@@ -55,8 +55,8 @@ class TrainConfig:
     tensorboard: str = "on"  # on | off: TensorBoard event files in CHECKPOINT_DIR/tensorboard/
     ema: float = 0.999  # per-iteration decay of the generator's weight average, which draws samples and is scored (0: off; 0.995 with --conditional on)
     channels_last: str = "auto"  # auto | on | off: NHWC memory format for images and conv weights (auto: on)
-    autocast: str = "auto"  # auto | bf16 | off: bf16 mixed precision in the forward passes (auto: bf16 on CUDA only)
-    compile: str = "auto"  # auto | on | off: torch.compile the two networks (auto: on on CUDA only)
+    autocast: str = "auto"  # auto | bf16 | off: bf16 mixed precision in the forward passes (auto: off; measured in docs/speed.md)
+    compile: str = "auto"  # auto | on | off: torch.compile the two networks (auto: off; measured in docs/speed.md)
     data_on_device: str = "on"  # on | off: keep the training set on the device (off: copy each batch over)
     noise_on_device: str = "on"  # on | off: draw the noise on the device (off: on the CPU, then copy it over)
     deterministic: str = "off"  # on | off: deterministic algorithms only (cuDNN's too), so a resume on CUDA repeats bit for bit; slower

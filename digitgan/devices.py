@@ -35,9 +35,9 @@ class Speed:
     def apply(self) -> None:
         """Set the process-wide switches: deterministic algorithms when asked for, and TF32 off either way.
 
-        TF32 stays off because the fast path on CUDA is bf16 autocast (the default there), which already takes
-        the convolutions and matrix products; whoever turns autocast off asks for float32, and TF32 would cut
-        their products to a 10-bit mantissa behind their back."""
+        TF32 stays off: float32 means float32 (TF32 would cut products to a 10-bit mantissa behind the user's
+        back), and on an H100 it bought nothing, the default preset being bound by kernel launches (8.9 ms an
+        iteration with TF32, 8.5 without: bench/results/gpu-h100-run1-throughput.jsonl)."""
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         if self.deterministic:
@@ -52,15 +52,15 @@ class Speed:
                 inductor.deterministic = True
 
 
-def speed_settings(cfg: TrainConfig, device: torch.device, distributed: bool = False) -> Speed:
-    """auto: channels_last everywhere (faster on the CPU, suits tensor cores); bf16 autocast and torch.compile on
-    CUDA only: compile was slower on the CPU, and bf16, though faster there, changes the rounding
-    (bench/throughput.py --variants has the figures). Compile stays off under torchrun unless asked for: its
-    pairing with DistributedDataParallel has not been measured on a GPU here."""
-    cuda = device.type == "cuda"
+def speed_settings(cfg: TrainConfig, device: torch.device) -> Speed:
+    """auto: channels_last everywhere (faster on the CPU, suits tensor cores); bf16 autocast and torch.compile
+    nowhere. On the CPU compile was slower and bf16 gave a worse FID at every step (bench/throughput.py
+    --variants); on an H100 the default preset is bound by launching kernels, not by arithmetic, and float32
+    eager took 6.7 s to step 1,000 (FID 1.59) against 7.8 s with bf16 (FID 1.85) and 11.6 s with bf16 and compile
+    (FID 1.94; bench/results/gpu-h100-run2-ttq.csv). Either is there to ask for."""
     pick = lambda value, auto: auto if value == "auto" else value == "on"
     return Speed(channels_last=pick(cfg.channels_last, True),
-                 autocast=torch.bfloat16 if cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda) else None,
-                 compile=pick(cfg.compile, cuda and not distributed),
+                 autocast=torch.bfloat16 if cfg.autocast == "bf16" else None,
+                 compile=pick(cfg.compile, False),
                  data_on_device=cfg.data_on_device == "on", noise_on_device=cfg.noise_on_device == "on",
                  deterministic=cfg.deterministic == "on")

@@ -466,7 +466,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
             print(why, file=sys.stderr)
         return last_ckpt
     device = world.device(pick_device(cfg.device))
-    speed = speed_settings(cfg, device, world.group)
+    speed = speed_settings(cfg, device)
     speed.apply()
     data = world.main_first(lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir, cfg.resolution,
                                                  cfg.channels)).subset(cfg.train_images)

@@ -1,6 +1,7 @@
-"""The CUDA path as a user meets it: every `auto` default on (bf16 autocast, torch.compile, channels_last, data
-and noise on the device), both presets, plain and conditional; train, resume, sample, evaluate, export; a resume
-that repeats bit for bit under --deterministic on; torchrun with NCCL.
+"""The CUDA path as a user meets it: both presets, plain and conditional, with the `auto` defaults (float32 eager,
+channels_last, data and noise on the device), and the default preset with bf16 autocast and torch.compile asked
+for; train, resume, sample, evaluate, export; a resume that repeats bit for bit under --deterministic on;
+torchrun with NCCL.
 
 Skipped where there is no CUDA. bench/gpu.py runs this module on the GPU machine, and its --dry-run runs it on
 the CPU with a few steps (DCGAN_TEST_DEVICE=cpu, DCGAN_TEST_STEPS), so that the module itself is known to work
@@ -25,7 +26,9 @@ DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 SMALL = {"width": 8, "batch_size": 16}  # the dry run on the CPU: every preset this small
-KINDS = {"dcgan": {}, "seed": {"preset": "seed"}, "conditional": {"conditional": "on"}}
+KINDS = {"dcgan": {}, "seed": {"preset": "seed"}, "conditional": {"conditional": "on"},
+         # the dry run on the CPU leaves compiling to the GPU: Inductor's C++ build would take minutes here
+         "bf16-compile": {"autocast": "bf16", "compile": "on" if DEVICE == "cuda" else "off"}}
 
 
 def run_settings(tmp_path, cache_dir, **extra):
