@@ -45,8 +45,8 @@ class TrainConfig:
     features: str = "auto"  # auto | evaluator | imagenet | PATH.pt (TorchScript): the quality figures' feature space (auto: the shipped evaluator for MNIST and Fashion-MNIST at 32x32 grey, ImageNet features otherwise)
     spectral_norm: str = "off"  # off | d | both: spectral normalisation of D's layers (its batch norms dropped, as in SNGAN), or of G's too (Miyato et al. 2018)
     loss: str = "bce"  # bce | hinge: the GAN loss (bce: non-saturating, Goodfellow et al.; hinge: Miyato et al. 2018)
-    r1: float = 0.0  # gamma of the R1 gradient penalty on real images (Mescheder et al. 2018; 0: off)
-    r1_every: int = 1  # lazy R1: every this many iterations, weighted by it (StyleGAN2 takes 16)
+    r1: float = 0.0  # gamma of the R1 gradient penalty on real images (Mescheder et al. 2018; 0: off; 0.01 with --conditional on)
+    r1_every: int = 1  # lazy R1: every this many iterations, weighted by it (StyleGAN2 takes 16; 16 with --conditional on)
     augment: str = "off"  # off | diff | ada: augment all D sees, real and generated (diff: DiffAugment, always; ada: with the adaptive probability of Karras et al. 2020)
     collapse_steps: int = 2000  # stop after D wins outright (loss < 1e-3) for this many iterations
     sample_dir: str = "sample_image"  # where grids of the fixed noise batch go, named by step
@@ -116,7 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # What --conditional on changes from the dcgan preset's defaults (tuned in docs/conditional.md).
-CONDITIONAL: dict[str, Any] = dict(ema=0.995)
+CONDITIONAL: dict[str, Any] = dict(ema=0.995, r1=0.01, r1_every=16)
 
 # Fields a run is born with: the networks' shapes, the data, and the seed (it drew the first weights and started
 # the random streams that a checkpoint continues). A checkpoint only resumes under the same values.

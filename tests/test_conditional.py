@@ -41,9 +41,11 @@ def test_a_conditional_grid_has_a_row_per_class_and_a_column_per_z(tiny, tmp_pat
     assert Image.open(tmp_path / "samples" / "step_0000004.png").size == (10 * 34 + 2, 10 * 34 + 2)
 
 
-def test_conditional_runs_default_to_their_own_weight_average_and_flags_still_rule():
-    assert resolve({"conditional": "on"}).ema == 0.995 and resolve({}).ema == 0.999
-    assert resolve({"conditional": "on", "ema": 0.9}).ema == 0.9
+def test_conditional_runs_default_to_their_own_weight_average_and_r1_and_flags_still_rule():
+    on, off = resolve({"conditional": "on"}), resolve({})
+    assert (on.ema, on.r1, on.r1_every) == (0.995, 0.01, 16) and (off.ema, off.r1, off.r1_every) == (0.999, 0, 1)
+    assert resolve({"conditional": "on", "ema": 0.9, "r1": 0}).ema == 0.9
+    assert resolve({"conditional": "on", "r1": 0}).r1 == 0
 
 
 def test_a_checkpoint_of_another_network_layout_is_one_line_and_kept(tiny, tmp_path, capsys):
