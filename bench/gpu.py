@@ -87,7 +87,9 @@ def plan(out: Path, scratch: Path, dry: bool) -> list[Step]:
                                     else {"steps": 5000}), **tiny)]),
         Step("throughput-cudagraphs", 40, [*throughput, "--gpu", "cudagraphs"]),
         Step("throughput-autotune", 60, [*throughput, "--gpu", "autotune"]),
-        Step("suite", 120, [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        # -v: each test's outcome is in the log as it ends, so a suite killed at its limit still says which failed
+        # (the first GPU run's -q showed only dots, Fs and Es); -rfE --tb=line: one line of why, at the end
+        Step("suite", 120, [PY, "-m", "pytest", "-v", "-rfE", "--tb=line", "-p", "no:cacheprovider",
                             *(["tests/test_models.py"] if dry else ["-n", "12", "tests", "--ignore=tests/test_cuda.py"])]),
     ]
     return steps
