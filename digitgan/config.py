@@ -45,6 +45,7 @@ class TrainConfig:
     features: str = "auto"  # auto | evaluator | imagenet | PATH.pt (TorchScript): the quality figures' feature space (auto: the shipped evaluator for MNIST and Fashion-MNIST at 32x32 grey, ImageNet features otherwise)
     spectral_norm: str = "off"  # off | d | both: spectral normalisation of D's layers (its batch norms dropped, as in SNGAN), or of G's too (Miyato et al. 2018)
     loss: str = "bce"  # bce | hinge: the GAN loss (bce: non-saturating, Goodfellow et al.; hinge: Miyato et al. 2018)
+    mbstd: int = 0  # D sees how much its batch varies: a channel of the features' std over groups of this many samples (Karras et al. 2018; 0: off)
     r1: float = 0.0  # gamma of the R1 gradient penalty on real images (Mescheder et al. 2018; 0: off; 0.01 with --conditional on)
     r1_every: int = 1  # lazy R1: every this many iterations, weighted by it (StyleGAN2 takes 16; 16 with --conditional on)
     augment: str = "off"  # off | diff | ada: augment all D sees, real and generated (diff: DiffAugment, always; ada: with the adaptive probability of Karras et al. 2020)
@@ -80,7 +81,7 @@ class TrainConfig:
                      "checkpoint_every", "log_every", "collapse_steps", "keep", "r1_every"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
-        for name in ("minutes", "eval_every", "r1", "train_images"):
+        for name in ("minutes", "eval_every", "r1", "train_images", "mbstd"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must be zero (off) or positive, not {getattr(self, name)}")
         if self.features not in FEATURE_SPACES and not self.features.endswith(".pt"):
@@ -96,8 +97,10 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema"):
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"--{flag(name)} must be in [0, 1), not {getattr(self, name)}")
-        if self.conditional == "on" and self.preset == "seed":
-            raise UsageError("--conditional on needs --preset dcgan: the seed preset is the 2019 network as it was")
+        for name, value in (("conditional", self.conditional == "on"), ("mbstd", self.mbstd)):
+            if value and self.preset == "seed":
+                raise UsageError(f"--{flag(name)} {getattr(self, name)} needs --preset dcgan: the seed preset is the "
+                                 f"2019 network as it was")
 
 
 DIGITS = ("mnist", "fashion-mnist")  # with a test split and a shipped evaluator; "emoji" and any folder are the others
@@ -121,7 +124,7 @@ CONDITIONAL: dict[str, Any] = dict(ema=0.995, r1=0.01, r1_every=16)
 # Fields a run is born with: the networks' shapes, the data, and the seed (it drew the first weights and started
 # the random streams that a checkpoint continues). A checkpoint only resumes under the same values.
 IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "resolution", "channels", "train_images",
-                   "conditional", "spectral_norm", "seed")
+                   "conditional", "spectral_norm", "mbstd", "seed")
 
 # The classes of each dataset, by label; `sample --class` takes the label or the name.
 CLASS_NAMES = {"mnist": tuple("0123456789"),

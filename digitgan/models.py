@@ -1,6 +1,8 @@
 """The two generator/discriminator pairs. Discriminators return logits: losses use BCEWithLogits."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -194,16 +196,35 @@ class DCGANGenerator(nn.Module):
         return self.net(z[:, :, None, None])  # (B, z_dim, 1, 1)
 
 
+class MinibatchStd(nn.Module):
+    """Karras et al. 2018: one more channel, how much the batch varies (each feature's standard deviation over a
+    group of samples, averaged over features and positions), so that D can tell a batch of too alike images from
+    a real one and G is pushed towards variety. Samples i, i + B/G, i + 2B/G, ... form a group."""
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = math.gcd(self.group, b)  # a batch that the group size does not divide: smaller groups
+        std = (x.float().view(g, b // g, c, h, w).var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # (B/G,)
+        return torch.cat([x, std.to(x.dtype).repeat(g)[:, None, None, None].expand(b, 1, h, w)], 1)  # (B, c+1, h, w)
+
+
 class DCGANDiscriminator(nn.Module):
     """The generator mirrored: one stride-2 conv per halving of the side, doubling the channels, down to 4x4,
-    then a 4x4 conv to one logit."""
+    then (with mbstd) the minibatch standard deviation channel, and a 4x4 conv to one logit."""
 
-    def __init__(self, width: int = 32, resolution: int = 32, channels: int = 1):
+    def __init__(self, width: int = 32, resolution: int = 32, channels: int = 1, mbstd: int = 0):
         super().__init__()
         layers, c = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)], width  # (B, w, res/2, res/2)
         for _ in range(_levels(resolution) - 1):  # each: (B, c, s, s) -> (B, 2c, s/2, s/2)
             layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
             c *= 2
+        if mbstd:
+            layers.append(MinibatchStd(mbstd))  # (B, c+1, 4, 4)
+            c += 1
         layers.append(nn.Conv2d(c, 1, 4, 1, 0, bias=False))  # (B, 1, 1, 1)
         self.net = nn.Sequential(*layers)
         self.features = c * 4 * 4  # of the last 4x4 map
@@ -253,12 +274,12 @@ class ProjectionDiscriminator(DCGANDiscriminator):
     """The DCGAN discriminator plus Miyato & Koyama's projection: the inner product of a class embedding with
     D's last features, added to the logit (a class-specific linear head on top of the shared one)."""
 
-    def __init__(self, width: int = 32, classes: int = 10, resolution: int = 32, channels: int = 1):
-        super().__init__(width, resolution, channels)
+    def __init__(self, width: int = 32, classes: int = 10, resolution: int = 32, channels: int = 1, mbstd: int = 0):
+        super().__init__(width, resolution, channels, mbstd)
         self.embed = nn.Embedding(classes, self.features)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.net[:-1](x)  # (B, c, 4, 4)
+        h = self.net[:-1](x)  # (B, c, 4, 4), or c+1 channels with mbstd
         return self.net[-1](h).view(-1) + (self.embed(y) * h.flatten(1)).sum(1)  # (B,)
 
 
@@ -299,9 +320,10 @@ def build_models(cfg: TrainConfig, shape: Shape = MNIST_SHAPE) -> tuple[nn.Modul
         g, d, init = SeedGenerator(cfg.z_dim, cfg.width), SeedDiscriminator(cfg.width), _init_seed
     elif cfg.conditional == "on":
         g, d, init = (ConditionalDCGANGenerator(cfg.z_dim, cfg.width, len(shape.classes), **size),
-                      ProjectionDiscriminator(cfg.width, len(shape.classes), **size), _init_dcgan)
+                      ProjectionDiscriminator(cfg.width, len(shape.classes), **size, mbstd=cfg.mbstd), _init_dcgan)
     else:
-        g, d, init = DCGANGenerator(cfg.z_dim, cfg.width, **size), DCGANDiscriminator(cfg.width, **size), _init_dcgan
+        g, d, init = (DCGANGenerator(cfg.z_dim, cfg.width, **size), DCGANDiscriminator(cfg.width, **size, mbstd=cfg.mbstd),
+                      _init_dcgan)
     g.apply(init)
     d.apply(init)
     if cfg.spectral_norm != "off":

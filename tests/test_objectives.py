@@ -1,12 +1,16 @@
 """The stabilisers and augmentation of issue 24, each off by default: --loss hinge, --r1 (lazy with --r1-every),
---augment diff|ada. Each does what it says, and a run with all of them on resumes bit for bit."""
+--augment diff|ada, --spectral-norm, --mbstd. Each does what it says, and a run with all of them on resumes bit
+for bit."""
 import pytest
 import torch
 
 from digitgan import checkpoints
 from digitgan.augment import ADA_INTERVAL, Augmenter, Randoms, augment, cutout, translate
+from digitgan.config import resolve
 from digitgan.distributed import World
+from digitgan.errors import UsageError
 from digitgan.losses import d_loss, g_loss, r1_penalty
+from digitgan.models import DCGANDiscriminator, MinibatchStd
 from digitgan.records import read_rows
 from digitgan.training import train
 from runs import same_state, training_state
@@ -69,7 +73,7 @@ def test_ada_raises_p_while_d_is_sure_of_real_images_and_lowers_it_otherwise():
 
 
 def test_a_run_with_every_option_on_logs_p_and_resumes_bit_for_bit(tiny, tmp_path):
-    options = dict(loss="hinge", r1=1.0, r1_every=2, augment="ada", spectral_norm="both", batch_size=64)
+    options = dict(loss="hinge", r1=1.0, r1_every=2, augment="ada", spectral_norm="both", mbstd=4, batch_size=64)
     straight = train(tiny(steps=8, checkpoint_every=4, checkpoint_dir=str(tmp_path / "a"),
                           sample_dir=str(tmp_path / "sa"), **options))
     train(tiny(steps=4, checkpoint_every=4, checkpoint_dir=str(tmp_path / "b"), sample_dir=str(tmp_path / "sb"),
@@ -84,6 +88,25 @@ def test_a_run_with_every_option_on_logs_p_and_resumes_bit_for_bit(tiny, tmp_pat
                        batch_size=64))
     assert not same_state(training_state(straight)["generator"], training_state(plain)["generator"])
     assert read_rows(tmp_path / "c" / "metrics.csv")[-1]["augment_p"] == ""  # off: no column of zeros
+
+
+def test_minibatch_std_tells_d_how_much_each_group_of_samples_varies():
+    x = torch.randn(8, 3, 4, 4)
+    out = MinibatchStd(4)(x)
+    assert out.shape == (8, 4, 4, 4) and torch.equal(out[:, :3], x)
+    for i in range(2):  # groups {0, 2, 4, 6} and {1, 3, 5, 7}
+        want = x[i::2].var(0, unbiased=False).add(1e-8).sqrt().mean()
+        assert torch.allclose(out[i::2, 3], want.expand(4, 4, 4))
+    assert MinibatchStd(4)(x[:1].expand(8, 3, 4, 4))[:, 3].max() < 1e-3  # a batch of one image: no variety
+    torch.manual_seed(0)
+    d = DCGANDiscriminator(8, 32, 1, mbstd=4).eval()
+    images = torch.randn(8, 1, 32, 32)
+    changed = images.clone()
+    changed[2] = torch.randn(1, 32, 32)  # in the group of samples 0, 4 and 6, not of 1, 3, 5, 7
+    before, after = d(images), d(changed)
+    assert not torch.allclose(before[[0, 4, 6]], after[[0, 4, 6]]) and torch.equal(before[1::2], after[1::2])
+    with pytest.raises(UsageError, match="needs --preset dcgan"):
+        resolve({"preset": "seed", "mbstd": 4})
 
 
 @pytest.mark.parametrize("conditional", ["off", "on"])
