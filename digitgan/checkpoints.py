@@ -59,17 +59,12 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
 def nonfinite(state: dict[str, Any]) -> list[str]:
     """The parts of a checkpoint state (networks, weight average, optimizer moments) holding NaN or inf."""
     parts = [p for p in FINITE_PARTS if p in state]
-    # on CUDA, Adam keeps its step count on the CPU beside moments on the GPU: one read-back per device
-    flags: dict[torch.device, list[list[torch.Tensor]]] = {}
-    for i, p in enumerate(parts):
-        for t in _tensors(state[p]):
-            if t.is_floating_point():
-                flags.setdefault(t.device, [[] for _ in parts])[i].append(t.isfinite().all())
+    checks = [(i, t.isfinite().all()) for i, p in enumerate(parts) for t in _tensors(state[p]) if t.is_floating_point()]
     ok = [True] * len(parts)
-    for device, per_part in flags.items():
-        read = torch.stack([torch.stack(f).all() if f else torch.ones((), dtype=torch.bool, device=device)
-                            for f in per_part]).tolist()
-        ok = [a and b for a, b in zip(ok, read)]
+    for device in {flag.device for _, flag in checks}:  # Adam keeps its step count on the CPU: a read-back per device
+        here = [(i, flag) for i, flag in checks if flag.device == device]
+        for (i, _), fine in zip(here, torch.stack([flag for _, flag in here]).tolist()):
+            ok[i] = ok[i] and fine
     return [p for p, fine in zip(parts, ok) if not fine]
 
 
