@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-WEB := digitgan/web
+WEB := digitgan/share/web
 FASHION := /usr/share/datasets/fashion-mnist
 # pytest's workers: one per core, each torch on one thread (tests/conftest.py)
 JOBS ?= $(shell nproc)
@@ -59,7 +59,7 @@ photos:
 	  echo "note: could not fetch $(SKIMAGE): the photo test will be skipped"; \
 	fi
 
-# The exported page's runtime (onnxruntime-web, pinned in digitgan/web/package-lock.json); `dcgan.py export` copies it.
+# The exported page's runtime (onnxruntime-web, pinned in digitgan/share/web/package-lock.json); `dcgan.py export` copies it.
 site: $(WEB)/node_modules/.installed
 
 $(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json

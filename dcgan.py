@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from digitgan.config import BACKENDS, DIGITS, PRESETS, TrainConfig, field_help, flag
+from digitgan.config import BACKENDS, PRESETS, TrainConfig, field_help, flag
 from digitgan.errors import ProcessLost, TrainingStopped, UsageError, WriteError
 
 if TYPE_CHECKING:
-    from digitgan.sampling import Generator
+    from digitgan.nets.drawing import Generator
 
 COMMANDS = ("train", "sample", "evaluate", "animate", "interpolate", "export", "serve", "data", "train-evaluator")
 TYPES = {"int": int, "float": float, "str": str}  # dataclass field types are strings (postponed annotations)
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--channels", type=int, default=TrainConfig.channels, choices=(0, 1, 3))
     trainer.add_argument("--epochs", type=int, default=0, help="default: 6 for the digits; for smaller data about "
                          "3,000 steps' worth (at most 60)")
-    trainer.add_argument("--out-dir", default=None, help="MNIST and Fashion-MNIST: default digitgan/evaluators/ "
+    trainer.add_argument("--out-dir", default=None, help="MNIST and Fashion-MNIST: default digitgan/quality/evaluators/ "
                          "(the shipped files)")
     trainer.add_argument("--cache-dir", default=TrainConfig.cache_dir)
 
@@ -189,7 +189,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from digitgan.sampling import samples_path, save_samples
+    from digitgan.share.samples import samples_path, save_samples
     path = samples_path(args.out)  # before the generator is loaded: a bad --out costs nothing
     G = _generator(args)
     labels = G.labels(args.num, args.cls)
@@ -201,8 +201,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from digitgan import evaluate
-    from digitgan.files import atomic_write
-    from digitgan.metrics import format_table
+    from digitgan.core.files import atomic_write
+    from digitgan.quality.judge import format_table
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UsageError(f"--json {args.json}: the directory {Path(args.json).parent}/ does not exist")
     if args.features is not None:
@@ -216,20 +216,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_animate(args: argparse.Namespace) -> None:
-    from digitgan.records import animate
+    from digitgan.training.records import animate
     path, steps = animate(args.sample_dir, args.out, args.fps)
     print(f"wrote {path}: {len(steps)} grids, from step {steps[0]} to {steps[-1]}")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
-    from digitgan.walks import check_walk, interpolate
+    from digitgan.share.walks import check_walk, interpolate
     check_walk(args.out, args.steps)  # before the generator is loaded
     paths = interpolate(args.out, _generator(args), args.rows, args.steps, args.seed, args.fps)
     print("wrote " + ", ".join(map(str, paths)))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from digitgan.export import export
+    from digitgan.share.export import export
     path = export(args.out, args.checkpoint_dir, args.checkpoint, args.best, args.force)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     print(f"wrote {path}/ ({size / 1e6:.1f} MB): generator.onnx, generator.safetensors, generator.json and "
@@ -237,38 +237,29 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from digitgan.export import serve
+    from digitgan.share.export import serve
     serve(args.folder, args.host, args.port)
 
 
 def cmd_train_evaluator(args: argparse.Namespace) -> None:
-    from digitgan.evaluator import SHIPPED, train_evaluator
+    from digitgan.quality.evaluator import SHIPPED, train_evaluator
     weights = train_evaluator(args.dataset, args.epochs, out_dir=args.out_dir or SHIPPED, cache_dir=args.cache_dir,
                               resolution=args.resolution, channels=args.channels)
     print(f"wrote {weights} and {weights.with_suffix('.json')}:\n{weights.with_suffix('.json').read_text()}")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from digitgan.data import load_dataset, load_uint8, prepare_mnist
-    from digitgan.metrics import Judge
-    if args.dataset not in DIGITS:  # the emoji, or a folder: frozen (its summary printed), its hold-out judged
-        data = load_dataset(args.dataset, "train", cache_dir=args.cache_dir, resolution=args.resolution,
-                            channels=args.channels)
-        print(f"{args.dataset}: {len(data)} images to train on and {data.held_out} held out, "
-              f"{data.shape.describe()}, fingerprint {data.fingerprint}")
-        judge = Judge(args.dataset, args.cache_dir, resolution=args.resolution, channels=args.channels)
-        print(f"their features in {judge.space.name} and the real-data reference are in {args.cache_dir}/")
+    from digitgan.data.sources import source
+    from digitgan.quality.judge import Judge
+    src = source(args.dataset)
+    src.prepare(args.resolution, args.channels, args.cache_dir, args.data_dir, say=print)
+    if args.data_dir:  # files of the user's: nothing of them is cached
         return
-    if args.dataset == "mnist" and not args.data_dir:
-        prepare_mnist(args.cache_dir, say=print)
-    for split in ("train", "test"):
-        images, labels = load_uint8(args.dataset, split, args.data_dir, args.cache_dir)
-        print(f"{args.dataset} {split}: {len(images)} images {images.shape[1]}x{images.shape[2]}, "
-              f"{len(set(labels.tolist()))} classes")
-    if not args.data_dir:  # what the evaluations of training and `evaluate` compare with, cached once
-        judge = Judge(args.dataset, args.cache_dir)
-        print(f"the {args.dataset} test set's features in {judge.space.name} and the real-data reference are in {args.cache_dir}/ "
-              f"(it classifies {100 * judge.test_accuracy:.2f} % of the test set right)")
+    judge = Judge(args.dataset, args.cache_dir, resolution=args.resolution, channels=args.channels)
+    right = (f" (it classifies {100 * judge.test_accuracy:.2f} % of them right)"
+             if judge.test_accuracy is not None else "")
+    print(f"the features of the {args.dataset} {src.test_set} in {judge.space.name} and the real-data reference are "
+          f"in {args.cache_dir}/{right}")
 
 
 def flags_markdown() -> str:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What checking the caches costs: reading each cache in data/ with its SHA-256 check (files.read_cache) against
-reading its bytes alone, and loading the MNIST training set as training does (data.load_uint8); and setting up the
+reading its bytes alone, and loading the MNIST training set as training does (MNIST.uint8); and setting up the
 evaluator (metrics.Judge) from its cache, against computing the test set's neighbour radii there as it did before
 they were cached. Medians of 7.
 
@@ -17,9 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from digitgan.data import load_uint8  # noqa: E402
-from digitgan.files import read_cache  # noqa: E402
-from digitgan.metrics import Judge, real_radii  # noqa: E402
+from digitgan.data.mnist import MNIST  # noqa: E402
+from digitgan.core.files import read_cache  # noqa: E402
+from digitgan.quality.judge import Judge  # noqa: E402
+from digitgan.quality.metrics import real_radii  # noqa: E402
 
 
 def median_seconds(fn, rounds: int = 7) -> float:
@@ -42,8 +43,8 @@ def main() -> None:
         checked = median_seconds(lambda: read_cache(path, "(bench)"))
         print(f"{path.name}: {size:.1f} MB; read {1000 * read:.1f} ms, read + SHA-256 {1000 * digest:.1f} ms, "
               f"read_cache {1000 * checked:.1f} ms: the check costs {1000 * (checked - read):.1f} ms")
-    load = median_seconds(lambda: load_uint8("mnist", "train", cache_dir=str(cache)))
-    print(f"load_uint8('mnist', 'train'), check included: {1000 * load:.1f} ms")
+    load = median_seconds(lambda: MNIST.uint8("train", cache_dir=str(cache)))
+    print(f"MNIST.uint8('train'), check included: {1000 * load:.1f} ms")
     judge = Judge("mnist", str(cache))
     setup = median_seconds(lambda: Judge("mnist", str(cache)))
     radii = median_seconds(lambda: real_radii(judge.test_feats))

@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from digitgan.config import resolve  # noqa: E402
-from digitgan.models import build_models, sample_noise  # noqa: E402
-from digitgan.training import d_update, g_update  # noqa: E402
+from digitgan.nets.networks import build_models, sample_noise  # noqa: E402
+from digitgan.training.objective import Objective  # noqa: E402
+from digitgan.training.steps import d_update, g_update  # noqa: E402
 
 # (name, bandwidth per direction in bytes/s, latency of one small all-reduce in s): assumptions, see the README
 LINKS = (("NVLink 4 (H100 SXM)", 450e9, 10e-6), ("25 Gb/s Ethernet", 25e9 / 8, 50e-6))
@@ -54,11 +55,11 @@ def collectives_per_iteration(preset: str) -> tuple[int, int, int, int]:
     gen = torch.Generator().manual_seed(0)
     real = torch.rand(b, 1, 32, 32) * 2 - 1
     opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
-    ones, zeros = torch.ones(b), torch.zeros(b)
+    objective = Objective()
     for _ in range(cfg.d_steps):
-        d_update(G, D, opt_d, real, sample_noise(cfg, b, gen, "cpu"), ones, zeros)
+        d_update(G, D, opt_d, real, sample_noise(cfg, b, gen, "cpu"), objective)
     for _ in range(cfg.g_steps):
-        g_update(G, D, opt_g, sample_noise(cfg, b, gen, "cpu"), ones)
+        g_update(G, D, opt_g, sample_noise(cfg, b, gen, "cpu"), objective)
     nbytes = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
     return nbytes(G), nbytes(D), count[0], payload[0]
 

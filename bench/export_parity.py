@@ -10,10 +10,10 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from digitgan import checkpoints  # noqa: E402
+from digitgan.training import checkpoints  # noqa: E402
 from digitgan.config import resolve  # noqa: E402
-from digitgan.models import build_models, call  # noqa: E402
-from digitgan.sampling import class_labels  # noqa: E402
+from digitgan.nets.networks import build_models, call  # noqa: E402
+from digitgan.nets.drawing import class_labels  # noqa: E402
 
 if __name__ == "__main__":
     ck, site = sys.argv[1], sys.argv[2]

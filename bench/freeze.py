@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from digitgan.folders import EMOJI_DIR, emoji_tarball, load_emoji, load_folder  # noqa: E402
+from digitgan.data.emoji import EMOJI_DIR, emoji_tarball, load_emoji  # noqa: E402
+from digitgan.data.folder import load_folder  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -61,7 +62,7 @@ def main() -> None:
 
 def memory(cache_dir: str) -> None:
     """What the training set takes in memory: uint8 pixels, as kept, against the float32 they would be."""
-    from digitgan.data import load_dataset
+    from digitgan.data.sources import load_dataset
     for name, res in (("mnist", 32), ("emoji", 64), ("emoji", 32)):
         data = load_dataset(name, cache_dir=cache_dir, resolution=res)
         kept = data.pixels.numel() * data.pixels.element_size()

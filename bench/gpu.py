@@ -181,7 +181,7 @@ def exactness(work: Path, dry: bool) -> None:
     sys.path.insert(0, str(ROOT))
     import torch
     import digitgan
-    from digitgan import checkpoints
+    from digitgan.training import checkpoints
     n = 2 if dry else 100
     base = dict(eval_every=0, sample_every=10**6, checkpoint_every=n, tensorboard="off", log_every=1 if dry else 50,
                 **(dict(width=4, batch_size=8, device="cpu") if dry else {}))

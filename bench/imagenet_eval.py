@@ -22,12 +22,13 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from digitgan.config import resolve  # noqa: E402
-from digitgan.data import load_dataset  # noqa: E402
-from digitgan.features import CPU_BATCH, imagenet_space  # noqa: E402
-from digitgan.imagenet import fast_copy, load_efficientnet, to_input  # noqa: E402
-from digitgan.metrics import Judge, frechet_distance, gaussian, kid  # noqa: E402
-from digitgan.models import build_models  # noqa: E402
-from digitgan.sampling import Generator, prepare_for_inference  # noqa: E402
+from digitgan.data.sources import load_dataset  # noqa: E402
+from digitgan.quality.features import CPU_BATCH, imagenet_space  # noqa: E402
+from digitgan.quality.imagenet import fast_copy, load_efficientnet, to_input  # noqa: E402
+from digitgan.quality.judge import Judge  # noqa: E402
+from digitgan.quality.metrics import frechet_distance, gaussian, kid  # noqa: E402
+from digitgan.nets.networks import build_models  # noqa: E402
+from digitgan.nets.drawing import Generator, prepare_for_inference  # noqa: E402
 from throughput import gemm, gemm_rate, time_interleaved  # noqa: E402
 
 

@@ -24,9 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import digitgan  # noqa: E402
-from digitgan.data import load_dataset  # noqa: E402
-from digitgan.features import feature_space  # noqa: E402
-from digitgan.images import captioned, grid  # noqa: E402
+from digitgan.data.sources import load_dataset  # noqa: E402
+from digitgan.data.sources import source  # noqa: E402
+from digitgan.quality.features import feature_space  # noqa: E402
+from digitgan.core.pictures import captioned, grid  # noqa: E402
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5)
 
@@ -48,7 +49,7 @@ def main() -> None:
     cfg = G.config
     load = lambda split: load_dataset(cfg.dataset, split, cfg.data_dir, cfg.cache_dir, cfg.resolution, cfg.channels)
     train, held = load("train").subset(cfg.train_images), load("test")
-    space = feature_space(cfg.features, cfg.dataset, train.shape, cfg.cache_dir, "cpu")
+    space = feature_space(cfg.features, source(cfg.dataset), train.shape, cfg.cache_dir, "cpu")
     fake = G.sample(args.num, seed=1)
     embed = lambda images: space.embed(images)[0]
     f_train, f_held, f_fake = embed(train.images), embed(held.images), embed(fake)

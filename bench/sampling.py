@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from digitgan.config import resolve  # noqa: E402
-from digitgan.models import build_models  # noqa: E402
+from digitgan.nets.networks import build_models  # noqa: E402
 from digitgan import load  # noqa: E402
-from digitgan.sampling import Generator, prepare_for_inference  # noqa: E402
+from digitgan.nets.drawing import Generator, prepare_for_inference  # noqa: E402
 
 
 def main() -> None:

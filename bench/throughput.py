@@ -31,12 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from digitgan.config import MNIST_SHAPE, Shape, TrainConfig, resolve  # noqa: E402
-from digitgan.data import BatchSampler, load_dataset  # noqa: E402
-from digitgan.devices import pick_device, speed_settings  # noqa: E402
-from digitgan.models import build_models, sample_noise  # noqa: E402
-from digitgan.state import Averager  # noqa: E402
-from digitgan.training import d_update, g_update, prepare  # noqa: E402
+from digitgan.config import TrainConfig, resolve  # noqa: E402
+from digitgan.data.mnist import MNIST  # noqa: E402
+from digitgan.data.source import Shape  # noqa: E402
+from digitgan.data.sampler import BatchSampler  # noqa: E402
+from digitgan.data.sources import load_dataset  # noqa: E402
+from digitgan.core.devices import pick_device, speed_settings  # noqa: E402
+from digitgan.nets.networks import build_models, sample_noise  # noqa: E402
+from digitgan.training.state import Averager  # noqa: E402
+from digitgan.training.objective import Objective  # noqa: E402
+from digitgan.training.steps import d_update, g_update, prepare  # noqa: E402
 
 # The straightforward port: PyTorch's own convolution kernels in their default layout.
 STRAIGHTFORWARD = dict(conv_impl="direct", channels_last="off", autocast="off", compile="off")
@@ -59,7 +63,7 @@ def gemm_rate(seconds: float, n: int = GEMM_N) -> float:
 def make_iteration(overrides: dict[str, Any], device: torch.device, images: torch.Tensor,
                    optimizer: dict[str, Any] | None = None, labels: torch.Tensor | None = None,
                    compile_mode: str | None = None,
-                   shape: Shape = MNIST_SHAPE) -> tuple[Callable[[], None], TrainConfig]:
+                   shape: Shape = MNIST.known_shape(32, 0)) -> tuple[Callable[[], None], TrainConfig]:
     """A closure running one training iteration of the config (labels: the images', for a conditional one),
     and the config. compile_mode: torch.compile's mode for both networks instead of the config's compile
     ("eager-backend": Dynamo without Inductor, for dry runs on the CPU)."""
@@ -72,6 +76,7 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
     G, D = (m.to(device) for m in build_models(cfg, shape))
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **(optimizer or {}))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), **(optimizer or {}))
+    speed.place(G, D)
     G_step, D_step = prepare(G, D, speed)
     if compile_mode:
         how = {"backend": "eager"} if compile_mode == "eager-backend" else {"mode": compile_mode}
@@ -81,8 +86,7 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
     if speed.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     sampler, gen = BatchSampler(len(images), cfg.batch_size, 0, device), torch.Generator(device).manual_seed(0)
-    ones = torch.ones(cfg.batch_size, device=device)
-    zeros = torch.zeros(cfg.batch_size, device=device)
+    objective = Objective(amp=speed.autocast)
     conditional = cfg.conditional == "on"
     fake_labels = lambda: (torch.randint(len(shape.classes), (cfg.batch_size,), generator=gen, device=device)
                            if conditional else None)
@@ -92,13 +96,12 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
             if graphs:
                 torch.compiler.cudagraph_mark_step_begin()
             idx = sampler.next()
-            d_update(G_step, D_step, opt_d, images[idx], sample_noise(cfg, cfg.batch_size, gen, device),
-                     ones, zeros, speed.autocast, labels[idx] if conditional else None, fake_labels())
+            d_update(G_step, D_step, opt_d, images[idx], sample_noise(cfg, cfg.batch_size, gen, device), objective,
+                     labels[idx] if conditional else None, fake_labels())
         for _ in range(cfg.g_steps):
             if graphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            g_update(G_step, D_step, opt_g, sample_noise(cfg, cfg.batch_size, gen, device), ones,
-                     speed.autocast, fake_labels())
+            g_update(G_step, D_step, opt_g, sample_noise(cfg, cfg.batch_size, gen, device), objective, fake_labels())
         if ema:
             ema.update(1000)
     return iteration, cfg
@@ -155,7 +158,7 @@ def compare(device: torch.device, images: torch.Tensor, rounds: int) -> None:
     print(f"default_gemm_share={share:.3f}")
 
 
-def gemm_share(device: torch.device, images: torch.Tensor, rounds: int, shape: Shape = MNIST_SHAPE) -> float:
+def gemm_share(device: torch.device, images: torch.Tensor, rounds: int, shape: Shape = MNIST.known_shape(32, 0)) -> float:
     """The default preset's FLOP rate on these images as a share of the fp32 GEMM peak timed in the same rounds."""
     iteration, cfg = make_iteration({}, device, images, shape=shape)
     flops = count_flops(iteration)["Global"]

@@ -25,10 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digitgan.config import TrainConfig  # noqa: E402
-from digitgan.images import plot_curves  # noqa: E402
-from digitgan.metrics import CSV_KEYS  # noqa: E402
-from digitgan.records import read_rows  # noqa: E402
-from digitgan.training import train  # noqa: E402
+from digitgan.core.pictures import plot_curves  # noqa: E402
+from digitgan.quality.metrics import CSV_KEYS  # noqa: E402
+from digitgan.training.records import read_rows  # noqa: E402
+from digitgan.training.loop import train  # noqa: E402
 
 RUNGS = (50, 20, 10, 5)
 REAL_FID = 0.033  # the shipped MNIST evaluator's real-data reference (real_reference.json of any run); --plot-from only

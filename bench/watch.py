@@ -22,10 +22,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from digitgan.evaluator import Evaluator  # noqa: E402
-from digitgan.metrics import Judge, frechet_distance, gaussian, kid, precision_recall_density_coverage  # noqa: E402
-from digitgan.records import animate, read_rows  # noqa: E402
-from digitgan.images import save_grid  # noqa: E402
+from digitgan.quality.evaluator import Evaluator  # noqa: E402
+from digitgan.quality.judge import Judge  # noqa: E402
+from digitgan.quality.metrics import frechet_distance, gaussian, kid, precision_recall_density_coverage  # noqa: E402
+from digitgan.training.records import animate, read_rows  # noqa: E402
+from digitgan.core.pictures import save_grid  # noqa: E402
 from digitgan import load  # noqa: E402
 
 

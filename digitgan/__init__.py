@@ -19,6 +19,6 @@ def __getattr__(name: str) -> Any:
         from . import api
         return getattr(api, name)
     if name == "Generator":
-        from .sampling import Generator
+        from .nets.drawing import Generator
         return Generator
     raise AttributeError(f"module 'digitgan' has no attribute {name!r}")

@@ -14,11 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints
-from .config import TrainConfig, resolve, saved_shape
+from .config import TrainConfig, resolve
+from .data.sources import saved_shape
 from .errors import UsageError
-from .records import grids, read_record, read_rows
-from .sampling import Generator, load_generator
+from .nets.drawing import Generator
+from .share.samples import load_generator
+from .training import checkpoints
+from .training.records import grids, read_record, read_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +61,7 @@ def train(fresh: bool = False, force: bool = False, backend: str = "auto", dist_
     """Train, or resume the run in settings["checkpoint_dir"] (default: checkpoints/) up to `steps`. settings are
     TrainConfig's fields (the `train` flags: steps=300, conditional="on", ...); fresh, force, backend and
     dist_timeout are the flags --fresh, --force, --backend and --dist-timeout."""
-    from .training import train as train_loop
+    from .training.loop import train as train_loop
     train_loop(settings, fresh=fresh, force=force, backend=backend, timeout=dist_timeout)
     return Run(Path(settings.get("checkpoint_dir", TrainConfig.checkpoint_dir)))
 
@@ -84,6 +86,6 @@ def evaluate(source: str | os.PathLike | Generator, num: int = 10_000, seed: int
     evaluator, imagenet or a TorchScript file; default: the run's), with the same figures for real training images
     under "real_reference"; cas > 0 adds the Classification Accuracy Score from that many generated images
     (conditional models)."""
-    from .metrics import evaluate_generator
+    from .quality.judge import evaluate_generator
     generator = source if isinstance(source, Generator) else load(source, best, device)
     return evaluate_generator(generator, num, seed, cas_num=cas, features=features)

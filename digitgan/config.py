@@ -103,7 +103,6 @@ class TrainConfig:
                                  f"2019 network as it was")
 
 
-DIGITS = ("mnist", "fashion-mnist")  # with a test split and a shipped evaluator; "emoji" and any folder are the others
 ON_OFF = ("on", "off")
 FEATURE_SPACES = ("auto", "evaluator", "imagenet")  # --features, besides the path of a TorchScript file (features.py)
 AUTO_ON_OFF = ("auto", "on", "off")
@@ -125,42 +124,6 @@ CONDITIONAL: dict[str, Any] = dict(ema=0.995, r1=0.01, r1_every=16)
 # the random streams that a checkpoint continues). A checkpoint only resumes under the same values.
 IDENTITY_FIELDS = ("preset", "width", "z_dim", "z_dist", "dataset", "resolution", "channels", "train_images",
                    "conditional", "spectral_norm", "mbstd", "seed")
-
-# The classes of each dataset, by label; `sample --class` takes the label or the name.
-CLASS_NAMES = {"mnist": tuple("0123456789"),
-               "fashion-mnist": ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
-                                 "bag", "ankle-boot")}
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What the networks, and everything downstream of them, take from the data: the images' side and channels,
-    and the class names by label (none for unlabelled data)."""
-    resolution: int = 32
-    channels: int = 1
-    classes: tuple[str, ...] = CLASS_NAMES["mnist"]
-
-    def describe(self) -> str:
-        return f"{self.resolution}x{self.resolution} {'RGB' if self.channels == 3 else 'grey'}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"resolution": self.resolution, "channels": self.channels, "classes": list(self.classes)}
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> "Shape":
-        return Shape(int(d["resolution"]), int(d["channels"]), tuple(d["classes"]))
-
-
-MNIST_SHAPE = Shape()
-
-
-def saved_shape(saved: dict[str, Any]) -> Shape:
-    """The data's shape a checkpoint was trained on (one written before shapes were recorded: MNIST's, with its
-    dataset's class names)."""
-    if "data" in saved:
-        return Shape.from_dict(saved["data"]["shape"])
-    return Shape(classes=CLASS_NAMES.get(saved["config"]["dataset"], MNIST_SHAPE.classes))
-
 
 def flag(name: str) -> str:
     return name.replace("_", "-")

@@ -9,7 +9,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from digitgan.data import prepare_mnist  # noqa: E402
+from digitgan.data.mnist import prepare_mnist  # noqa: E402
 
 CACHE = ROOT / "data"
 
@@ -47,7 +47,7 @@ def cache_dir() -> str:
         threads = torch.get_num_threads()
         torch.set_num_threads(os.cpu_count() or 1)
         try:
-            from digitgan.metrics import Judge
+            from digitgan.quality.judge import Judge
             Judge("mnist", str(CACHE))
         finally:
             torch.set_num_threads(threads)
@@ -71,7 +71,7 @@ def shared_run(tmp_path_factory, cache_dir):
     """One short real run for every test that only needs *a* trained run: read it as it is, or change a copy
     (runs.copy_run). 4 steps at width 8, batch 8: checkpoints, grids and quality figures (300 samples) at steps 2
     and 4, best.pt, TensorBoard on."""
-    from digitgan.training import train
+    from digitgan.training.loop import train
     from runs import once
 
     def make(d):
@@ -87,5 +87,5 @@ def shared_run(tmp_path_factory, cache_dir):
 @pytest.fixture(scope="session")
 def judge(cache_dir):
     """The MNIST evaluator with the test set's features and the real-data reference (read from the cache)."""
-    from digitgan.metrics import Judge
+    from digitgan.quality.judge import Judge
     return Judge("mnist", cache_dir)

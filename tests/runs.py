@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from digitgan import checkpoints
+from digitgan.training import checkpoints
 
 
 def same_state(a, b):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import dcgan
-from digitgan import checkpoints
+from digitgan.training import checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,13 +9,13 @@ from PIL import Image
 
 import dcgan
 import digitgan
-from digitgan import checkpoints
+from digitgan.training import checkpoints
 from digitgan.config import resolve
-from digitgan.data import load_dataset
+from digitgan.data.sources import load_dataset
 from digitgan.errors import UsageError
-from digitgan.metrics import format_table
-from digitgan.sampling import Generator, class_labels
-from digitgan.training import train
+from digitgan.quality.judge import format_table
+from digitgan.nets.drawing import Generator, class_labels
+from digitgan.training.loop import train
 from runs import cli_flags
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -163,7 +163,7 @@ def test_evaluate_cas_refuses_an_unconditional_run(shared_run, capsys):
 
 
 def test_both_conditional_networks_read_their_labels():
-    from digitgan.models import build_models
+    from digitgan.nets.networks import build_models
     torch.manual_seed(0)
     G, D = build_models(resolve({"conditional": "on", "width": 8}))
     with torch.no_grad():  # give the class embeddings distinct values, as training would

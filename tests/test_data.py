@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from digitgan import data
+from digitgan.data import mnist as data
+from digitgan.data.sampler import BatchSampler
+from digitgan.data.sources import load_dataset
 from digitgan.errors import UsageError
 
 FASHION = Path(data.FASHION_DIR)
@@ -20,7 +22,7 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 @pytest.mark.parametrize("split,counts", [("train", MNIST_TRAIN_COUNTS), ("test", MNIST_TEST_COUNTS)])
 def test_mnist_shapes_range_and_labels(cache_dir, split, counts):
-    ds = data.load_dataset("mnist", split, cache_dir=cache_dir)
+    ds = load_dataset("mnist", split, cache_dir=cache_dir)
     assert ds.images.shape == (sum(counts), 1, 32, 32) and ds.images.dtype == torch.float32
     assert ds.labels.dtype == torch.int64
     assert ds.images.min() == -1.0 and ds.images.max() == 1.0
@@ -32,9 +34,9 @@ def test_mnist_shapes_range_and_labels(cache_dir, split, counts):
 
 
 def test_cache_holds_the_exact_pickle_bytes(cache_dir):
-    images, _ = data.load_uint8("mnist", "test", cache_dir=cache_dir)
+    images, _ = data.MNIST.uint8("test", cache_dir=cache_dir)
     assert images.dtype == np.uint8 and images.shape == (10000, 28, 28)
-    wheel = Path(cache_dir) / data.MNIST_WHEEL
+    wheel = Path(cache_dir) / data.MNIST_WHEEL.file
     import zipfile
     with zipfile.ZipFile(wheel) as zf:
         _, _, (x_test, _) = data.load_arrays_pickle(gzip.decompress(zf.read(data.MNIST_PICKLE)))
@@ -42,7 +44,7 @@ def test_cache_holds_the_exact_pickle_bytes(cache_dir):
 
 
 def test_checksum_mismatch_is_reported_and_nothing_deleted(tmp_path):
-    fake = tmp_path / data.MNIST_WHEEL
+    fake = tmp_path / data.MNIST_WHEEL.file
     fake.write_bytes(b"not the wheel")
     with pytest.raises(UsageError, match="SHA-256"):
         data.prepare_mnist(tmp_path)
@@ -66,7 +68,7 @@ def test_restricted_unpickler_admits_arrays_only():
 @needs_fashion
 def test_idx_reader_on_real_fashion_mnist():
     for split, n in (("train", 60000), ("test", 10000)):
-        ds = data.load_dataset("fashion-mnist", split)
+        ds = load_dataset("fashion-mnist", split)
         assert ds.images.shape == (n, 1, 32, 32)
         assert ds.labels.bincount().tolist() == [n // 10] * 10
 
@@ -79,8 +81,8 @@ def test_data_dir_reads_plain_and_gzipped_idx(tmp_path):
             (tmp_path / stem).write_bytes(raw)  # images uncompressed
         else:
             shutil.copy(FASHION / f"{stem}.gz", tmp_path)  # labels gzipped
-    images, labels = data.load_uint8("mnist", "test", data_dir=str(tmp_path))
-    ref_images, ref_labels = data.load_uint8("fashion-mnist", "test")
+    images, labels = data.MNIST.uint8("test", data_dir=str(tmp_path))
+    ref_images, ref_labels = data.FASHION_MNIST.uint8("test")
     assert np.array_equal(images, ref_images) and np.array_equal(labels, ref_labels)
 
 
@@ -109,17 +111,17 @@ def test_idx_reader_rejects_a_broken_gzip(tmp_path):
 
 def test_missing_idx_files_name_what_is_needed(tmp_path):
     with pytest.raises(UsageError, match="train-images-idx3-ubyte"):
-        data.load_uint8("mnist", "train", data_dir=str(tmp_path))
+        data.MNIST.uint8("train", data_dir=str(tmp_path))
 
 
 def test_batch_sampler_covers_an_epoch_and_resumes_exactly():
-    s = data.BatchSampler(10, 3, seed=1)
+    s = BatchSampler(10, 3, seed=1)
     epoch = torch.cat([s.next() for _ in range(3)])
     assert len(set(epoch.tolist())) == 9  # without replacement; the tail of one is dropped
     state = s.state_dict()
     ahead = [s.next() for _ in range(5)]
-    t = data.BatchSampler(10, 3, seed=99)
+    t = BatchSampler(10, 3, seed=99)
     t.load_state_dict(state)
     assert all(torch.equal(a, t.next()) for a in ahead)
     with pytest.raises(UsageError, match="larger than the dataset"):
-        data.BatchSampler(10, 11, seed=0)
+        BatchSampler(10, 11, seed=0)

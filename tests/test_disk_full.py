@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import dcgan
-from digitgan import checkpoints
-from digitgan.data import MNIST_WHEEL
+from digitgan.training import checkpoints
+from digitgan.data.mnist import MNIST_WHEEL
 from digitgan.errors import TrainingStopped
-from digitgan.training import train
+from digitgan.training.loop import train
 from runs import cli_flags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,12 +60,12 @@ def test_a_checkpoint_over_the_size_limit_is_one_line_exit_1_and_loses_nothing(t
 
 
 def test_the_mnist_cache_is_written_whole_or_not_at_all(cache_dir, tmp_path):
-    shutil.copy(Path(cache_dir) / MNIST_WHEEL, tmp_path / MNIST_WHEEL)  # no download: only the cache is written
+    shutil.copy(Path(cache_dir) / MNIST_WHEEL.file, tmp_path / MNIST_WHEEL.file)  # no download: only the cache is written
     done = _limited(["data", "--cache-dir", str(tmp_path)])
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (f"error: cannot write {tmp_path}/mnist.npz: the file size limit "
                                                     f"was reached; nothing else was changed")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [MNIST_WHEEL]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MNIST_WHEEL.file]
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from digitgan.distributed import World, join
+from digitgan.training.distributed import World, join
 from digitgan.errors import UsageError
-from digitgan.lock import RunLock
-from digitgan.training import setup
+from digitgan.training.lock import RunLock
+from digitgan.training.loop import setup
 from runs import cli_flags, once, same_state, training_state, wait_for
 
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
@@ -130,15 +130,16 @@ def test_sigterm_stops_every_rank_at_one_step_and_resumes_on_2_and_1_processes(t
 
 
 TEARDOWN = """
-import glob, sys, torch
-from digitgan.distributed import data_parallel, join
+import glob, os, torch
+from digitgan.training.distributed import data_parallel, join
 world = join("gloo", 60, "cpu")
 model = data_parallel(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)))
 model(torch.ones(4, 3)).sum().backward()
 del model
 world.finish()
 world.close()
-print(f"rank {world.rank}: {len(glob.glob('/proc/self/task/*'))} threads", file=sys.stderr)
+# one write of one line: the two ranks share the pipe, and print's separate writes of text and newline interleave
+os.write(2, f"rank {world.rank}: {len(glob.glob('/proc/self/task/*'))} threads\\n".encode())
 """
 
 

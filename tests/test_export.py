@@ -14,9 +14,9 @@ import torch
 
 import dcgan
 from digitgan.config import resolve
-from digitgan.models import build_models
-from digitgan.sampling import load_generator
-from digitgan.training import train
+from digitgan.nets.networks import build_models
+from digitgan.share.samples import load_generator
+from digitgan.training.loop import train
 from runs import once
 
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")

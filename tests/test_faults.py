@@ -19,9 +19,10 @@ import pytest
 import torch
 
 import dcgan
-from digitgan import checkpoints, data
-from digitgan.files import read_cache, write_cache
-from digitgan.training import train
+from digitgan.training import checkpoints
+from digitgan.data import mnist as data
+from digitgan.core.files import read_cache, write_cache
+from digitgan.training.loop import train
 from runs import cli_flags, copy_run, snapshot, wait_for
 
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
@@ -105,34 +106,34 @@ def test_a_damaged_record_is_set_aside_and_the_resume_goes_on(shared_run, tmp_pa
 
 
 def test_a_changed_mnist_cache_is_noticed_and_made_again_from_the_wheel(cache_dir, tmp_path, capsys):
-    (tmp_path / data.MNIST_WHEEL).symlink_to(Path(cache_dir) / data.MNIST_WHEEL)
+    (tmp_path / data.MNIST_WHEEL.file).symlink_to(Path(cache_dir) / data.MNIST_WHEEL.file)
     for name in (data.MNIST_CACHE, data.MNIST_CACHE + ".sha256"):
         shutil.copy(Path(cache_dir) / name, tmp_path)
     cache = tmp_path / data.MNIST_CACHE
-    images, _ = data.load_uint8("mnist", "train", cache_dir=str(tmp_path))
+    images, _ = data.MNIST.uint8("train", cache_dir=str(tmp_path))
     with np.load(cache) as z:
         arrays = {k: z[k].copy() for k in z.files}
     arrays["train_images"][7, 14, 14] ^= 0xFF  # one pixel flipped
     with open(cache, "wb") as f:
         np.savez(f, **arrays)
     capsys.readouterr()
-    again, _ = data.load_uint8("mnist", "train", cache_dir=str(tmp_path))
+    again, _ = data.MNIST.uint8("train", cache_dir=str(tmp_path))
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == (f"warning: {cache} does not match the SHA-256 recorded when it was written (it changed on "
                     f"disk): making it again from the checksummed wheel")
     assert np.array_equal(again, images)
     # made again: the next read is quiet and gives the wheel's pixels
-    assert np.array_equal(data.load_uint8("mnist", "train", cache_dir=str(tmp_path))[0], images)
+    assert np.array_equal(data.MNIST.uint8("train", cache_dir=str(tmp_path))[0], images)
     assert capsys.readouterr().err == ""
     # a cache an older version wrote, without a record of its digest, is made again too
     cache.with_name(cache.name + ".sha256").unlink()
-    data.load_uint8("mnist", "test", cache_dir=str(tmp_path))
+    data.MNIST.uint8("test", cache_dir=str(tmp_path))
     assert "has no record of its SHA-256 (an older dcgan wrote it)" in capsys.readouterr().err
 
 
 def test_every_cache_is_read_only_if_it_matches_its_digest(tmp_path, capsys):
     """The mechanism behind the MNIST cache above, the evaluator's test-set features and real-data reference
-    (metrics.Judge) and the real-data classifier of `evaluate --cas`: all are written by write_cache and read by
+    (judge.Judge) and the real-data classifier of `evaluate --cas`: all are written by write_cache and read by
     read_cache."""
     cache = tmp_path / "judge.pt"
     write_cache(cache, lambda f: torch.save({"feats": torch.arange(10.0)}, f))

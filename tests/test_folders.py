@@ -14,16 +14,18 @@ from PIL import Image
 
 import dcgan
 import digitgan
-from digitgan.data import holdout_split, load_dataset
-from digitgan.folders import EMOJI_DIR, EMOJI_TARBALL, emoji_items
-from digitgan.records import read_rows
+from digitgan.data.freeze import holdout_split
+from digitgan.data.sources import load_dataset
+from digitgan.data.emoji import EMOJI_DIR, emoji_items
+from digitgan.data.emoji import EMOJI_PACKAGE
+from digitgan.training.records import read_rows
 from runs import cli_flags
 
 
 @pytest.fixture(scope="module")
 def emoji_files(cache_dir):
     """Real emoji PNGs by category, straight from the package (name -> bytes)."""
-    with tarfile.open(Path(cache_dir) / EMOJI_TARBALL) as tar:
+    with tarfile.open(Path(cache_dir) / EMOJI_PACKAGE.file) as tar:
         items, classes = emoji_items(tar)
         return {classes[label]: [(Path(name).name, read()) for name, read, lab in items if lab == label][:12]
                 for label in range(len(classes))}
@@ -180,7 +182,7 @@ def assert_measured_in_imagenet_features(run_dir, err, tmp_path, conditional, ca
 def test_a_checkpoint_written_before_shapes_were_recorded_still_draws_and_resumes(shared_run, tmp_path):
     """Checkpoints from before this change hold no "data" record and no resolution or channels in their config:
     they are MNIST's 32x32 grey, and load, draw and resume as they did."""
-    from digitgan import checkpoints
+    from digitgan.training import checkpoints
     from runs import copy_run
     run = copy_run(shared_run, tmp_path)
     ck = Path(run["checkpoint_dir"])

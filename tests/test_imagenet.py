@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from digitgan.errors import UsageError
-from digitgan.imagenet import WHEEL, fast_copy, load_efficientnet
+from digitgan.quality.imagenet import WHEEL, fast_copy, load_efficientnet
 from photos import DEB, skimage_photos
 
 # photo -> the ImageNet classes (index: name) its top-1 must be among
@@ -49,8 +49,8 @@ def test_it_names_real_photos_as_imagenet_would(cache_dir, photos):
 
 
 def test_a_damaged_wheel_is_refused(cache_dir, tmp_path):
-    blob = bytearray((Path(cache_dir) / WHEEL).read_bytes())
+    blob = bytearray((Path(cache_dir) / WHEEL.file).read_bytes())
     blob[len(blob) // 2] ^= 1
-    (tmp_path / WHEEL).write_bytes(bytes(blob))
+    (tmp_path / WHEEL.file).write_bytes(bytes(blob))
     with pytest.raises(UsageError, match="has SHA-256 .* expected"):
         load_efficientnet(tmp_path)

@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
-from digitgan import metrics
-from digitgan.data import load_dataset, sha256
-from digitgan.evaluator import SHIPPED, load_evaluator
+from digitgan.quality import metrics
+from digitgan.data.sources import load_dataset
+from digitgan.core.fetch import sha256
+from digitgan.quality.evaluator import SHIPPED, load_evaluator
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from digitgan.config import resolve
-from digitgan.models import ConvTranspose2d, SameConvTranspose2d, build_models, sample_noise
+from digitgan.nets.convs import ConvTranspose2d, SameConvTranspose2d
+from digitgan.nets.networks import build_models, sample_noise
 
 
 @pytest.mark.parametrize("preset", ["dcgan", "seed"])

@@ -4,24 +4,24 @@ for bit."""
 import pytest
 import torch
 
-from digitgan import checkpoints
-from digitgan.augment import ADA_INTERVAL, Augmenter, Randoms, augment, cutout, translate
+from digitgan.training import checkpoints
+from digitgan.nets.augment import ADA_INTERVAL, Augmenter, Randoms, augment, cutout, translate
 from digitgan.config import resolve
-from digitgan.distributed import World
+from digitgan.training.distributed import World
 from digitgan.errors import UsageError
-from digitgan.losses import d_loss, g_loss, r1_penalty
-from digitgan.models import DCGANDiscriminator, MinibatchStd
-from digitgan.records import read_rows
-from digitgan.training import train
+from digitgan.training.objective import LOSSES, r1_penalty
+from digitgan.nets.networks import DCGANDiscriminator, MinibatchStd
+from digitgan.training.records import read_rows
+from digitgan.training.loop import train
 from runs import same_state, training_state
 
 
 def test_hinge_loss_is_relu_margins_for_d_and_the_mean_logit_for_g():
     real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, 0.0, 0.5])
     # D: mean(relu(1 - real)) + mean(relu(1 + fake)) = (0 + 0.5 + 2)/3 + (0 + 1 + 1.5)/3
-    assert d_loss("hinge", real, fake).item() == pytest.approx(5 / 3)
-    assert g_loss("hinge", fake).item() == pytest.approx(2.5 / 3)
-    assert d_loss("bce", real, fake).item() != pytest.approx(5 / 3)
+    assert LOSSES["hinge"].d(real, fake).item() == pytest.approx(5 / 3)
+    assert LOSSES["hinge"].g(fake, None).item() == pytest.approx(2.5 / 3)
+    assert LOSSES["bce"].d(real, fake).item() != pytest.approx(5 / 3)
 
 
 def test_r1_is_the_squared_gradient_norm_on_real_images_and_trains_d():
@@ -112,8 +112,8 @@ def test_minibatch_std_tells_d_how_much_each_group_of_samples_varies():
 @pytest.mark.parametrize("conditional", ["off", "on"])
 def test_spectral_norm_bounds_d_drops_its_batch_norms_and_a_baked_g_draws_the_same(conditional, tiny, tmp_path):
     from digitgan.config import resolve
-    from digitgan.models import build_models, call
-    from digitgan.sampling import prepare_for_inference
+    from digitgan.nets.networks import build_models, call
+    from digitgan.nets.drawing import prepare_for_inference
     cfg = resolve({"spectral_norm": "both", "conditional": conditional, "width": 8})
     G, D = build_models(cfg)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
@@ -137,8 +137,9 @@ def test_spectral_norm_bounds_d_drops_its_batch_norms_and_a_baked_g_draws_the_sa
 def test_d_and_g_steps_augment_real_and_generated_images_alike():
     """Augmenting only the real images leaks the augmentation into G's pictures (Zhao et al. 2020)."""
     from digitgan.config import resolve
-    from digitgan.models import build_models
-    from digitgan.training import Objective, d_update, g_update
+    from digitgan.nets.networks import build_models
+    from digitgan.training.objective import Objective
+    from digitgan.training.steps import d_update, g_update
     seen = []
 
     def record(images):
@@ -146,8 +147,7 @@ def test_d_and_g_steps_augment_real_and_generated_images_alike():
         return images
     G, D = build_models(resolve({"width": 4}))
     real, z = torch.rand(8, 1, 32, 32) * 2 - 1, torch.randn(8, 100)
-    ones, zeros = torch.ones(8), torch.zeros(8)
     objective = Objective(augment=record)
-    d_update(G, D, torch.optim.Adam(D.parameters()), real, z, ones, zeros, objective=objective)
-    g_update(G, D, torch.optim.Adam(G.parameters()), z, ones, objective=objective)
+    d_update(G, D, torch.optim.Adam(D.parameters()), real, z, objective)
+    g_update(G, D, torch.optim.Adam(G.parameters()), z, objective)
     assert seen == ["real", "generated", "generated"]  # D's step: both; G's step: its pictures, through D

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from digitgan import checkpoints
+from digitgan.training import checkpoints
 from digitgan.errors import UsageError
-from digitgan.training import train
+from digitgan.training.loop import train
 
 
 def _resume(tmp_path, **flags):

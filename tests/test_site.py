@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 import dcgan
-from digitgan.images import grid
-from digitgan.sampling import draw, load_generator
-from digitgan.training import train
+from digitgan.core.pictures import grid
+from digitgan.nets.drawing import draw
+from digitgan.share.samples import load_generator
+from digitgan.training.loop import train
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not "

@@ -5,13 +5,16 @@ import copy
 import pytest
 import torch
 
-from digitgan import checkpoints
+from digitgan.training import checkpoints
 from digitgan.config import resolve
-from digitgan.data import load_dataset
-from digitgan.devices import Speed, speed_settings
-from digitgan.models import build_models, sample_noise
-from digitgan.sampling import prepare_for_inference
-from digitgan.training import Averager, d_update, g_update, prepare, train
+from digitgan.data.sources import load_dataset
+from digitgan.core.devices import Speed, speed_settings
+from digitgan.nets.networks import build_models, sample_noise
+from digitgan.nets.drawing import prepare_for_inference
+from digitgan.training.state import Averager
+from digitgan.training.objective import Objective
+from digitgan.training.steps import d_update, g_update, prepare
+from digitgan.training.loop import train
 
 PLAIN = Speed(channels_last=False, autocast=None, compile=False, data_on_device=True, noise_on_device=True)
 
@@ -21,6 +24,7 @@ def _one_update_each(speed, cache_dir, preset="dcgan", compile_generator=False):
     cfg = resolve({"preset": preset, "width": 8, "batch_size": 16})
     torch.manual_seed(0)
     G, D = build_models(cfg)
+    speed.place(G, D)
     G_step, D_step = prepare(G, D, speed)
     if compile_generator:
         G_step = torch.compile(G)
@@ -28,13 +32,12 @@ def _one_update_each(speed, cache_dir, preset="dcgan", compile_generator=False):
     if speed.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(1)
-    ones, zeros = torch.ones(16), torch.zeros(16)
+    objective = Objective(amp=speed.autocast)
     # lr 0: the step leaves the weights alone, so the G step sees the same D
     opt_d, opt_g = (torch.optim.SGD(m.parameters(), lr=0.0) for m in (D, G))
-    d_loss, real_logits, _, _ = d_update(G_step, D_step, opt_d, real, sample_noise(cfg, 16, gen, "cpu"), ones, zeros,
-                                      speed.autocast)
+    d_loss, real_logits, _, _ = d_update(G_step, D_step, opt_d, real, sample_noise(cfg, 16, gen, "cpu"), objective)
     d_grads = [p.grad.clone() for p in D.parameters()]
-    g_loss, _ = g_update(G_step, D_step, opt_g, sample_noise(cfg, 16, gen, "cpu"), ones, speed.autocast)
+    g_loss, _ = g_update(G_step, D_step, opt_g, sample_noise(cfg, 16, gen, "cpu"), objective)
     g_grads = [p.grad.clone() for p in G.parameters()]
     return torch.stack([d_loss, g_loss]).detach(), real_logits.detach(), d_grads + g_grads
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from digitgan import checkpoints
+from digitgan.training import checkpoints
 from digitgan.errors import TrainingStopped, UsageError
-from digitgan.training import train
+from digitgan.training.loop import train
 from runs import same_state as _same_state, snapshot, training_state as _training_state
 
 

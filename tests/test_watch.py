@@ -15,11 +15,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 import dcgan
-from digitgan import checkpoints
+from digitgan.training import checkpoints
 from digitgan import evaluate
-from digitgan.records import LOGGED, TB_TAGS
-from digitgan.training import train
-from digitgan.walks import slerp, walk
+from digitgan.training.records import LOGGED, TB_TAGS
+from digitgan.training.loop import train
+from digitgan.share.walks import slerp, walk
 from digitgan.config import TrainConfig
 from runs import same_state, train_until_sigterm, training_state
 
@@ -180,7 +180,7 @@ def test_training_ends_with_the_animation_and_real_png_and_animate_redraws_it(ti
 
 
 def test_real_png_of_a_conditional_run_has_one_class_per_row(tiny, tmp_path):
-    from digitgan.evaluator import load_evaluator
+    from digitgan.quality.evaluator import load_evaluator
     train(tiny(steps=1, conditional="on"))
     real = torch.from_numpy(np.asarray(Image.open(tmp_path / "samples" / "real.png")).copy()).float() / 127.5 - 1
     assert real.shape == (10 * 34 + 2, 10 * 34 + 2)
@@ -207,8 +207,9 @@ def test_slerp_keeps_the_ends_and_the_norm_and_uniform_noise_walks_straight():
 @pytest.mark.parametrize("extra", [dict(), dict(preset="seed", width=4), dict(conditional="on")],
                          ids=["dcgan", "seed", "conditional"])
 def test_interpolate_writes_the_walks_grid_and_gif(tiny, tmp_path, extra):
-    from digitgan.sampling import draw, load_generator
-    from digitgan.models import sample_noise
+    from digitgan.nets.drawing import draw
+    from digitgan.share.samples import load_generator
+    from digitgan.nets.networks import sample_noise
     train(tiny(steps=2, **extra))
     out = tmp_path / "walk.png"
     argv = ["interpolate", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out), "--rows", "3",

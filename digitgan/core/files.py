@@ -1,6 +1,7 @@
 """Durable writes: every file this program writes goes through here, so a full disk or an unwritable directory
 is one WriteError naming the file, never a traceback, and never a half-written file in place of a good one. Also
-caches that are checked when read (write_cache, read_cache), and setting a damaged file aside (set_aside)."""
+caches that are checked when read (write_cache, read_cache), setting a damaged file aside (set_aside), and the
+checks that a directory given by the user can be written to (ensure_writable, check_out_dir)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,10 +9,11 @@ import hashlib
 import io
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from .errors import WriteError
+from ..errors import UsageError, WriteError
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
@@ -100,3 +102,24 @@ def read_cache(path: str | Path, rebuild: str) -> bytes | None:
               f"{rebuild}", file=sys.stderr)
         return None
     return data
+
+
+def ensure_writable(directory: str | Path, flag: str) -> Path:
+    """The directory (made if missing), or a UsageError naming the flag when it cannot be written to."""
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=d).close()
+    except OSError as e:
+        raise UsageError(f"{flag} {d} is not a writable directory ({e.strerror}); pass one you can write to")
+    return d
+
+
+def check_out_dir(path: Path) -> None:
+    """--out must go into an existing directory that can be written to."""
+    if not path.parent.is_dir():
+        raise UsageError(f"--out {path}: the directory {path.parent}/ does not exist")
+    try:
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot write in {path.parent}/ ({e.strerror}); pass another --out")

@@ -1,4 +1,4 @@
-"""The digits' judge: a small CNN classifier whose penultimate features and class probabilities the metrics use.
+"""The evaluator: a small CNN classifier whose penultimate features and class probabilities the metrics use.
 
 For MNIST and Fashion-MNIST it is trained once by `python dcgan.py train-evaluator` and shipped as safetensors
 beside a JSON record of its test accuracy and SHA-256; evaluation only loads it (and refuses a file whose hash
@@ -19,19 +19,22 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save as safetensors_bytes
 from tqdm import tqdm
 
-from .augment import Randoms, translate
-from .config import DIGITS
-from .files import atomic_write
-from .data import Dataset, load_dataset, sha256
-from .errors import UsageError
-from .models import fold_batchnorms
+from ..config import TrainConfig
+from ..core.fetch import sha256
+from ..core.files import atomic_write
+from ..data.dataset import Dataset
+from ..data.source import Source
+from ..data.sources import load_dataset, source
+from ..errors import UsageError
+from ..nets.augment import Randoms, translate
+from ..nets.convs import fold_batchnorms
 
 SHIPPED = Path(__file__).resolve().parent / "evaluators"
 FEATURES = 128
 
 
 class Evaluator(nn.Module):
-    def __init__(self, channels: int = 1, classes: int = 10) -> None:
+    def __init__(self, channels: int, classes: int) -> None:
         super().__init__()
         block = lambda cin, cout: [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
         self.body = nn.Sequential(
@@ -74,13 +77,20 @@ def accuracy(model: Evaluator, test: Dataset) -> float:
     return (probs.argmax(1) == test.labels).double().mean().item()
 
 
+def classifier_epochs(src: Source, images: int, fixed: int, least: int, batch_size: int = 128) -> int:
+    """How many epochs a classifier of src's pictures trains: on data with a shipped evaluator the fixed count (as
+    that evaluator was trained); on smaller data about 3,000 steps' worth of `images`, at least `least` and at most
+    60."""
+    return fixed if src.evaluator else max(least, min(60, 3000 * batch_size // images))
+
+
 def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, batch_size: int = 128, seed: int = 0,
-                   desc: str = "classifier", classes: int = 10) -> Evaluator:
+                   desc: str = "classifier", classes: int = 0) -> Evaluator:
     """A fresh Evaluator trained on (images, labels): AdamW with a one-cycle schedule, shifted copies, label
     smoothing; deterministic on the CPU for a given seed. The shipped evaluator and CAS both come from here."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = Evaluator(images.shape[1], classes)
+    model = Evaluator(images.shape[1], classes or int(labels.max()) + 1)
     batch_size = min(batch_size, len(images))  # a small folder's classifier
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
     per_epoch = len(images) // batch_size
@@ -98,31 +108,35 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, batc
     return model.eval()
 
 
-def train_evaluator(dataset: str = "mnist", epochs: int = 0, batch_size: int = 128, seed: int = 0,
-                    out_dir: str | Path = SHIPPED, cache_dir: str = "data", data_dir: str = "", resolution: int = 32,
-                    channels: int = 0) -> Path:
+def train_evaluator(dataset: str = TrainConfig.dataset, epochs: int = 0, batch_size: int = 128, seed: int = 0,
+                    out_dir: str | Path = SHIPPED, cache_dir: str = TrainConfig.cache_dir, data_dir: str = "",
+                    resolution: int = TrainConfig.resolution, channels: int = TrainConfig.channels) -> Path:
     """Train the classifier (deterministic on CPU), test it, write its weights and a JSON record beside them:
     <dataset>.safetensors in out_dir for MNIST and Fashion-MNIST; for the emoji or a labelled folder, into
     cache_dir where load_classifier finds it, tested on the held-out images. epochs 0: 6 for the digits, and
     for smaller data enough epochs for about 3,000 steps (at most 60)."""
     start = time.perf_counter()
-    load = lambda split: load_dataset(dataset, split, data_dir, cache_dir, resolution, channels)
+    src = source(dataset)
+
+    def load(split: str) -> Dataset:
+        return src.load(split, resolution, channels, cache_dir, data_dir)
+
     train = load("train")
     classes = len(train.shape.classes)
     if classes < 2:
         raise UsageError(f"train-evaluator --dataset {dataset}: a classifier needs classes, and {dataset} has none: "
                          f"put its pictures into two or more subfolders, one per class")
-    epochs = epochs or (6 if dataset in DIGITS else max(1, min(60, 3000 * batch_size // len(train))))
+    epochs = epochs or classifier_epochs(src, len(train), fixed=6, least=1, batch_size=batch_size)
     model = fit_classifier(train.images, train.labels, epochs, batch_size, seed, f"evaluator ({dataset})", classes)
     acc = accuracy(model, load("test"))
-    weights = Path(out_dir) / f"{dataset}.safetensors" if dataset in DIGITS else classifier_file(train, cache_dir)
+    weights = Path(out_dir) / f"{src.evaluator}.safetensors" if src.evaluator else classifier_file(train, cache_dir)
     weights.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(weights, lambda f: f.write(safetensors_bytes({k: v.contiguous() for k, v in model.state_dict().items()})))
     record = {"dataset": dataset, "test_accuracy": round(acc, 6), "sha256": sha256(weights.read_bytes()),
               "epochs": epochs, "batch_size": batch_size, "seed": seed, "torch": torch.__version__,
               "train_seconds": round(time.perf_counter() - start, 1),
               "command": f"python dcgan.py train-evaluator --dataset {dataset}"}
-    if dataset not in DIGITS:
+    if not src.evaluator:
         record.update(test_images=f"{len(load('test'))} held-out images", shape=train.shape.to_dict(),
                       fingerprint=train.fingerprint,
                       command=f"{record['command']} --resolution {resolution} --channels {channels}")
@@ -162,7 +176,8 @@ def load_classifier(dataset: str, cache_dir: str | Path, device: torch.device | 
 
 
 def load_evaluator(dataset: str, directory: str | Path = SHIPPED) -> tuple[Evaluator, dict]:
-    """The shipped evaluator for dataset (eval mode, CPU) and its record; its SHA-256 must match the record."""
+    """The shipped evaluator of a dataset (eval mode, CPU) and its record; its SHA-256 must match the record."""
+    src = source(dataset)
     weights, record_path = Path(directory) / f"{dataset}.safetensors", Path(directory) / f"{dataset}.json"
     if not weights.exists() or not record_path.exists():
         raise UsageError(f"no evaluator for {dataset} in {directory}/: run `python dcgan.py train-evaluator "
@@ -172,7 +187,10 @@ def load_evaluator(dataset: str, directory: str | Path = SHIPPED) -> tuple[Evalu
     if digest != record["sha256"]:
         raise UsageError(f"{weights} has SHA-256 {digest}, but {record_path.name} records {record['sha256']}: "
                          f"restore the shipped file (git checkout {weights})")
+    shape = src.evaluator_shape
+    if shape is None:
+        raise UsageError(f"{dataset} has no shipped evaluator: pass --features imagenet (or auto)")
     with torch.device("meta"):  # no random init: it would move torch's global RNG under a training run
-        model = Evaluator()
+        model = Evaluator(shape.channels, len(shape.classes))
     model.load_state_dict(load_file(str(weights)), assign=True)
     return model.eval(), record

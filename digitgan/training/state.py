@@ -10,13 +10,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..config import TrainConfig
+from ..core.devices import Speed
+from ..data.sampler import BatchSampler
+from ..data.source import GridLayout, Shape
+from ..errors import UsageError
+from ..nets.augment import Augmenter
+from ..nets.networks import build_models, load_weights, sample_noise
 from . import checkpoints
-from .augment import Augmenter
-from .config import MNIST_SHAPE, Shape, TrainConfig
-from .data import BatchSampler
-from .devices import Speed
-from .errors import UsageError
-from .models import build_models, load_weights, sample_noise
 
 
 class Averager:
@@ -43,18 +44,14 @@ def lr_scale(cfg: TrainConfig, step: int) -> float:
     return min(1.0, (cfg.steps - step) / (cfg.lr_decay * cfg.steps)) if cfg.lr_decay else 1.0
 
 
-GRID_CLASSES = 10  # a conditional grid's rows: the first classes, each drawn from the same 10 z
-
-
 def fixed_noise(cfg: TrainConfig, device: torch.device,
-                classes: int = GRID_CLASSES) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The grid's fixed batch: 64 z (an 8x8 grid); for a conditional run 10 z, each drawn as each of the first
-    (up to) 10 classes (row c class c, column j the j-th z), with those labels."""
-    if cfg.conditional != "on":
-        return sample_noise(cfg, 64, torch.Generator().manual_seed(cfg.seed), "cpu").to(device), None
-    rows = min(classes, GRID_CLASSES)
-    z = sample_noise(cfg, GRID_CLASSES, torch.Generator().manual_seed(cfg.seed), "cpu")
-    return z.repeat(rows, 1).to(device), torch.arange(rows).repeat_interleave(GRID_CLASSES).to(device)
+                layout: GridLayout) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The grid's fixed batch, laid out as the data's layout says: a z per image, or by class one row of z drawn as
+    each class in turn (row c class c, column j the j-th z), with those labels."""
+    if not layout.by_class:
+        return sample_noise(cfg, layout.count, torch.Generator().manual_seed(cfg.seed), "cpu").to(device), None
+    z = sample_noise(cfg, layout.cols, torch.Generator().manual_seed(cfg.seed), "cpu")
+    return z.repeat(layout.rows, 1).to(device), layout.labels().to(device)
 
 
 class TrainState:
@@ -66,9 +63,9 @@ class TrainState:
     take effect from the resumed step on; the config's fields that a run is born with cannot change (config.py).
     """
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, speed: Speed, num_images: int,
-                 share: Callable[[torch.Tensor], torch.Tensor] = lambda batch: batch, shape: Shape = MNIST_SHAPE,
-                 fingerprint: str = "", held_out: int = 0):
+    def __init__(self, cfg: TrainConfig, device: torch.device, speed: Speed, num_images: int, shape: Shape,
+                 share: Callable[[torch.Tensor], torch.Tensor] = lambda batch: batch, fingerprint: str = "",
+                 held_out: int = 0):
         # share: this process's rows of a global batch (distributed.World.share); the streams stay global.
         # shape, fingerprint, held_out: the training data's (data.Dataset), which the networks are built for
         self.cfg, self.device, self.share, self.shape = cfg, device, share, shape
@@ -77,9 +74,7 @@ class TrainState:
         random.seed(cfg.seed)  # unused by training, but in every checkpoint: alike in runs started alike
         np.random.seed(cfg.seed)
         self.G, self.D = (m.to(device) for m in build_models(cfg, shape))
-        if speed.channels_last:  # before the optimizers and the average take references to the weights
-            self.G.to(memory_format=torch.channels_last)
-            self.D.to(memory_format=torch.channels_last)
+        speed.place(self.G, self.D)  # before the weight average copies G
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         self.ema = Averager(self.G, cfg.ema) if cfg.ema else None
@@ -87,7 +82,8 @@ class TrainState:
         self.sampler = BatchSampler(num_images, cfg.batch_size, cfg.seed + 2, data_device)
         self.noise_device = device if speed.noise_on_device else torch.device("cpu")
         self.noise_gen = torch.Generator(self.noise_device).manual_seed(cfg.seed + 1)
-        self.fixed_z, self.fixed_y = fixed_noise(cfg, device, len(shape.classes))
+        self.layout = shape.grid(cfg.conditional == "on")
+        self.fixed_z, self.fixed_y = fixed_noise(cfg, device, self.layout)
         self.augmenter = Augmenter(cfg.augment, device, cfg.seed + 3, cfg.batch_size, share)
         self.step, self.elapsed, self.d_won_steps = 0, 0.0, 0  # elapsed: seconds of training, all sessions
         self.best: dict[str, Any] | None = None  # {"step", "fid" or "kid", "features"}: the lowest so far (best.pt)

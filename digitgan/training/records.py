@@ -17,7 +17,6 @@ import re
 import shutil
 import struct
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,14 +26,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import TrainConfig
+from ..core.files import append_line, atomic_write, check_out_dir, set_aside
+from ..core.pictures import captioned, grid, plot_curves, save_gif, save_grid
+from ..data.dataset import to_float
+from ..data.source import GridLayout
+from ..errors import UsageError, WriteError
+from ..quality.metrics import CSV_KEYS
 from . import checkpoints
-from .config import TrainConfig
-from .data import to_float
-from .errors import UsageError, WriteError
-from .files import append_line, atomic_write, set_aside
-from .images import captioned, grid, plot_curves, save_gif, save_grid
-from .metrics import CSV_KEYS
-from .sampling import check_out_dir
 
 METERED = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "augment_p")  # averaged over a row's steps
 LOGGED = METERED[:6] + ("lr_d", "lr_g", "it_per_s", "augment_p")
@@ -54,16 +53,6 @@ LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("mean D output: real vs genera
 PLOT_EVERY = 30.0  # seconds: the curves are drawn at a checkpoint at most this often, and at a session's end
 RUN_FILES = ("config.json", "metrics.csv", "losses.png", "metrics.png", "real_reference.json", "best.pt", "best.json",
              "tensorboard")
-
-
-def ensure_writable(directory: str | Path, flag: str) -> Path:
-    d = Path(directory)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=d).close()
-    except OSError as e:
-        raise UsageError(f"{flag} {d} is not a writable directory ({e.strerror}); pass one you can write to")
-    return d
 
 
 def archive_run(run_dir: Path, force: bool) -> None:
@@ -262,17 +251,15 @@ class RunRecords:
         self.metric_panels = ((f"{headline.upper()} in {figures['features']} (lower is better)", (headline,)), PR_PANEL,
                               *((CLASS_PANEL,) if self.conditional and "class_accuracy" in figures else ()))
 
-    def real_grid(self, pixels: torch.Tensor, labels: torch.Tensor, conditional: bool) -> None:
+    def real_grid(self, pixels: torch.Tensor, labels: torch.Tensor, layout: GridLayout) -> None:
         """SAMPLE_DIR/real.png, once: training images (uint8 pixels) to hold the grids against, laid out like them:
-        64 random ones, or for a conditional run 10 of each of the first 10 classes, row c class c (a class of
-        fewer images shows them again)."""
+        random ones, or by class a row of each of the first classes (a class of fewer images shows them again)."""
         if self.write_real:
             pick = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(0))
-            if conditional:
-                rows = [pick[labels[pick] == c] for c in range(min(int(labels.max()) + 1, 10))]
-                pick = torch.cat([row[torch.arange(10) % len(row)] for row in rows if len(row)])
-            save_grid(to_float(pixels[pick[:100 if conditional else 64]]), self.sample_dir / "real.png",
-                      nrow=10 if conditional else 8)
+            if layout.by_class:
+                rows = [pick[labels[pick] == c] for c in range(layout.rows)]
+                pick = torch.cat([row[torch.arange(layout.cols) % len(row)] for row in rows if len(row)])
+            save_grid(to_float(pixels[pick[:layout.count]]), self.sample_dir / "real.png", nrow=layout.cols)
             self.write_real = False
 
     def log(self, row: dict[str, Any]) -> None:
@@ -287,13 +274,12 @@ class RunRecords:
                 if key in TB_TAGS and value != "":
                     self.board.add_scalar(TB_TAGS[key], value, row["step"])
 
-    def grid(self, step: int, images: torch.Tensor) -> None:
-        """The fixed batch's grid: 8x8, or for a conditional run 10x10 with row c drawn as class c."""
-        nrow = 8 if len(images) == 64 else 10
-        save_grid(images, self.sample_dir / f"step_{step:07d}.png", nrow=nrow)
+    def grid(self, step: int, images: torch.Tensor, layout: GridLayout) -> None:
+        """The fixed batch's grid, laid out as the data's layout says (by class: row c drawn as class c)."""
+        save_grid(images, self.sample_dir / f"step_{step:07d}.png", nrow=layout.cols)
         if self.board:
             with self._board():
-                picture = grid(images, nrow)
+                picture = grid(images, layout.cols)
                 self.board.add_image("samples/fixed_noise", picture, step,
                                      dataformats="HW" if picture.ndim == 2 else "HWC")
 

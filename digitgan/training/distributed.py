@@ -22,8 +22,8 @@ from typing import Any, Callable, TypeVar
 import torch
 import torch.nn as nn
 
-from .config import BACKENDS
-from .errors import UsageError
+from ..config import BACKENDS
+from ..errors import UsageError
 
 T = TypeVar("T")
 # Words in the RuntimeErrors that gloo and NCCL raise when a peer is gone or silent
@@ -251,3 +251,24 @@ def _portable(e: Exception) -> Exception:
         return e
     except Exception:
         return (UsageError if isinstance(e, UsageError) else RuntimeError)(str(e))
+
+
+def unwrapped(module: nn.Module) -> nn.Module:
+    """The eager module under DistributedDataParallel's and torch.compile's wrappers."""
+    while True:
+        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
+        if inner is None:
+            return module
+        module = inner
+
+
+@torch.no_grad()
+def add_mean_over_processes(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...]) -> None:
+    """param.grad += grad for each, the grads first averaged over torchrun's processes (as DDP averages the loss's)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flat = torch.cat([g.flatten() for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= torch.distributed.get_world_size()
+        grads = flat.split([g.numel() for g in grads])
+    for p, g in zip(params, grads):
+        p.grad.add_(g.view_as(p.grad))

@@ -1,13 +1,15 @@
-"""Choosing the torch device from --device."""
+"""Choosing the torch device from --device, and the execution switches of a run on it (Speed): none changes the
+math."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import torch
 
-from .config import TrainConfig
-from .errors import UsageError
+from ..config import TrainConfig
+from ..errors import UsageError
 
 
 def pick_device(name: str) -> torch.device:
@@ -31,6 +33,13 @@ class Speed:
     data_on_device: bool
     noise_on_device: bool
     deterministic: bool = False
+
+    def place(self, *models: torch.nn.Module) -> None:
+        """Put the models' weights in channels_last where these settings ask for it (in place: optimizers and copies
+        made later see them so)."""
+        if self.channels_last:
+            for model in models:
+                model.to(memory_format=torch.channels_last)
 
     def apply(self) -> None:
         """Set the process-wide switches: deterministic algorithms when asked for, and TF32 off either way.
@@ -64,3 +73,8 @@ def speed_settings(cfg: TrainConfig, device: torch.device) -> Speed:
                  compile=pick(cfg.compile, False),
                  data_on_device=cfg.data_on_device == "on", noise_on_device=cfg.noise_on_device == "on",
                  deterministic=cfg.deterministic == "on")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision for forward passes in dtype (None: full precision)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

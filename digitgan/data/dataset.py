@@ -1,0 +1,59 @@
+"""A split of a source's pictures as training and evaluation read it: one (N, C, R, R) uint8 tensor, a quarter of
+float32's memory, with the labels beside it; batches become float32 in [-1, 1] as they are drawn (to_float)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+import torch
+
+from .source import Shape
+
+SUBSET_SEED = 2025  # --train-images' pick: the same images whatever the run's --seed
+
+
+def to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1]: 0 (the background) -> -1, 255 -> 1."""
+    return pixels.float().div_(127.5).sub_(1.0)
+
+
+def fingerprint(pixels: np.ndarray, labels: np.ndarray, classes: Iterable[str]) -> str:
+    """The data's identity: the SHA-256 of its frozen pixels, labels and class names (16 hex digits)."""
+    h = hashlib.sha256(np.ascontiguousarray(pixels).data)
+    h.update(np.ascontiguousarray(labels).data)
+    h.update("\0".join(classes).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Dataset:
+    pixels: torch.Tensor  # (N, C, R, R) uint8
+    labels: torch.Tensor  # (N,) int64
+    name: str
+    shape: Shape
+    held_out: int = 0  # images of the same source kept out of this split: the emoji's and a folder's hold-out
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @functools.cached_property
+    def images(self) -> torch.Tensor:
+        """All of them as (N, C, R, R) float32 in [-1, 1] (four times the memory: for evaluation, not training)."""
+        return to_float(self.pixels)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The data's identity, recorded in checkpoints: a resume on other data is refused."""
+        return fingerprint(self.pixels.numpy(), self.labels.numpy(), self.shape.classes)
+
+    def subset(self, n: int) -> Dataset:
+        """n of its images (all of them for 0), drawn with a fixed seed and kept in their order."""
+        if not n or n >= len(self):
+            return self
+        pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n].sort().values
+        return Dataset(self.pixels[pick], self.labels[pick], f"{self.name}-{n}", self.shape, self.held_out)

@@ -1,0 +1,118 @@
+"""What the update steps minimise, in the phases of stylegan2-ada-pytorch's loss: Dmain (D's loss on real and
+generated images), Dreg (R1, the gradient penalty on real images, Mescheder et al. 2018; lazily every r1_every
+steps, weighted by r1_every, as StyleGAN2 does) and Gmain (G's loss). The augmentation of everything D sees is the
+objective's too: real and generated images alike, and R1's real images.
+
+A loss is an entry of LOSSES, its D and G terms from D's logits; --loss takes its name (config.py's choices).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainConfig
+from ..core.devices import autocast
+from ..nets.networks import call
+from .distributed import unwrapped
+
+Logits = torch.Tensor
+
+
+@functools.lru_cache(maxsize=16)
+def _target(value: float, n: int, device: torch.device) -> torch.Tensor:
+    """A constant target for BCE, made once per batch size and device rather than at every step."""
+    return torch.full((n,), value, device=device)
+
+
+def bce_d(real: Logits, fake: Logits) -> torch.Tensor:
+    """The non-saturating loss of Goodfellow et al. (D: real is 1, generated is 0)."""
+    return (F.binary_cross_entropy_with_logits(real, _target(1.0, len(real), real.device))
+            + F.binary_cross_entropy_with_logits(fake, _target(0.0, len(fake), fake.device)))
+
+
+def bce_g(fake: Logits, real: Logits | None) -> torch.Tensor:
+    """G maximises log D(G(z))."""
+    return F.binary_cross_entropy_with_logits(fake, _target(1.0, len(fake), fake.device))
+
+
+def hinge_d(real: Logits, fake: Logits) -> torch.Tensor:
+    """The hinge loss of Lim & Ye 2017 and Miyato et al. 2018."""
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def hinge_g(fake: Logits, real: Logits | None) -> torch.Tensor:
+    return -fake.mean()
+
+
+@dataclass(frozen=True)
+class Loss:
+    d: Callable[[Logits, Logits], torch.Tensor]  # (D's logits on real, on generated images) -> D's loss
+    g: Callable[[Logits, Logits | None], torch.Tensor]  # (on generated, on real or None) -> G's loss
+    g_sees_real: bool = False  # G's loss needs D's logits on real images too (a relativistic loss)
+
+
+LOSSES = {"bce": Loss(bce_d, bce_g), "hinge": Loss(hinge_d, hinge_g)}
+
+
+def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """E[|grad_x D(x)|^2] over the real batch, differentiable in D's weights (so its gradient trains D)."""
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(real).float().sum(), real, create_graph=True)
+    return grad.float().square().sum((1, 2, 3)).mean()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The loss, R1 with its lazy interval, the augmentation of all D sees, and the precision the phases' forward
+    passes run in (None: full precision)."""
+
+    loss: str = "bce"  # a key of LOSSES
+    r1: float = 0.0  # R1's gamma (0: off)
+    r1_every: int = 1  # lazy R1's interval, and its weight
+    augment: Callable[[torch.Tensor], torch.Tensor] = field(default_factory=torch.nn.Identity)  # an Augmenter
+    amp: torch.dtype | None = None
+
+    @staticmethod
+    def of(cfg: TrainConfig, augment: Callable[[torch.Tensor], torch.Tensor],
+           amp: torch.dtype | None) -> Objective:
+        return Objective(cfg.loss, cfg.r1, cfg.r1_every, augment, amp)
+
+    @property
+    def terms(self) -> Loss:
+        return LOSSES[self.loss]
+
+    def reg_due(self, step: int) -> bool:
+        """Whether the D step of this iteration adds the Dreg phase."""
+        return self.r1 > 0 and step % self.r1_every == 0
+
+    def d_main(self, D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, y_real: torch.Tensor | None,
+               y_fake: torch.Tensor | None) -> tuple[torch.Tensor, Logits, Logits]:
+        """Dmain: (D's loss, its logits on the real images, on the generated ones)."""
+        with autocast(real.device, self.amp):
+            real_logits = call(D, self.augment(real), y_real).float()
+            fake_logits = call(D, self.augment(fake), y_fake).float()
+        return self.terms.d(real_logits, fake_logits), real_logits, fake_logits
+
+    def d_reg(self, D: torch.nn.Module, real: torch.Tensor,
+              y_real: torch.Tensor | None) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
+        """Dreg: (D's weights, the gradients of gamma/2 * r1_every * R1 in them), taken through the eager D apart
+        from the loss's (compiled graphs have no double backward, and DDP's hooks would average them or not
+        depending on what ran before; the update step averages them over the processes)."""
+        eager = unwrapped(D)
+        params = [p for p in eager.parameters() if p.requires_grad]
+        penalty = r1_penalty(lambda x: call(eager, self.augment(x), y_real), real)
+        return params, torch.autograd.grad(self.r1 / 2 * self.r1_every * penalty, params)
+
+    def g_main(self, D: torch.nn.Module, fake: torch.Tensor, y: torch.Tensor | None,
+               real: torch.Tensor | None = None, y_real: torch.Tensor | None = None) -> torch.Tensor:
+        """Gmain: G's loss on D's view of the generated images (and of real ones, for a loss that compares)."""
+        with autocast(fake.device, self.amp):
+            fake_logits = call(D, self.augment(fake), y).float()
+            real_logits = (call(D, self.augment(real), y_real).float()
+                           if self.terms.g_sees_real and real is not None else None)
+        return self.terms.g(fake_logits, real_logits)

@@ -1,0 +1,143 @@
+"""The update steps: one discriminator step (Dmain, and Dreg when due), one generator step (Gmain), an iteration of
+both with the weight average, and what the steps need around them: the networks as the steps call them (prepare),
+batches of training images (Batches), and the values a CSV row averages (Meter)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from ..config import TrainConfig
+from ..core.devices import Speed, autocast
+from ..data.dataset import Dataset, to_float
+from ..nets.networks import call
+from .distributed import World, add_mean_over_processes, data_parallel
+from .objective import Objective
+from .records import METERED
+from .state import TrainState
+
+
+def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
+             z: torch.Tensor, objective: Objective, y_real: torch.Tensor | None = None,
+             y_fake: torch.Tensor | None = None, reg: bool = False) -> tuple[torch.Tensor, ...]:
+    """One discriminator step on real images and G's images of z (labels: a conditional run's; reg: this step adds
+    Dreg); returns (loss, logits on real, logits on generated, the gradient's norm), all on the device."""
+    with autocast(real.device, objective.amp), torch.no_grad():
+        fake = call(G, z, y_fake)
+    loss, real_logits, fake_logits = objective.d_main(D, real, fake, y_real, y_fake)
+    opt.zero_grad(set_to_none=True)
+    penalty = objective.d_reg(D, real, y_real) if reg else None
+    loss.backward()
+    if penalty is not None:
+        add_mean_over_processes(*penalty)
+    norm = gradient_norm(D)
+    opt.step()
+    return loss, real_logits, fake_logits, norm
+
+
+def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor,
+             objective: Objective, y: torch.Tensor | None = None, real: torch.Tensor | None = None,
+             y_real: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One generator step (Gmain; real: images for a loss that compares with them); returns (loss, the gradient's
+    norm) on the device. D's weights are frozen for it: their gradients would be thrown away, and computing them is
+    a third of D's backward."""
+    with frozen(D), D.no_sync() if hasattr(D, "no_sync") else contextlib.nullcontext():
+        with autocast(z.device, objective.amp):
+            fake = call(G, z, y)
+        loss = objective.g_main(D, fake, y, real, y_real)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    norm = gradient_norm(G)
+    opt.step()
+    return loss, norm
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model with no gradients for its parameters (they still pass gradients through to its input)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
+    """The L2 norm of all of model's gradients together, left on the device (read back with the losses)."""
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+
+
+def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed,
+            world: World = World()) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The (G, D) the update steps call: compiled when asked, and under torchrun in their own
+    DistributedDataParallel wrappers with global batch norm. The state stays in G and D (already in channels_last
+    where the speed settings ask for it: TrainState puts them there)."""
+    G_step, D_step = (torch.compile(G), torch.compile(D)) if speed.compile else (G, D)
+    if world.group:
+        G_step, D_step = data_parallel(G_step), data_parallel(D_step)
+    return G_step, D_step
+
+
+class Batches:
+    """The training set where batches are drawn from (the device, or the CPU with --data-on-device off) as uint8,
+    a quarter of float32's memory."""
+
+    def __init__(self, data: Dataset, cfg: TrainConfig, device: torch.device, speed: Speed):
+        where = device if speed.data_on_device else torch.device("cpu")
+        self.pixels, self.labels = data.pixels.to(where), data.labels.to(where)
+        self.device, self.conditional, self.channels_last = device, cfg.conditional == "on", speed.channels_last
+
+    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The images at idx on the training device, float32 in [-1, 1], with their labels for a conditional run."""
+        real = to_float(self.pixels[idx].to(self.device, non_blocking=True))
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        return real, self.labels[idx].to(self.device, non_blocking=True) if self.conditional else None
+
+
+def update(state: TrainState, G_step: torch.nn.Module, D_step: torch.nn.Module, batches: Batches,
+           objective: Objective) -> torch.Tensor:
+    """One iteration: cfg.d_steps discriminator updates, cfg.g_steps generator updates, the weight average. Returns
+    what a CSV row averages (METERED: the last updates' losses, D's mean outputs on real and generated images, the
+    gradient norms, the augmentation's p), on the device: nothing is read back here."""
+    cfg = state.cfg
+    state.set_hyperparameters()
+    reg = objective.reg_due(state.step)
+    for _ in range(cfg.d_steps):
+        real, y_real = batches(state.batch())
+        z, y_fake = state.noise()
+        loss_d, real_logits, fake_logits, d_norm = d_update(G_step, D_step, state.opt_d, real, z, objective, y_real,
+                                                            y_fake, reg)
+        state.augmenter.observe(real_logits)
+    for _ in range(cfg.g_steps):
+        z, y_fake = state.noise()
+        loss_g, g_norm = g_update(G_step, D_step, state.opt_g, z, objective, y_fake, real, y_real)
+    if state.ema:
+        state.ema.update(state.step)
+    state.step += 1
+    return torch.stack([loss_d, loss_g, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean(), d_norm,
+                        g_norm, state.augmenter.p]).detach()
+
+
+class Meter:
+    """The values update() returns, summed on the device and read back (averaged over the steps since the last
+    read, and over the processes) only when a CSV row is due: the loop's one host sync."""
+
+    def __init__(self, device: torch.device):
+        self.sums, self.count = torch.zeros(len(METERED), device=device), 0
+
+    def add(self, values: torch.Tensor) -> None:
+        self.sums += values
+        self.count += 1
+
+    def read(self, world: World) -> tuple[list[float], int]:
+        """(the means, how many steps they cover), and a fresh start."""
+        means = world.mean(self.sums / self.count).tolist()
+        self.sums.zero_()
+        count, self.count = self.count, 0
+        return means, count
