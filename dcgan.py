@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""dcgan: train a DCGAN on MNIST digits, sample from it, fetch its data.
+"""dcgan: teach a DCGAN to draw pictures (MNIST digits, the emoji, a folder of yours), sample, measure and share it.
 
     python dcgan.py                       # = train: trains, or resumes from checkpoints/
     python dcgan.py sample --num 64 --out grid.png
     python dcgan.py evaluate --json out.json   # FID, precision, recall, ... against the test set
     python dcgan.py animate               # sample_image/progress.gif: the grids in step order
     python dcgan.py interpolate           # latent walks: interpolation.png and .gif
-    python dcgan.py export --out site     # generator.onnx, .safetensors and a web page that draws digits
+    python dcgan.py export --out site     # generator.onnx, .safetensors and a web page that draws pictures
     python dcgan.py serve site            # show that page at http://127.0.0.1:8000/
     python dcgan.py data                  # fetch and verify the dataset
 """
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from digitgan.config import BACKENDS, PRESETS, TrainConfig, field_help, flag
+from digitgan.config import BACKENDS, PRESETS, TrainConfig, about, choices, flag
 from digitgan.errors import ProcessLost, TrainingStopped, UsageError, WriteError
 
 if TYPE_CHECKING:
@@ -56,6 +56,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def field_note(name: str) -> str:
+    """What a train flag's help ends with: its choices, its default and the seed preset's value where it differs."""
+    default, seed = getattr(TrainConfig, name), PRESETS["seed"]
+    note = f"default: {default}" + (f"; seed preset: {seed[name]}" if seed.get(name, default) != default else "")
+    return (f"{' | '.join(map(str, choices(name)))}; " if choices(name) else "") + note
+
+
 def program() -> str:
     """How the user called us: `dcgan` (the command pip installs) or `python dcgan.py`."""
     return "dcgan" if os.path.basename(sys.argv[0]) == "dcgan" else "python dcgan.py"
@@ -66,14 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", parser_class=Parser)
 
     train = sub.add_parser("train", help="train, or resume from the newest checkpoint (the default command)")
-    helps = field_help()
-    seed = PRESETS["seed"]
     for f in dataclasses.fields(TrainConfig):
-        default = f"default: {f.default}" + (f"; seed preset: {seed[f.name]}" if seed.get(f.name, f.default) != f.default else "")
-        # Flags default to None so that only what the user typed overrides a preset or a saved run.
-        train.add_argument(f"--{flag(f.name)}", dest=f.name, type=TYPES[f.type],
-                           default=None, metavar=f.name.upper(),
-                           help=f"{helps.get(f.name, '')} ({default})")
+        # Flags default to None so that only what the user typed overrides a preset or a saved run; TrainConfig
+        # checks the values, so that the API and the command line refuse them in the same words.
+        train.add_argument(f"--{flag(f.name)}", dest=f.name, type=TYPES[str(f.type)], default=None,
+                           metavar=f.name.upper(), help=f"{f.metadata['help']} ({field_note(f.name)})")
     train.add_argument("--fresh", action="store_true", help="start over instead of resuming (needs an empty "
                        "--checkpoint-dir, or --force)")
     train.add_argument("--force", action="store_true", help="with --fresh: move the existing run aside into "
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS", help="under torchrun: how "
                        "long a process waits for the others before the run stops instead of hanging (default: 300)")
 
-    sample = sub.add_parser("sample", help="write a grid (.png) or raw array (.npy) of generated digits")
+    sample = sub.add_parser("sample", help="write a grid (.png) or raw array (.npy) of generated pictures")
     _generator_flags(sample, num=64)
     sample.add_argument("--out", default="grid.png", help="output: .png (a grid), .npy (N,C,R,R float32 in "
                         "[-1, 1]), .npz (arrays `images` and, for a conditional model, `labels`), or a folder "
@@ -121,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "as .gif, a conditional model's style grid as _style.png")
 
     export = sub.add_parser("export", help="a folder to share: generator.onnx, generator.safetensors + .json, and "
-                            "a static web page (index.html) that draws digits in the browser")
+                            "a static web page (index.html) that draws pictures in the browser")
     export.add_argument("--out", required=True, help="the folder to write (must be empty, unless --force)")
     export.add_argument("--force", action="store_true", help="write into a non-empty --out, replacing its files")
     export.add_argument("--checkpoint-dir", default=TrainConfig.checkpoint_dir, help="use its newest checkpoint")
@@ -137,25 +141,31 @@ def build_parser() -> argparse.ArgumentParser:
     trainer = sub.add_parser("train-evaluator", help="train the classifier that gives class figures: for MNIST and "
                              "Fashion-MNIST the shipped evaluator (developers only); for the emoji or a labelled "
                              "folder one kept in --cache-dir, which conditional runs' evaluations then use")
-    trainer.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, emoji or a folder with a "
-                         "subfolder per class")
-    trainer.add_argument("--resolution", type=int, default=TrainConfig.resolution, choices=(32, 64))
-    trainer.add_argument("--channels", type=int, default=TrainConfig.channels, choices=(0, 1, 3))
-    trainer.add_argument("--epochs", type=int, default=0, help="default: 6 for the digits; for smaller data about "
-                         "3,000 steps' worth (at most 60)")
+    _setting(trainer, "dataset", "mnist, fashion-mnist, emoji or a folder with a subfolder per class")
+    _setting(trainer, "resolution")
+    _setting(trainer, "channels")
+    trainer.add_argument("--epochs", type=int, default=0, help="default: 6 for a shipped evaluator (MNIST, "
+                         "Fashion-MNIST); for smaller data about 3,000 steps' worth (at most 60)")
     trainer.add_argument("--out-dir", default=None, help="MNIST and Fashion-MNIST: default digitgan/quality/evaluators/ "
                          "(the shipped files)")
-    trainer.add_argument("--cache-dir", default=TrainConfig.cache_dir)
+    _setting(trainer, "cache_dir")
 
     data = sub.add_parser("data", help="fetch, verify and cache a dataset, and the evaluator's test-set features and real-data "
                           "reference that quality figures compare with, printing what was done")
-    data.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, emoji or a folder of images "
-                      "(frozen at --resolution into --cache-dir, with a summary of what was used and skipped)")
-    data.add_argument("--resolution", type=int, default=TrainConfig.resolution, choices=(32, 64))
-    data.add_argument("--channels", type=int, default=TrainConfig.channels, choices=(0, 1, 3))
-    data.add_argument("--data-dir", default="", help="read the four IDX files from here instead")
-    data.add_argument("--cache-dir", default=TrainConfig.cache_dir, help="where the MNIST cache goes")
+    _setting(data, "dataset", "mnist, fashion-mnist, emoji or a folder of pictures (frozen at --resolution into "
+             "--cache-dir, with a summary of what was used and skipped)")
+    _setting(data, "resolution")
+    _setting(data, "channels")
+    _setting(data, "data_dir")
+    _setting(data, "cache_dir")
     return parser
+
+
+def _setting(p: argparse.ArgumentParser, name: str, help: str = "") -> None:
+    """A subcommand's flag that is also a TrainConfig field: its type, default, choices and (unless given) help."""
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    p.add_argument(f"--{flag(name)}", type=TYPES[str(field.type)], default=field.default,
+                   choices=choices(name) or None, help=help or about(name)["help"])
 
 
 def _generator_flags(p: argparse.ArgumentParser, num: int) -> None:
@@ -166,11 +176,10 @@ def _generator_flags(p: argparse.ArgumentParser, num: int) -> None:
 def _checkpoint_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", default=TrainConfig.checkpoint_dir, help="use its newest checkpoint")
     p.add_argument("--checkpoint", default=None, help="this checkpoint file instead")
-    p.add_argument("--best", action="store_true", help="CHECKPOINT_DIR/best.pt instead: the lowest FID training "
-                   "measured")
+    p.add_argument("--best", action="store_true", help="CHECKPOINT_DIR/best.pt instead: the best headline figure "
+                   "(FID, or KID on small data) training measured")
     p.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same images")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
-                   help="where to draw (auto: CUDA, else MPS, else the CPU)")
+    _setting(p, "device", "where to draw (auto: CUDA, else MPS, else the CPU)")
 
 
 def _generator(args: argparse.Namespace) -> "Generator":
@@ -266,8 +275,8 @@ def flags_markdown() -> str:
     """docs/flags.md: every subcommand's flags, from TrainConfig and the parsers themselves (`make flags`)."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    about = {a.dest: a.help for a in sub._choices_actions}
-    seed, helps = PRESETS["seed"], field_help()
+    commands = {a.dest: a.help for a in sub._choices_actions}
+    seed = PRESETS["seed"]
     fields = {f"--{flag(f.name)}": f for f in dataclasses.fields(TrainConfig)}
     cell = lambda v: "(none)" if v in ("", None) else f"`{v}`"
     text = lambda t: t.replace("|", "\\|")  # a | inside a Markdown table's cell
@@ -276,7 +285,7 @@ def flags_markdown() -> str:
            "stale. `python dcgan.py COMMAND --help` says the same.", ""]
     for name, p in sub.choices.items():
         train = name == "train"
-        out += [f"## `{name}`", "", f"{about[name][0].upper()}{about[name][1:]}.", "",
+        out += [f"## `{name}`", "", f"{commands[name][0].upper()}{commands[name][1:]}.", "",
                 "| flag | default | seed preset | meaning |" if train else "| flag | default | meaning |",
                 "|---|---|---|---|" if train else "|---|---|---|"]
         for a in p._actions:
@@ -286,7 +295,8 @@ def flags_markdown() -> str:
             if train and shown in fields:
                 f = fields[shown]
                 preset = cell(seed[f.name]) if seed.get(f.name, f.default) != f.default else ""
-                out.append(f"| `{shown}` | {cell(f.default)} | {preset} | {text(helps[f.name])} |")
+                meaning = f.metadata["help"] + (f" ({' | '.join(map(str, choices(f.name)))})" if choices(f.name) else "")
+                out.append(f"| `{shown}` | {cell(f.default)} | {preset} | {text(meaning)} |")
                 continue
             default = "off" if isinstance(a, argparse._StoreTrueAction) else cell(a.default)
             meaning = a.help or ""

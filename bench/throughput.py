@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from digitgan.config import TrainConfig, resolve  # noqa: E402
 from digitgan.data.mnist import MNIST  # noqa: E402
-from digitgan.data.source import Shape  # noqa: E402
+from digitgan.data.shape import Shape  # noqa: E402
 from digitgan.data.sampler import BatchSampler  # noqa: E402
 from digitgan.data.sources import load_dataset  # noqa: E402
 from digitgan.core.devices import pick_device, speed_settings  # noqa: E402

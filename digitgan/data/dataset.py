@@ -12,7 +12,7 @@ import numpy as np
 
 import torch
 
-from .source import Shape
+from .shape import Shape
 
 SUBSET_SEED = 2025  # --train-images' pick: the same images whatever the run's --seed
 

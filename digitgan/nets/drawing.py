@@ -9,7 +9,7 @@ import torch
 
 from ..config import TrainConfig
 from ..core.devices import speed_settings
-from ..data.source import Shape
+from ..data.shape import Shape
 from ..data.sources import known_shape
 from ..errors import UsageError
 from .convs import fold_batchnorms

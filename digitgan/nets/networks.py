@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from ..data.source import Shape
+from ..data.shape import Shape
 from ..data.sources import known_shape
 from ..errors import UsageError
 from .convs import ConvTranspose2d, SameConvTranspose2d, set_conv_impl

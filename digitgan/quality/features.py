@@ -18,7 +18,8 @@ from typing import Callable
 import torch
 
 from ..core.fetch import sha256
-from ..data.source import Shape, Source
+from ..data.source import Source
+from ..data.shape import Shape
 from ..data.sources import BUILT_IN
 from ..errors import UsageError
 

@@ -30,7 +30,7 @@ from ..config import TrainConfig
 from ..core.files import append_line, atomic_write, check_out_dir, set_aside
 from ..core.pictures import captioned, grid, plot_curves, save_gif, save_grid
 from ..data.dataset import to_float
-from ..data.source import GridLayout
+from ..data.shape import GridLayout
 from ..errors import UsageError, WriteError
 from ..quality.metrics import CSV_KEYS
 from . import checkpoints

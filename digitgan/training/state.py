@@ -13,7 +13,7 @@ import torch
 from ..config import TrainConfig
 from ..core.devices import Speed
 from ..data.sampler import BatchSampler
-from ..data.source import GridLayout, Shape
+from ..data.shape import GridLayout, Shape
 from ..errors import UsageError
 from ..nets.augment import Augmenter
 from ..nets.networks import build_models, load_weights, sample_noise
