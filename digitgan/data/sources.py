@@ -1,0 +1,70 @@
+"""The built-in sources by name, and the lookups the other stages go through: source() (a built-in name, else a
+folder), load_dataset(), check_images(), known_shape() and saved_shape(). Nothing outside this stage compares a
+dataset's name."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ..errors import UsageError
+from .dataset import Dataset
+from .emoji import EMOJI
+from .folder import Folder
+from .mnist import FASHION_MNIST, MNIST
+from .shape import Shape
+from .source import Source
+
+BUILT_IN: dict[str, Source] = {s.name: s for s in (MNIST, FASHION_MNIST, EMOJI)}
+
+
+def source(dataset: str) -> Source:
+    """What --dataset names: a built-in source, else a folder of pictures."""
+    return BUILT_IN.get(dataset) or Folder(dataset)
+
+
+def load_dataset(dataset: str, split: str = "train", data_dir: str = "", cache_dir: str = "data",
+                 resolution: int = 32, channels: int = 0) -> Dataset:
+    """One split ("train" or "test") of a dataset at the resolution, with the channels asked for (0: the data's
+    own). Sources with no test set of their own (the emoji, folders) give a seeded hold-out as "test", kept out of
+    "train"."""
+    return source(dataset).load(split, resolution, channels, cache_dir, data_dir)
+
+
+def check_images(cfg: Any) -> None:
+    """Refuse, before a run writes anything, pictures it cannot train on: a folder that does not exist or holds
+    no readable image, a conditional run on pictures without classes, or fewer training images than a batch
+    (freezing them on the way, into cfg.cache_dir)."""
+    summary: list[str] = []  # said once the pictures are known to be enough
+    total, n, classes = source(cfg.dataset).sizes(cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir,
+                                                  summary.append)
+    if cfg.conditional == "on" and not classes:
+        raise UsageError(f"--conditional on needs classes, and {cfg.dataset} has none: put its pictures into two "
+                         f"or more subfolders, one per class")
+    if cfg.train_images > n:
+        raise UsageError(f"--train-images {cfg.train_images}: {cfg.dataset} has {n} training images; pass at most "
+                         f"that, or 0 for all")
+    if min(n, cfg.train_images or n) < cfg.batch_size:
+        what = f"--train-images {cfg.train_images}" if cfg.train_images else (
+            f"--dataset {cfg.dataset}: {total} usable images ({n} to train on, {total - n} held out to measure "
+            f"quality),")
+        raise UsageError(f"{what} fewer than a batch (--batch-size {cfg.batch_size}); add images or pass a smaller "
+                         f"--batch-size")
+    for line in summary:
+        print(line, file=sys.stderr)
+
+
+def known_shape(cfg: Any) -> Shape:
+    """The shape of a config's data where its source knows it without loading the pictures (MNIST's, say)."""
+    shape = source(cfg.dataset).known_shape(cfg.resolution, cfg.channels)
+    if shape is None:
+        raise UsageError(f"the shape of {cfg.dataset}'s pictures is known once they are loaded: pass it")
+    return shape
+
+
+def saved_shape(saved: dict[str, Any]) -> Shape:
+    """The data's shape a checkpoint was trained on (one written before shapes were recorded: its dataset's at
+    32x32 grey)."""
+    if "data" in saved:
+        return Shape.from_dict(saved["data"]["shape"])
+    return source(saved["config"]["dataset"]).known_shape(32, 0) or Shape(32, 1)
