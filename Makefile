@@ -7,14 +7,20 @@ FASHION := /usr/share/datasets/fashion-mnist
 # pytest's workers: one per core, each torch on one thread (tests/conftest.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: train test venv data fashion-mnist emoji photos site browser flags pip-check bench clean-venv
+.PHONY: train test lint venv data fashion-mnist emoji photos site browser flags pip-check bench clean-venv
 
 train: venv data site
 	$(PY) dcgan.py train
 
-test: venv data fashion-mnist emoji photos site browser
+test: venv data fashion-mnist emoji photos site browser lint
 	$(PY) -m pytest -q -n $(JOBS) --dist load --maxschedchunk 1 tests
 	$(MAKE) --no-print-directory pip-check
+
+# ruff's lint and format check, and mypy's types, over the package and dcgan.py (settings: pyproject.toml)
+lint: venv
+	$(PY) -m ruff check digitgan dcgan.py
+	$(PY) -m ruff format --check digitgan dcgan.py
+	$(PY) -m mypy
 
 venv: $(VENV)/.installed
 

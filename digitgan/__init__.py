@@ -8,6 +8,7 @@ The Python API (digitgan/api.py, docs/api.md); the command line dcgan.py is a th
     images = G.sample(16, seed=0)
     scores = digitgan.evaluate(run, num=2000)
 """
+
 from typing import Any
 
 __all__ = ["Generator", "Run", "evaluate", "load", "train"]
@@ -17,8 +18,10 @@ def __getattr__(name: str) -> Any:
     # Imported on first use, so that `import digitgan.config` (all `dcgan.py --help` needs) stays free of torch.
     if name in ("Run", "evaluate", "load", "train"):
         from . import api
+
         return getattr(api, name)
     if name == "Generator":
         from .nets.drawing import Generator
+
         return Generator
     raise AttributeError(f"module 'digitgan' has no attribute {name!r}")

@@ -1,11 +1,12 @@
 """The Python API, which the command line is a thin layer over: train, load, evaluate.
 
-    import digitgan
-    run = digitgan.train(steps=300, checkpoint_dir="runs/a/ck", sample_dir="runs/a/samples")
-    G = digitgan.load(run)                      # or a run directory, a checkpoint file, an exported .safetensors
-    images = G.sample(16, seed=0)               # (16, C, R, R) in [-1, 1]: (16, 1, 32, 32) for digits; conditional: classes=7
-    scores = digitgan.evaluate(run, num=2000)   # FID, KID, precision, ..., and "real_reference" beside them
+import digitgan
+run = digitgan.train(steps=300, checkpoint_dir="runs/a/ck", sample_dir="runs/a/samples")
+G = digitgan.load(run)                      # or a run directory, a checkpoint file, an exported .safetensors
+images = G.sample(16, seed=0)               # (16, C, R, R) in [-1, 1]: (16, 1, 32, 32) for MNIST; classes=7
+scores = digitgan.evaluate(run, num=2000)   # FID, KID, precision, ..., and "real_reference" beside them
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,6 +28,7 @@ from .training.records import grids, read_record, read_rows
 class Run:
     """A run on disk: its directory (CHECKPOINT_DIR: checkpoints, config.json, metrics.csv, best.pt, ...). Pass it
     wherever a run directory goes (it is path-like): load(run), evaluate(run)."""
+
     dir: Path
 
     def __post_init__(self) -> None:
@@ -56,12 +58,14 @@ class Run:
         return grids(self.config.sample_dir)
 
 
-def train(fresh: bool = False, force: bool = False, backend: str = "auto", dist_timeout: float = 300.0,
-          **settings: Any) -> Run:
+def train(
+    fresh: bool = False, force: bool = False, backend: str = "auto", dist_timeout: float = 300.0, **settings: Any
+) -> Run:
     """Train, or resume the run in settings["checkpoint_dir"] (default: checkpoints/) up to `steps`. settings are
     TrainConfig's fields (the `train` flags: steps=300, conditional="on", ...); fresh, force, backend and
     dist_timeout are the flags --fresh, --force, --backend and --dist-timeout."""
     from .training.loop import train as train_loop
+
     train_loop(settings, fresh=fresh, force=force, backend=backend, timeout=dist_timeout)
     return Run(Path(settings.get("checkpoint_dir", TrainConfig.checkpoint_dir)))
 
@@ -79,13 +83,21 @@ def load(source: str | os.PathLike, best: bool = False, device: str = "auto") ->
     return Generator(module, cfg, step, saved_shape(state))
 
 
-def evaluate(source: str | os.PathLike | Generator, num: int = 10_000, seed: int = 0, best: bool = False,
-             cas: int = 0, device: str = "auto", features: str | None = None) -> dict[str, Any]:
+def evaluate(
+    source: str | os.PathLike | Generator,
+    num: int = 10_000,
+    seed: int = 0,
+    best: bool = False,
+    cas: int = 0,
+    device: str = "auto",
+    features: str | None = None,
+) -> dict[str, Any]:
     """The quality figures of num samples (drawn from seed: the same figures every time) against the test set (the
     held-out images of the emoji or a folder), in the feature space named under "features" (features: auto,
     evaluator, imagenet or a TorchScript file; default: the run's), with the same figures for real training images
     under "real_reference"; cas > 0 adds the Classification Accuracy Score from that many generated images
     (conditional models)."""
     from .quality.judge import evaluate_generator
+
     generator = source if isinstance(source, Generator) else load(source, best, device)
     return evaluate_generator(generator, num, seed, cas_num=cas, features=features)

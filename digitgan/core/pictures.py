@@ -1,9 +1,10 @@
 """Pictures: sample grids (PNG), animations (GIF) and the loss / metric curves (matplotlib)."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndar
     out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, channels), 128, np.uint8)
     for i in range(n):
         r, c = divmod(i, cols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = pixels[i]
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = pixels[i]
     return out[..., 0] if channels == 1 else out
 
 
@@ -38,8 +39,9 @@ def captioned(image: np.ndarray, text: str, height: int = 16) -> np.ndarray:
     mode = "L" if image.ndim == 2 else "RGB"
     out = Image.new(mode, (image.shape[1], image.shape[0] + height), 0)
     out.paste(Image.fromarray(image), (0, height))
-    ImageDraw.Draw(out).text((4, 1), text, fill=255 if mode == "L" else (255, 255, 255),
-                             font=ImageFont.load_default(size=height - 4))
+    ImageDraw.Draw(out).text(
+        (4, 1), text, fill=255 if mode == "L" else (255, 255, 255), font=ImageFont.load_default(size=height - 4)
+    )
     return np.asarray(out)
 
 
@@ -47,13 +49,22 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float) -> Path
     """An endlessly looping GIF of uint8 frames (grey or RGB, all one size), fps frames per second."""
     path = Path(path)
     ims = [Image.fromarray(f) for f in frames]
-    atomic_write(path, lambda f: ims[0].save(f, format="GIF", save_all=True, append_images=ims[1:],
-                                             duration=round(1000 / fps), loop=0))
+    atomic_write(
+        path,
+        lambda f: ims[0].save(
+            f, format="GIF", save_all=True, append_images=ims[1:], duration=round(1000 / fps), loop=0
+        ),
+    )
     return path
 
 
-def plot_curves(rows: Sequence[dict[str, float]], path: str | Path, panels: Sequence[tuple[str, Sequence[str]]],
-                log_first: bool = False, xlabel: str = "step") -> Path:
+def plot_curves(
+    rows: Sequence[dict[str, float]],
+    path: str | Path,
+    panels: Sequence[tuple[str, Sequence[str]]],
+    log_first: bool = False,
+    xlabel: str = "step",
+) -> Path:
     """One panel per (title, columns) against rows' "step", from CSV rows; empty columns are skipped."""
     from matplotlib.figure import Figure  # not pyplot: its global backend is a notebook's, not ours to switch
 

@@ -7,22 +7,26 @@ import json
 import sys
 import tarfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..core.fetch import Download, fetch
 from ..errors import UsageError
 from .freeze import FREEZE_VERSION, Frozen, FrozenSource, freeze, grey_if_grey, read_frozen, write_frozen
 
-EMOJI_PACKAGE = Download("emoji-datasource-google@16.0.0", "emoji-datasource-google-16.0.0.tgz",
-                         "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438", "npm", size="74 MB")
+EMOJI_PACKAGE = Download(
+    "emoji-datasource-google@16.0.0",
+    "emoji-datasource-google-16.0.0.tgz",
+    "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438",
+    "npm",
+    size="74 MB",
+)
 EMOJI_DIR = "package/img/google/64/"
 
 
 def emoji_tarball(cache_dir: str | Path) -> Path:
     """cache_dir/emoji-datasource-google-16.0.0.tgz, fetched with `npm pack` if missing, its SHA-256 checked."""
-    fetch(EMOJI_PACKAGE, cache_dir, lambda line: print(line, file=sys.stderr),
-          f" (npm pack {EMOJI_PACKAGE.spec})")
+    fetch(EMOJI_PACKAGE, cache_dir, lambda line: print(line, file=sys.stderr), f" (npm pack {EMOJI_PACKAGE.spec})")
     return Path(cache_dir) / EMOJI_PACKAGE.file
 
 
@@ -36,10 +40,12 @@ def emoji_items(tar: tarfile.TarFile) -> tuple[list[tuple[str, Callable[[], byte
         for image in [e["image"], *(v["image"] for v in e.get("skin_variations", {}).values())]:
             category[image] = e["category"]
     classes = tuple(sorted(set(category.values()), key=lambda c: order.index(c) if c in order else len(order)))
-    members = sorted((m for m in tar.getmembers() if m.name.startswith(EMOJI_DIR) and m.isfile()),
-                     key=lambda m: m.name)
-    return [(m.name, functools.partial(member_bytes, tar, m), classes.index(category[m.name[len(EMOJI_DIR):]]))
-            for m in members if m.name[len(EMOJI_DIR):] in category], classes
+    members = sorted((m for m in tar.getmembers() if m.name.startswith(EMOJI_DIR) and m.isfile()), key=lambda m: m.name)
+    return [
+        (m.name, functools.partial(member_bytes, tar, m), classes.index(category[m.name[len(EMOJI_DIR) :]]))
+        for m in members
+        if m.name[len(EMOJI_DIR) :] in category
+    ], classes
 
 
 def member_bytes(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:
@@ -50,16 +56,18 @@ def member_bytes(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:
     return f.read()
 
 
-def load_emoji(resolution: int, channels: int, cache_dir: str,
-               say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Frozen:
+def load_emoji(
+    resolution: int, channels: int, cache_dir: str, say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+) -> Frozen:
     """The 3,786 emoji, their categories as classes, frozen at the resolution (cached in cache_dir)."""
     cache = Path(cache_dir) / f"emoji-{FREEZE_VERSION}-{resolution}-{channels}.npz"
     frozen = read_frozen(cache)
     if frozen is None:
         with tarfile.open(emoji_tarball(cache_dir)) as tar:
             items, classes = emoji_items(tar)
-            frozen = grey_if_grey(freeze(items, len(items), resolution, classes, Counter(), "freezing the emoji"),
-                                  channels)
+            frozen = grey_if_grey(
+                freeze(items, len(items), resolution, classes, Counter(), "freezing the emoji"), channels
+            )
         write_frozen(cache, frozen)
         say(frozen.summary(f"emoji ({EMOJI_PACKAGE.spec}) at {resolution}x{resolution}"))
     return frozen
@@ -69,8 +77,13 @@ class Emoji(FrozenSource):
     name = "emoji"
     title = "the emoji"
 
-    def frozen(self, resolution: int, channels: int, cache_dir: str,
-               say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Frozen:
+    def frozen(
+        self,
+        resolution: int,
+        channels: int,
+        cache_dir: str,
+        say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    ) -> Frozen:
         return load_emoji(resolution, channels, cache_dir, say)
 
 

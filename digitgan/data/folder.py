@@ -8,8 +8,8 @@ import hashlib
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import UsageError
 from .freeze import FREEZE_VERSION, Frozen, FrozenSource, freeze, grey_if_grey, read_frozen, reasons, write_frozen
@@ -52,8 +52,13 @@ def folder_key(root: Path, files: list[tuple[Path, int]], resolution: int, chann
     return h.hexdigest()[:16]
 
 
-def load_folder(path: str, resolution: int, channels: int, cache_dir: str,
-                say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Frozen:
+def load_folder(
+    path: str,
+    resolution: int,
+    channels: int,
+    cache_dir: str,
+    say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> Frozen:
     """A folder's images, frozen (or read back from cache_dir when the folder has not changed)."""
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -62,15 +67,24 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str,
     files, classes = folder_files(root.resolve(), skipped)
     if not files:
         raise UsageError(f"--dataset {path}: the folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    cache = Path(cache_dir) / f"folder-{root.resolve().name}-{folder_key(root.resolve(), files, resolution, channels)}.npz"
+    cache = (
+        Path(cache_dir) / f"folder-{root.resolve().name}-{folder_key(root.resolve(), files, resolution, channels)}.npz"
+    )
     frozen = read_frozen(cache)
     if frozen is None:
-        frozen = freeze(((str(p), p.read_bytes, label) for p, label in files), len(files), resolution, classes,
-                        skipped, f"freezing {root.name}/")
+        frozen = freeze(
+            ((str(p), p.read_bytes, label) for p, label in files),
+            len(files),
+            resolution,
+            classes,
+            skipped,
+            f"freezing {root.name}/",
+        )
         frozen = grey_if_grey(frozen, channels)
         if len(frozen.labels) == 0:
-            raise UsageError(f"--dataset {path}: none of its {len(files)} image files could be read "
-                             f"({reasons(frozen.skipped)})")
+            raise UsageError(
+                f"--dataset {path}: none of its {len(files)} image files could be read ({reasons(frozen.skipped)})"
+            )
         write_frozen(cache, frozen)
         say(frozen.summary(f"{root}/ at {resolution}x{resolution}"))
     return frozen
@@ -82,6 +96,11 @@ class Folder(FrozenSource):
     def __init__(self, path: str):
         self.name = self.title = path
 
-    def frozen(self, resolution: int, channels: int, cache_dir: str,
-               say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Frozen:
+    def frozen(
+        self,
+        resolution: int,
+        channels: int,
+        cache_dir: str,
+        say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    ) -> Frozen:
         return load_folder(self.name, resolution, channels, cache_dir, say)

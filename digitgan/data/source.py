@@ -4,12 +4,12 @@ name in sources.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .dataset import Dataset
 from .shape import Shape
+
 
 class Source:
     """A kind of data that --dataset names. Each source says what its pictures are before they are loaded where it
@@ -26,19 +26,23 @@ class Source:
         own)."""
         raise NotImplementedError
 
-    def sizes(self, resolution: int, channels: int, cache_dir: str, data_dir: str,
-              say: Callable[[str], None]) -> tuple[int, int, tuple[str, ...]]:
+    def sizes(
+        self, resolution: int, channels: int, cache_dir: str, data_dir: str, say: Callable[[str], None]
+    ) -> tuple[int, int, tuple[str, ...]]:
         """(usable images, of them to train on, class names), for the checks before a run writes anything."""
         train = self.load("train", resolution, channels, cache_dir, data_dir)
         return len(train) + train.held_out, len(train), train.shape.classes
 
-    def prepare(self, resolution: int, channels: int, cache_dir: str, data_dir: str,
-                say: Callable[[str], None]) -> None:
+    def prepare(
+        self, resolution: int, channels: int, cache_dir: str, data_dir: str, say: Callable[[str], None]
+    ) -> None:
         """What `dcgan data` does before the quality figures' real images are embedded: fetch, check, freeze and
         cache the pictures, saying what was done."""
         train = self.load("train", resolution, channels, cache_dir, data_dir)
-        say(f"{self.name}: {len(train)} images to train on and {train.held_out} held out, {train.shape.describe()}, "
-            f"fingerprint {train.fingerprint}")
+        say(
+            f"{self.name}: {len(train)} images to train on and {train.held_out} held out, {train.shape.describe()}, "
+            f"fingerprint {train.fingerprint}"
+        )
 
     def known_shape(self, resolution: int, channels: int) -> Shape | None:
         """The data's shape without loading it, where the source knows it."""

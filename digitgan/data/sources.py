@@ -23,8 +23,14 @@ def source(dataset: str) -> Source:
     return BUILT_IN.get(dataset) or Folder(dataset)
 
 
-def load_dataset(dataset: str, split: str = "train", data_dir: str = "", cache_dir: str = "data",
-                 resolution: int = 32, channels: int = 0) -> Dataset:
+def load_dataset(
+    dataset: str,
+    split: str = "train",
+    data_dir: str = "",
+    cache_dir: str = "data",
+    resolution: int = 32,
+    channels: int = 0,
+) -> Dataset:
     """One split ("train" or "test") of a dataset at the resolution, with the channels asked for (0: the data's
     own). Sources with no test set of their own (the emoji, folders) give a seeded hold-out as "test", kept out of
     "train"."""
@@ -36,20 +42,30 @@ def check_images(cfg: Any) -> None:
     no readable image, a conditional run on pictures without classes, or fewer training images than a batch
     (freezing them on the way, into cfg.cache_dir)."""
     summary: list[str] = []  # said once the pictures are known to be enough
-    total, n, classes = source(cfg.dataset).sizes(cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir,
-                                                  summary.append)
+    total, n, classes = source(cfg.dataset).sizes(
+        cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir, summary.append
+    )
     if cfg.conditional == "on" and not classes:
-        raise UsageError(f"--conditional on needs classes, and {cfg.dataset} has none: put its pictures into two "
-                         f"or more subfolders, one per class")
+        raise UsageError(
+            f"--conditional on needs classes, and {cfg.dataset} has none: put its pictures into two "
+            f"or more subfolders, one per class"
+        )
     if cfg.train_images > n:
-        raise UsageError(f"--train-images {cfg.train_images}: {cfg.dataset} has {n} training images; pass at most "
-                         f"that, or 0 for all")
+        raise UsageError(
+            f"--train-images {cfg.train_images}: {cfg.dataset} has {n} training images; pass at most that, or 0 for all"
+        )
     if min(n, cfg.train_images or n) < cfg.batch_size:
-        what = f"--train-images {cfg.train_images}" if cfg.train_images else (
-            f"--dataset {cfg.dataset}: {total} usable images ({n} to train on, {total - n} held out to measure "
-            f"quality),")
-        raise UsageError(f"{what} fewer than a batch (--batch-size {cfg.batch_size}); add images or pass a smaller "
-                         f"--batch-size")
+        what = (
+            f"--train-images {cfg.train_images}"
+            if cfg.train_images
+            else (
+                f"--dataset {cfg.dataset}: {total} usable images ({n} to train on, {total - n} held out to measure "
+                f"quality),"
+            )
+        )
+        raise UsageError(
+            f"{what} fewer than a batch (--batch-size {cfg.batch_size}); add images or pass a smaller --batch-size"
+        )
     for line in summary:
         print(line, file=sys.stderr)
 

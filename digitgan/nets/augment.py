@@ -4,9 +4,12 @@ side), and ADA's adaptive probability (Karras et al. 2020): each transform is ap
 probability p, which rises while D is sure of the real images (r_t = E[sign D(x)] above ADA_TARGET) and falls
 otherwise. Augmenting only the real images would leak the augmentation into G's pictures.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,13 +66,20 @@ def colour(x: torch.Tensor, r: Randoms) -> torch.Tensor:
     return (x - mean) * (u[2] + 0.5) + mean
 
 
-def augment(x: torch.Tensor, p: torch.Tensor | float, gen: torch.Generator,
-            share: Callable[[torch.Tensor], torch.Tensor] | None = None, total: int = 0) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    p: torch.Tensor | float,
+    gen: torch.Generator,
+    share: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    total: int = 0,
+) -> torch.Tensor:
     """DiffAugment's transforms (colour only for RGB), each applied to each image with probability p. x is this
     process's share of a global batch of `total` images (default: x is the whole batch)."""
     r = Randoms(gen, total or len(x), share)
-    steps = ([colour] if x.shape[1] == 3 else []) + [lambda t, r: translate(t, max(1, round(t.shape[-1] / 8)), r),
-                                                     cutout]
+    steps = ([colour] if x.shape[1] == 3 else []) + [
+        lambda t, r: translate(t, max(1, round(t.shape[-1] / 8)), r),
+        cutout,
+    ]
     for transform in steps:
         chosen = (r.rand(1, 1, 1).to(x.device) < p).to(x.dtype)
         x = x + chosen * (transform(x, r) - x)
@@ -80,8 +90,14 @@ class Augmenter:
     """--augment's state: the random stream of the transforms and, for ada, p and the r_t tally since the last
     adjustment; all of it on the device (nothing read back) and in every checkpoint (a resume repeats)."""
 
-    def __init__(self, mode: str, device: torch.device, seed: int, batch_size: int,
-                 share: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        mode: str,
+        device: torch.device,
+        seed: int,
+        batch_size: int,
+        share: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         # batch_size: the global batch; share: this process's rows of it (distributed.World.share)
         self.mode, self.batch_size, self.share = mode, batch_size, share
         self.gen = torch.Generator(device).manual_seed(seed)
@@ -98,8 +114,9 @@ class Augmenter:
         sign(r_t - target) (summed over the processes under torchrun, so every process keeps the same p)."""
         if self.mode != "ada":
             return
-        self.tally += torch.stack([real_logits.detach().float().sign().sum(), torch.tensor(float(len(real_logits)),
-                                                                                          device=self.tally.device)])
+        self.tally += torch.stack(
+            [real_logits.detach().float().sign().sum(), torch.tensor(float(len(real_logits)), device=self.tally.device)]
+        )
         self.steps += 1
         if self.steps % ADA_INTERVAL == 0:
             if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -109,16 +126,19 @@ class Augmenter:
             self.tally.zero_()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "generator": self.gen.get_state(), "p": self.p.cpu(), "tally": self.tally.cpu(),
-                "steps": self.steps}
+        return {
+            "mode": self.mode,
+            "generator": self.gen.get_state(),
+            "p": self.p.cpu(),
+            "tally": self.tally.cpu(),
+            "steps": self.steps,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the stream; and p with its tally when the run augmented the same way (another --augment on
         resume starts its own p)."""
-        try:
+        with contextlib.suppress(RuntimeError):  # saved by a generator on another kind of device: a new stream
             self.gen.set_state(state["generator"])
-        except RuntimeError:  # saved by a generator on another kind of device
-            pass
         if state["mode"] == self.mode:
             self.p, self.tally = state["p"].to(self.p.device), state["tally"].to(self.tally.device)
             self.steps = state["steps"]

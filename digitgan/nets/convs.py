@@ -3,9 +3,13 @@ banded FFT, or one matrix product), and batch norms folded into the convolution 
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
@@ -19,7 +23,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 
     impl = "auto"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # never given an output_size
         impl = self.impl if self.impl != "auto" else self._auto(x)
         if impl == "fft" and self.stride == (1, 1):
             return self._fft_forward(x)
@@ -40,14 +44,15 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     def _matmul_forward(self, x: torch.Tensor) -> torch.Tensor:
         # Every input pixel adds its (C_in) @ (C_in, C_out*kh*kw) product as a kh x kw patch at stride s.
         b, c, h, w = x.shape
-        (kh, kw), (sy, sx), (py, px) = self.kernel_size, self.stride, self.padding
+        padding = cast(tuple[int, int], self.padding)  # a number per side, never "same"
+        (kh, kw), (sy, sx), (py, px) = self.kernel_size, self.stride, padding
         cols = x.permute(0, 2, 3, 1).reshape(b * h * w, c) @ self.weight.reshape(c, -1)  # (B*H*W, C_out*kh*kw)
         if h == w == 1:  # nothing overlaps: the product already is the image
-            out = cols.view(b, self.out_channels, kh, kw)[..., py:kh - py, px:kw - px]
+            out = cols.view(b, self.out_channels, kh, kw)[..., py : kh - py, px : kw - px]
             return self._add_bias(out)
         cols = cols.view(b, h * w, -1).transpose(1, 2)  # (B, C_out*kh*kw, H*W)
         size = ((h - 1) * sy - 2 * py + kh, (w - 1) * sx - 2 * px + kw)
-        return self._add_bias(F.fold(cols, size, self.kernel_size, padding=self.padding, stride=self.stride))
+        return self._add_bias(F.fold(cols, size, self.kernel_size, padding=padding, stride=self.stride))
 
     def _add_bias(self, out: torch.Tensor) -> torch.Tensor:
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
@@ -79,7 +84,7 @@ class _BandedFFT(torch.autograd.Function):
         ctx.save_for_backward(xs, band, u, inside)
         ctx.dims = (x.dtype, weight.dtype, b, c, h, w, o, kh, kw, rows, cols, grid, px)
         out = torch.fft.irfft((xs @ band).view(f, b, o, rows).permute(1, 2, 3, 0), n=grid)  # (B, O, R, N)
-        return out[..., px:px + cols].to(x.dtype)
+        return out[..., px : px + cols].to(x.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -109,7 +114,7 @@ class SameConvTranspose2d(ConvTranspose2d):
         total = max(kernel - stride, 0)
         super().__init__(cin, cout, kernel, stride, padding=total // 2, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # never given an output_size
         h, w = x.shape[-2] * self.stride[0], x.shape[-1] * self.stride[1]
         return super().forward(x)[..., :h, :w]
 
@@ -134,20 +139,22 @@ def set_conv_impl(model: nn.Module, impl: str) -> None:
 
 
 @torch.no_grad()
-def fold_batchnorms(model: nn.Module) -> nn.Module:
+def fold_batchnorms(model: M) -> M:
     """Fold, in place, each eval-mode BatchNorm2d into the (transposed) convolution before it in a Sequential:
     the same function with one pass fewer over the activations. For inference only: the folded layers are
     frozen."""
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(seq) - 1):
-            if isinstance(seq[i], (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(seq[i + 1], nn.modules.batchnorm._BatchNorm):
-                seq[i + 1] = fold_into(seq[i], seq[i + 1])
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                seq[i + 1] = fold_into(conv, bn)
     return model
 
 
 def fold_into(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Identity:
     """Fold the eval-mode bn into conv, in place; the Identity that takes bn's place."""
     # bn(y) = (y - mean) * scale + beta per output channel, with scale = gamma / sqrt(var + eps)
+    assert bn.running_mean is not None and bn.running_var is not None  # an eval-mode norm keeps them
     with torch.no_grad():
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)

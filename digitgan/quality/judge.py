@@ -37,19 +37,27 @@ class Judge:
     images back it, else KID (unbiased at any size: docs/quality.md).
     """
 
-    def __init__(self, dataset: str = TrainConfig.dataset, cache_dir: str = TrainConfig.cache_dir, data_dir: str = "",
-                 device: torch.device | str = "cpu", reference_num: int = 10_000,
-                 resolution: int = TrainConfig.resolution, channels: int = TrainConfig.channels,
-                 features: str = TrainConfig.features):
+    def __init__(
+        self,
+        dataset: str = TrainConfig.dataset,
+        cache_dir: str = TrainConfig.cache_dir,
+        data_dir: str = "",
+        device: torch.device | str = "cpu",
+        reference_num: int = 10_000,
+        resolution: int = TrainConfig.resolution,
+        channels: int = TrainConfig.channels,
+        features: str = TrainConfig.features,
+    ):
         src = source(dataset)
         self.source = src
 
         def load(split: str) -> Dataset:
             return src.load(split, resolution, channels, cache_dir, data_dir)
 
-        known = src.known_shape(resolution, channels)
-        test = None if known else load("test")  # where the shape is known, the real images wait for a cache miss
-        shape = known or test.shape
+        test, shape = None, src.known_shape(resolution, channels)
+        if shape is None:  # else the real images wait for a cache miss
+            test = load("test")
+            shape = test.shape
         self.space = feature_space(features, src, shape, cache_dir, device)
         # class probabilities: the shipped evaluator's, in its space; else a classifier train-evaluator made
         self.classifier = None if src.evaluator else load_classifier(dataset, cache_dir, device, resolution, channels)
@@ -59,11 +67,18 @@ class Judge:
         blob = None if data_dir else read_cache(cache, "embedding the real images and the reference again")
         saved = torch.load(io.BytesIO(blob), weights_only=True) if blob is not None else {}
         if {"test_feats", "test_labels", "reference", "radii", "test_accuracy"} <= saved.keys():
-            self.test_feats, self.test_labels, self.reference = saved["test_feats"], saved["test_labels"], saved["reference"]
+            self.test_feats, self.test_labels, self.reference = (
+                saved["test_feats"],
+                saved["test_labels"],
+                saved["reference"],
+            )
             self.radii, self.test_accuracy = saved["radii"], saved["test_accuracy"]
         else:
-            print(f"embedding the {dataset} {src.test_set} and the real-data reference in {self.space.name} (once: kept in "
-                  f"{cache_dir}/)", file=sys.stderr)
+            print(
+                f"embedding the {dataset} {src.test_set} and the real-data reference in {self.space.name} "
+                f"(once: kept in {cache_dir}/)",
+                file=sys.stderr,
+            )
             test = test or load("test")
             (self.test_feats, probs), self.test_labels = self.embed(test.images), test.labels
             # the classifier's own record on these real images (None: no classifier)
@@ -72,12 +87,24 @@ class Judge:
             train = load("train")
             pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:reference_num]
             # real training images "drawn as" their own classes: the class metrics' reference
-            self.reference = {**self.score(to_float(train.pixels[pick]), train.labels[pick] if shape.classes else None),
-                              "features": self.space.name}
+            self.reference = {
+                **self.score(to_float(train.pixels[pick]), train.labels[pick] if shape.classes else None),
+                "features": self.space.name,
+            }
             if not data_dir and Path(cache_dir).is_dir():
-                write_cache(cache, lambda f: torch.save({"test_feats": self.test_feats, "test_labels": self.test_labels,
-                                                          "reference": self.reference, "radii": self.radii,
-                                                          "test_accuracy": self.test_accuracy}, f))
+                write_cache(
+                    cache,
+                    lambda f: torch.save(
+                        {
+                            "test_feats": self.test_feats,
+                            "test_labels": self.test_labels,
+                            "reference": self.reference,
+                            "radii": self.radii,
+                            "test_accuracy": self.test_accuracy,
+                        },
+                        f,
+                    ),
+                )
         self.headline = "fid" if len(self.test_feats) >= FID_MIN_IMAGES else "kid"
         self.eval_num = self.space.eval_num  # generated images per evaluation during training (judge_for)
 
@@ -93,8 +120,12 @@ class Judge:
         class metrics."""
         feats, probs = self.embed(images)
         by_class = class_metrics(feats, probs, labels, self.test_feats, self.test_labels) if labels is not None else {}
-        return {**compare(self.test_feats, feats, probs, self.radii, self.kid_terms), **by_class,
-                "num_samples": len(images), "real_images": len(self.test_feats)}
+        return {
+            **compare(self.test_feats, feats, probs, self.radii, self.kid_terms),
+            **by_class,
+            "num_samples": len(images),
+            "real_images": len(self.test_feats),
+        }
 
     def score_generator(self, generator: Generator, num: int, seed: int = 0) -> dict[str, Any]:
         """Every metric of num images the generator draws from the noise of seed; a conditional model draws a
@@ -108,14 +139,22 @@ def judge_for(cfg: TrainConfig, device: torch.device | str) -> Judge | None:
     """The Judge of a run's evaluations (None when they are off)."""
     if not cfg.eval_every:
         return None
-    judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, device, resolution=cfg.resolution, channels=cfg.channels,
-                  features=cfg.features)
+    judge = Judge(
+        cfg.dataset,
+        cfg.cache_dir,
+        cfg.data_dir,
+        device,
+        resolution=cfg.resolution,
+        channels=cfg.channels,
+        features=cfg.features,
+    )
     judge.eval_num = cfg.eval_num or judge.eval_num
     return judge
 
 
-def evaluate_generator(generator: Generator, num: int = 10_000, seed: int = 0, cas_num: int = 0,
-                       features: str | None = None) -> dict[str, Any]:
+def evaluate_generator(
+    generator: Generator, num: int = 10_000, seed: int = 0, cas_num: int = 0, features: str | None = None
+) -> dict[str, Any]:
     """Score num samples of the generator (fixed seed: repeatable), with the real-data reference; with cas_num also
     the Classification Accuracy Score from that many generated images (conditional models). features: the
     feature space (default: the run's --features)."""
@@ -123,19 +162,36 @@ def evaluate_generator(generator: Generator, num: int = 10_000, seed: int = 0, c
     if num < 2:
         raise UsageError(f"--num must be at least 2 to estimate covariances, not {num}")
     if cas_num and not generator.conditional:
-        raise UsageError("--cas needs a conditional checkpoint (--conditional on): it trains a classifier on "
-                         "generated images labelled by the class they were drawn as")
-    judge = Judge(cfg.dataset, cfg.cache_dir, cfg.data_dir, next(generator.module.parameters()).device,
-                  resolution=cfg.resolution, channels=cfg.channels, features=features or cfg.features)
-    return {**judge.score_generator(generator, num, seed), "step": generator.step, "dataset": cfg.dataset,
-            "features": judge.space.name, "features_about": judge.space.about, "headline": judge.headline,
-            "classifier": judge.classifier.name if judge.classifier else None,
-            "classifier_accuracy": judge.test_accuracy, "real_reference": judge.reference,
-            **(classification_accuracy_score(generator, cas_num, seed) if cas_num else {})}
+        raise UsageError(
+            "--cas needs a conditional checkpoint (--conditional on): it trains a classifier on "
+            "generated images labelled by the class they were drawn as"
+        )
+    judge = Judge(
+        cfg.dataset,
+        cfg.cache_dir,
+        cfg.data_dir,
+        next(generator.module.parameters()).device,
+        resolution=cfg.resolution,
+        channels=cfg.channels,
+        features=features or cfg.features,
+    )
+    return {
+        **judge.score_generator(generator, num, seed),
+        "step": generator.step,
+        "dataset": cfg.dataset,
+        "features": judge.space.name,
+        "features_about": judge.space.about,
+        "headline": judge.headline,
+        "classifier": judge.classifier.name if judge.classifier else None,
+        "classifier_accuracy": judge.test_accuracy,
+        "real_reference": judge.reference,
+        **(classification_accuracy_score(generator, cas_num, seed) if cas_num else {}),
+    }
 
 
-def classification_accuracy_score(generator: Generator, num: int = 60_000, seed: int = 0,
-                                  epochs: int = CAS_EPOCHS) -> dict[str, Any]:
+def classification_accuracy_score(
+    generator: Generator, num: int = 60_000, seed: int = 0, epochs: int = CAS_EPOCHS
+) -> dict[str, Any]:
     """Ravuri & Vinyals 2019: a fresh classifier (the evaluator's architecture and schedule) trained only on num
     generated images labelled by the class they were drawn as, scored on the real test set (the hold-out for the
     emoji or a folder); beside the same classifier trained on as many real training images (all of them, if
@@ -143,45 +199,65 @@ def classification_accuracy_score(generator: Generator, num: int = 60_000, seed:
     time: the CPU training is deterministic)."""
     cfg = generator.config
     src = source(cfg.dataset)
-    train, test = (src.load(split, cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir) for split in ("train", "test"))
+    train, test = (
+        src.load(split, cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir) for split in ("train", "test")
+    )
     num_real = min(num, len(train))
     epochs = classifier_epochs(src, num_real, fixed=epochs, least=epochs)
     labels, classes = generator.labels(num), len(train.shape.classes)
-    fake = fit_classifier(generator.draw(generator.noise(num, seed), labels), labels, epochs, desc="CAS: generated",
-                          classes=classes)
+    assert labels is not None  # refused above for an unconditional model
+    fake = fit_classifier(
+        generator.draw(generator.noise(num, seed), labels), labels, epochs, desc="CAS: generated", classes=classes
+    )
     cache = Path(cfg.cache_dir) / f"cas-real-{src.tag(cfg.resolution, cfg.channels, train)}-{num_real}-{epochs}.json"
     blob = None if cfg.data_dir else read_cache(cache, "training the real-data classifier again")
     if blob is not None:
         real = json.loads(blob)["accuracy"]
     else:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:num_real]
-        real = accuracy(fit_classifier(to_float(train.pixels[pick]), train.labels[pick], epochs, desc="CAS: real",
-                                       classes=classes), test)
+        real = accuracy(
+            fit_classifier(to_float(train.pixels[pick]), train.labels[pick], epochs, desc="CAS: real", classes=classes),
+            test,
+        )
         if not cfg.data_dir and Path(cfg.cache_dir).is_dir():
             write_cache(cache, lambda f: f.write(json.dumps({"accuracy": real}).encode()))
-    return {"cas": accuracy(fake, test), "cas_real": real, "cas_num": num, "cas_real_num": num_real,
-            "cas_epochs": epochs}
+    return {
+        "cas": accuracy(fake, test),
+        "cas_real": real,
+        "cas_num": num,
+        "cas_real_num": num_real,
+        "cas_epochs": epochs,
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:
     ref = result["real_reference"]
     real = source(result["dataset"]).test_set
-    lines = [f"{result['num_samples']} samples from step {result['step']} vs {result['real_images']} {result['dataset']} "
-             f"{real}, in {result['features_about']} ({result['features']}; not Inception features: compare only "
-             f"with figures of the same space). Headline: {result['headline'].upper()}"
-             + ("" if result["headline"] == "fid" else f" (fewer than {FID_MIN_IMAGES} real images: FID is biased)"),
-             f"{'metric':<18}{'model':>12}{'real data':>12}   (real data: {ref['num_samples']} training images)"]
+    lines = [
+        f"{result['num_samples']} samples from step {result['step']} vs {result['real_images']} {result['dataset']} "
+        f"{real}, in {result['features_about']} ({result['features']}; not Inception features: compare only "
+        f"with figures of the same space). Headline: {result['headline'].upper()}"
+        + ("" if result["headline"] == "fid" else f" (fewer than {FID_MIN_IMAGES} real images: FID is biased)"),
+        f"{'metric':<18}{'model':>12}{'real data':>12}   (real data: {ref['num_samples']} training images)",
+    ]
     for key in KEYS + CLASS_KEYS:
         if result.get(key) is not None:
             fmt = (lambda v: f"{v:12d}") if key == "classes_covered" else (lambda v: f"{v:12.4f}")
             lines.append(f"{key:<18}{fmt(result[key])}{fmt(ref[key]) if ref.get(key) is not None else '':>12}")
     if "per_class_accuracy" in result:
-        lines.append(f"{'per class':<18}" + " ".join(f"{a:.3f}" for a in result["per_class_accuracy"])
-                     + "   (real data: " + " ".join(f"{a:.3f}" for a in ref.get("per_class_accuracy", [])) + ")")
+        lines.append(
+            f"{'per class':<18}"
+            + " ".join(f"{a:.3f}" for a in result["per_class_accuracy"])
+            + "   (real data: "
+            + " ".join(f"{a:.3f}" for a in ref.get("per_class_accuracy", []))
+            + ")"
+        )
     if "class_histogram" in result:
         lines.append(f"{'class histogram':<18}{result['class_histogram']}")
     if "cas" in result:
-        lines.append(f"{'CAS':<18}{result['cas']:12.4f}{result['cas_real']:12.4f}   (accuracy on the real {real} of "
-                     f"a classifier trained on {result['cas_num']} generated vs {result['cas_real_num']} real images, "
-                     f"{result['cas_epochs']} epochs)")
+        lines.append(
+            f"{'CAS':<18}{result['cas']:12.4f}{result['cas_real']:12.4f}   (accuracy on the real {real} of "
+            f"a classifier trained on {result['cas_num']} generated vs {result['cas_real_num']} real images, "
+            f"{result['cas_epochs']} epochs)"
+        )
     return "\n".join(lines)

@@ -2,14 +2,26 @@
 recall, density and coverage, and the class statistics of a classifier's probabilities. The features are those of
 the space the data chose (features.py), never Inception's: the figures compare between runs in the same space only.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import torch
 
-KEYS = ("fid", "kid", "kid_std", "inception_score", "precision", "recall", "density", "coverage",
-        "classes_covered", "class_kl", "mean_confidence")
+KEYS = (
+    "fid",
+    "kid",
+    "kid_std",
+    "inception_score",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "classes_covered",
+    "class_kl",
+    "mean_confidence",
+)
 CLASS_KEYS = ("class_accuracy", "intra_fid")  # for images drawn as a given class (conditional models)
 CSV_KEYS = KEYS + CLASS_KEYS
 
@@ -45,17 +57,26 @@ def kid_real_terms(real: torch.Tensor, size: int, subsets: int = 100, seed: int 
     return torch.stack([_off_diagonal_mean(_cubic(real[i], real[i])) for i in _subsets(len(real), size, subsets, seed)])
 
 
-def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, size: int = 1000, seed: int = 0,
-        real_terms: dict[int, torch.Tensor] | None = None) -> tuple[float, float]:
+def kid(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    subsets: int = 100,
+    size: int = 1000,
+    seed: int = 0,
+    real_terms: dict[int, torch.Tensor] | None = None,
+) -> tuple[float, float]:
     """Unbiased MMD^2 with the cubic polynomial kernel (x.y/d + 1)^3: (mean, std) over random subsets (real and
     fake subsets drawn from their own streams; real_terms: a cache of kid_real_terms by subset size)."""
     size = min(size, len(real), len(fake))
     terms = real_terms if real_terms is not None else {}
     if size not in terms:
         terms[size] = kid_real_terms(real, size, subsets, seed)
-    values = [terms[size][s] + _off_diagonal_mean(_cubic(fake[j], fake[j])) - 2 * _cubic(real[i], fake[j]).mean()
-              for s, (i, j) in enumerate(zip(_subsets(len(real), size, subsets, seed),
-                                              _subsets(len(fake), size, subsets, seed + 1)))]
+    values = [
+        terms[size][s] + _off_diagonal_mean(_cubic(fake[j], fake[j])) - 2 * _cubic(real[i], fake[j]).mean()
+        for s, (i, j) in enumerate(
+            zip(_subsets(len(real), size, subsets, seed), _subsets(len(fake), size, subsets, seed + 1))
+        )
+    ]
     v = torch.stack(values).double()
     return v.mean().item(), v.std().item()
 
@@ -70,7 +91,9 @@ def _kth_neighbour_radius(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.T
     return torch.cat(out)
 
 
-def _within(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+def _within(
+    points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(len(points), ) count of balls B(centre, radius) each point falls in; and per-centre hit flags."""
     counts = []
     hit = torch.zeros(len(centres), dtype=torch.bool)
@@ -86,13 +109,19 @@ def real_radii(real: torch.Tensor, k_pr: int = 3, k_dc: int = 5) -> tuple[torch.
     set of k images or fewer, as a tiny folder's hold-out: the farthest other one)."""
     real = real.float()
     k_pr, k_dc = min(k_pr, len(real) - 1), min(k_dc, len(real) - 1)
-    near = torch.cat([torch.cdist(part, real).topk(max(k_pr, k_dc) + 1, largest=False).values
-                      for part in real.split(2048)])
+    near = torch.cat(
+        [torch.cdist(part, real).topk(max(k_pr, k_dc) + 1, largest=False).values for part in real.split(2048)]
+    )
     return near[:, k_pr], near[:, k_dc]
 
 
-def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, k_pr: int = 3, k_dc: int = 5,
-                                      radii: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+def precision_recall_density_coverage(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    k_pr: int = 3,
+    k_dc: int = 5,
+    radii: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, float]:
     """Kynkäänniemi et al. 2019 precision/recall (k=3) and Naeem et al. 2020 density/coverage (k=5)."""
     real, fake = real.float(), fake.float()
     r_real, r_dc = radii if radii is not None else real_radii(real, k_pr, k_dc)
@@ -100,8 +129,12 @@ def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, k_
     in_real, _ = _within(fake, real, r_real)
     in_fake, _ = _within(real, fake, r_fake)
     counts, covered = _within(fake, real, r_dc)
-    return {"precision": (in_real > 0).double().mean().item(), "recall": (in_fake > 0).double().mean().item(),
-            "density": counts.double().sum().item() / (k_dc * len(fake)), "coverage": covered.double().mean().item()}
+    return {
+        "precision": (in_real > 0).double().mean().item(),
+        "recall": (in_fake > 0).double().mean().item(),
+        "density": counts.double().sum().item() / (k_dc * len(fake)),
+        "coverage": covered.double().mean().item(),
+    }
 
 
 def class_statistics(probs: torch.Tensor | None) -> dict[str, Any]:
@@ -118,30 +151,51 @@ def class_statistics(probs: torch.Tensor | None) -> dict[str, Any]:
     # A class counts as covered when it gets at least a tenth of its fair share of the samples.
     covered = int((share >= 0.1 / c).sum())
     kl = (share[share > 0] * (share[share > 0] * c).log()).sum().item()
-    return {"inception_score": score, "classes_covered": covered, "class_kl": kl,
-            "mean_confidence": probs.max(1).values.double().mean().item(), "class_histogram": hist.tolist()}
+    return {
+        "inception_score": score,
+        "classes_covered": covered,
+        "class_kl": kl,
+        "mean_confidence": probs.max(1).values.double().mean().item(),
+        "class_histogram": hist.tolist(),
+    }
 
 
-def compare(real_feats: torch.Tensor, fake_feats: torch.Tensor, fake_probs: torch.Tensor | None,
-            radii: tuple[torch.Tensor, torch.Tensor] | None = None,
-            kid_terms: dict[int, torch.Tensor] | None = None) -> dict[str, Any]:
+def compare(
+    real_feats: torch.Tensor,
+    fake_feats: torch.Tensor,
+    fake_probs: torch.Tensor | None,
+    radii: tuple[torch.Tensor, torch.Tensor] | None = None,
+    kid_terms: dict[int, torch.Tensor] | None = None,
+) -> dict[str, Any]:
     """Every metric of the fake set against the real (test) set (radii, kid_terms: the real set's, if known)."""
     k_mean, k_std = kid(real_feats, fake_feats, real_terms=kid_terms)
-    return {"fid": frechet_distance(*gaussian(real_feats), *gaussian(fake_feats)), "kid": k_mean, "kid_std": k_std,
-            **precision_recall_density_coverage(real_feats, fake_feats, radii=radii), **class_statistics(fake_probs)}
+    return {
+        "fid": frechet_distance(*gaussian(real_feats), *gaussian(fake_feats)),
+        "kid": k_mean,
+        "kid_std": k_std,
+        **precision_recall_density_coverage(real_feats, fake_feats, radii=radii),
+        **class_statistics(fake_probs),
+    }
 
 
-def class_metrics(feats: torch.Tensor, probs: torch.Tensor | None, labels: torch.Tensor, test_feats: torch.Tensor,
-                  test_labels: torch.Tensor) -> dict[str, Any]:
+def class_metrics(
+    feats: torch.Tensor,
+    probs: torch.Tensor | None,
+    labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    test_labels: torch.Tensor,
+) -> dict[str, Any]:
     """For images meant to be of the classes in labels: the share a classifier (probs) classifies as that class
     (overall and per class), and the intra-class FID: the mean over classes of the FID between that class's
     images and that class's test images (classes with fewer than two test images left out). A generator that
     ignores its label scores about 1/classes and a large intra-class FID."""
     classes = [c for c in range(int(labels.max()) + 1) if (test_labels == c).sum() >= 2 and (labels == c).sum() >= 2]
     intra = [frechet_distance(*gaussian(test_feats[test_labels == c]), *gaussian(feats[labels == c])) for c in classes]
-    out = {"intra_fid": sum(intra) / len(intra)} if intra else {}
+    out: dict[str, Any] = {"intra_fid": sum(intra) / len(intra)} if intra else {}
     if probs is not None:
         hit = probs.argmax(1) == labels
-        out.update(class_accuracy=hit.double().mean().item(),
-                   per_class_accuracy=[hit[labels == c].double().mean().item() for c in range(probs.shape[1])])
+        out.update(
+            class_accuracy=hit.double().mean().item(),
+            per_class_accuracy=[hit[labels == c].double().mean().item() for c in range(probs.shape[1])],
+        )
     return out

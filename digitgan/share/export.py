@@ -1,6 +1,7 @@
 """Sharing a trained generator: a folder with generator.onnx (for any ONNX runtime), generator.safetensors and
-generator.json (for PyTorch: digitgan.load reads them), the run's record, and a static page (digitgan/share/web/) that draws
-digits in the browser with onnxruntime-web. `serve` shows such a folder on a local web server."""
+generator.json (for PyTorch: digitgan.load reads them), the run's record, and a static page (web/) that draws its
+pictures in the browser with onnxruntime-web. `serve` shows such a folder on a local web server."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,9 @@ import os
 import shutil
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -69,14 +71,23 @@ def export_onnx(generator: torch.nn.Module, z_dim: int, conditional: bool, path:
     args = (torch.zeros(2, z_dim),) + ((torch.zeros(2, dtype=torch.long),) if conditional else ())
     shapes = {"z": {0: batch}, **({"label": {0: batch}} if conditional else {})}
     with _exporter_quiet():
-        program = torch.onnx.export(model, args, dynamo=True, opset_version=18, dynamic_shapes=shapes,
-                                    input_names=["z", *(["label"] if conditional else [])], output_names=["images"],
-                                    verbose=False)
+        program = torch.onnx.export(
+            model,
+            args,
+            dynamo=True,
+            opset_version=18,
+            dynamic_shapes=shapes,
+            input_names=["z", *(["label"] if conditional else [])],
+            output_names=["images"],
+            verbose=False,
+        )
+    assert program is not None  # the dynamo exporter returns its program
     atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))
 
 
-def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: bool = False,
-           force: bool = False) -> Path:
+def export(
+    out: str, checkpoint_dir: str, checkpoint: str | None = None, best: bool = False, force: bool = False
+) -> Path:
     """Write the folder: model files, the page with its runtime, and the run's record."""
     dest = Path(out)
     if dest.exists() and not dest.is_dir():
@@ -84,12 +95,16 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise UsageError(f"--out {dest}/ is not empty: pass --force to write over what is there, or another --out")
     if checkpoint and Path(checkpoint).suffix != ".pt":
-        raise UsageError(f"--checkpoint {checkpoint}: export reads a training checkpoint (.pt), which holds the "
-                         f"run's fixed noise too")
+        raise UsageError(
+            f"--checkpoint {checkpoint}: export reads a training checkpoint (.pt), which holds the "
+            f"run's fixed noise too"
+        )
     missing = [f for f in RUNTIME_FILES if not (RUNTIME / f).is_file()]
     if missing:
-        raise UsageError(f"the page's runtime (onnxruntime-web, pinned in {WEB}/package-lock.json) is not installed: "
-                         f"run `npm ci --prefix {WEB}` (`make site` in a checkout), then export again")
+        raise UsageError(
+            f"the page's runtime (onnxruntime-web, pinned in {WEB}/package-lock.json) is not installed: "
+            f"run `npm ci --prefix {WEB}` (`make site` in a checkout), then export again"
+        )
     generator, cfg, step, state = load_generator(checkpoint_dir, checkpoint, "cpu", best, with_state=True)
     conditional, shape = cfg.conditional == "on", saved_shape(state)
     dest.mkdir(parents=True, exist_ok=True)
@@ -97,17 +112,30 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
 
     # Weights for PyTorch: the sampling generator as trained (unfolded), with what rebuilds it
     from safetensors.torch import save as safetensors_bytes
+
     weights = {k: v.contiguous() for k, v in state.get("generator_ema", state["generator"]).items()}
     atomic_write(dest / "generator.safetensors", lambda f: f.write(safetensors_bytes(weights)))
     run_dir, sample_dir = Path(cfg.checkpoint_dir), Path(cfg.sample_dir)
     record = {k: _record(run_dir / k, read_record, None) for k in ("real_reference.json", "best.json")}
-    scored = [{k: v for k, v in r.items() if v != ""} for r in _record(run_dir / "metrics.csv", read_rows, [])
-              if r.get("fid", "") != "" and r["step"] <= step]
-    info = {"format": "dcgan-generator/1", "step": step, "config": dataclasses.asdict(cfg), "conditional": conditional,
-            "classes": list(shape.classes), "shape": shape.to_dict(), "resolution": shape.resolution,
-            "channels": shape.channels, "inputs": ["z", "label"] if conditional else ["z"],
-            "metrics": scored[-1] if scored else None, "reference": record.get("real_reference.json"),
-            "best": record.get("best.json")}
+    scored = [
+        {k: v for k, v in r.items() if v != ""}
+        for r in _record(run_dir / "metrics.csv", read_rows, [])
+        if r.get("fid", "") != "" and r["step"] <= step
+    ]
+    info = {
+        "format": "dcgan-generator/1",
+        "step": step,
+        "config": dataclasses.asdict(cfg),
+        "conditional": conditional,
+        "classes": list(shape.classes),
+        "shape": shape.to_dict(),
+        "resolution": shape.resolution,
+        "channels": shape.channels,
+        "inputs": ["z", "label"] if conditional else ["z"],
+        "metrics": scored[-1] if scored else None,
+        "reference": record.get("real_reference.json"),
+        "best": record.get("best.json"),
+    }
     atomic_write(dest / "generator.json", lambda f: f.write(json.dumps(info, indent=1).encode()))
 
     # The run's record for the page: the grids by step, the curves, and the fixed noise of the grids
@@ -123,10 +151,17 @@ def export(out: str, checkpoint_dir: str, checkpoint: str | None = None, best: b
     layout = shape.grid(conditional)
     _, y = fixed_noise(cfg, torch.device("cpu"), layout)  # the grid's classes (its noise is the checkpoint's)
     z = state["fixed_noise"].float()
-    run = {**info, "grids": [{"step": s, "file": f"grids/{p.name}"} for s, p in found],
-           "fixed": {"z": z.flatten().tolist(), "labels": None if y is None else y.tolist(), "n": len(z),
-                     "cols": layout.cols},
-           "files": {n: (dest / n).is_file() for n in pictures}}
+    run = {
+        **info,
+        "grids": [{"step": s, "file": f"grids/{p.name}"} for s, p in found],
+        "fixed": {
+            "z": z.flatten().tolist(),
+            "labels": None if y is None else y.tolist(),
+            "n": len(z),
+            "cols": layout.cols,
+        },
+        "files": {n: (dest / n).is_file() for n in pictures},
+    }
     atomic_write(dest / "run.json", lambda f: f.write(json.dumps(run).encode()))
     for name in PAGE:
         shutil.copyfile(WEB / name, dest / name)
@@ -147,7 +182,8 @@ def _record(path: Path, read: Callable[[Path], Any], damaged: Any) -> Any:
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Static files from one folder (SimpleHTTPRequestHandler maps every path inside it and drops `..`), with the
     types the page needs, and no caching so that a re-export shows at once."""
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME}
+
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME}  # noqa: RUF012  # the base's
 
     def send_head(self) -> Any:
         """404 for a path that, once every link in it is resolved, lands outside the folder (the base class drops
@@ -175,7 +211,7 @@ def serve(folder: str, host: str = "127.0.0.1", port: int = 8000) -> None:
     try:
         server = http.server.ThreadingHTTPServer((host, port), handler)
     except OSError as e:
-        raise UsageError(f"cannot listen on {host}:{port} ({e.strerror}): pass another --port")
+        raise UsageError(f"cannot listen on {host}:{port} ({e.strerror}): pass another --port") from None
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {root}/ at http://{shown}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
     try:

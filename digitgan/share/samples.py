@@ -1,13 +1,14 @@
 """A trained generator loaded from a run (its newest checkpoint, best.pt, one checkpoint file, or an exported
 generator.safetensors), and samples written as a grid, arrays or a folder of pictures."""
+
 from __future__ import annotations
 
 import json
 import os
 import sys
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,13 @@ from ..training import checkpoints
 from ..training.lock import trainer
 
 
-def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint: str | None = None,
-                   device: str = "auto", best: bool = False, with_state: bool = False) -> tuple[Any, ...]:
+def load_generator(
+    checkpoint_dir: str = TrainConfig.checkpoint_dir,
+    checkpoint: str | None = None,
+    device: str = "auto",
+    best: bool = False,
+    with_state: bool = False,
+) -> tuple[Any, ...]:
     """(generator in eval mode, its config, its step) from a checkpoint file, a directory's best.pt (best), its
     newest checkpoint, or an exported generator.safetensors (with its generator.json beside it); with_state, the
     checkpoint's whole state as a fourth.
@@ -37,8 +43,10 @@ def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint:
             raise UsageError("--best and --checkpoint name two checkpoints: pass one of them")
         checkpoint = str(Path(checkpoint_dir) / "best.pt")
         if not Path(checkpoint).is_file():
-            raise UsageError(f"--best: no best.pt in {checkpoint_dir}/: it is written when training tracks quality "
-                             f"(--eval-every > 0, the default); pass --checkpoint-dir of such a run")
+            raise UsageError(
+                f"--best: no best.pt in {checkpoint_dir}/: it is written when training tracks quality "
+                f"(--eval-every > 0, the default); pass --checkpoint-dir of such a run"
+            )
     if checkpoint and Path(checkpoint).suffix == ".safetensors":
         state = _exported_state(Path(checkpoint))
     elif checkpoint:
@@ -47,36 +55,47 @@ def load_generator(checkpoint_dir: str = TrainConfig.checkpoint_dir, checkpoint:
         try:
             state = checkpoints.load(checkpoint)
         except checkpoints.Unusable as e:
-            raise UsageError(f"--checkpoint {checkpoint} cannot be used: {e}")
+            raise UsageError(f"--checkpoint {checkpoint} cannot be used: {e}") from None
     else:
         found = checkpoints.load_latest(checkpoint_dir)
         if found is None:
-            raise UsageError(f"no checkpoint in {checkpoint_dir}/: train first (`python dcgan.py`), or pass "
-                             f"--checkpoint-dir or --checkpoint")
+            raise UsageError(
+                f"no checkpoint in {checkpoint_dir}/: train first (`python dcgan.py`), or pass "
+                f"--checkpoint-dir or --checkpoint"
+            )
         state = found[0]
     if checkpoint is None or Path(checkpoint).suffix == ".pt":
         run_dir = Path(checkpoint).parent if checkpoint else Path(checkpoint_dir)
         if who := trainer(run_dir):
-            print(f"note: {run_dir}/ is being trained right now ({who}): this uses "
-                  f"{'its newest checkpoint' if not checkpoint else Path(checkpoint).name}, step {state['step']}",
-                  file=sys.stderr)
+            print(
+                f"note: {run_dir}/ is being trained right now ({who}): this uses "
+                f"{'its newest checkpoint' if not checkpoint else Path(checkpoint).name}, step {state['step']}",
+                file=sys.stderr,
+            )
     cfg = resolve({}, state["config"])
     generator, _ = build_models(cfg, saved_shape(state))
     load_weights(generator, state.get("generator_ema", state["generator"]))
-    found = prepare_for_inference(generator, cfg, pick_device(device)), cfg, state["step"]
-    return (*found, state) if with_state else found
+    loaded = prepare_for_inference(generator, cfg, pick_device(device)), cfg, state["step"]
+    return (*loaded, state) if with_state else loaded
 
 
 def _exported_state(path: Path) -> dict[str, Any]:
     """An exported generator's weights (generator.safetensors) and what rebuilds it (generator.json beside it)."""
     info = path.with_suffix(".json")
     if not path.is_file() or not info.is_file():
-        raise UsageError(f"--checkpoint {path}: an exported generator needs {path.name} and {info.name} side by "
-                         f"side (python dcgan.py export writes both)")
+        raise UsageError(
+            f"--checkpoint {path}: an exported generator needs {path.name} and {info.name} side by "
+            f"side (python dcgan.py export writes both)"
+        )
     from safetensors.torch import load_file
+
     meta = json.loads(info.read_text())
-    return {"generator": load_file(str(path)), "config": meta["config"], "step": meta["step"],
-            **({"data": {"shape": meta["shape"]}} if "shape" in meta else {})}
+    return {
+        "generator": load_file(str(path)),
+        "config": meta["config"],
+        "step": meta["step"],
+        **({"data": {"shape": meta["shape"]}} if "shape" in meta else {}),
+    }
 
 
 def _file_word(name: str) -> str:
@@ -92,19 +111,28 @@ def samples_path(out: str) -> Path:
     path = Path(out)
     if out.endswith(("/", os.sep)) or path.is_dir():
         if path.is_dir() and any(path.iterdir()):
-            raise UsageError(f"--out {out}: the folder is not empty; pass a new or empty folder, so that nothing "
-                             f"in it is overwritten")
+            raise UsageError(
+                f"--out {out}: the folder is not empty; pass a new or empty folder, so that nothing "
+                f"in it is overwritten"
+            )
         check_out_dir(path / "x.png" if path.is_dir() else path)  # the folder, or the one it goes into
         return path
     if path.suffix not in (".png", ".npy", ".npz"):
-        raise UsageError(f"--out {out}: the name must end in .png (a grid), .npy (raw images), .npz (images and "
-                         f"labels) or / (a folder of one PNG per image)")
+        raise UsageError(
+            f"--out {out}: the name must end in .png (a grid), .npy (raw images), .npz (images and "
+            f"labels) or / (a folder of one PNG per image)"
+        )
     check_out_dir(path)
     return path
 
 
-def save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor | None, nrow: int | None = None,
-                 class_names: Sequence[str] = ()) -> Path:
+def save_samples(
+    path: Path,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    nrow: int | None = None,
+    class_names: Sequence[str] = (),
+) -> Path:
     """A grid (.png, nrow images a row), the images (.npy), images and their classes (.npz: `images`,
     `labels`), or a folder of one PNG per image (00000.png, ...; 00000-<class>.png for a conditional model)."""
     if not path.suffix:
@@ -118,5 +146,5 @@ def save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor | None, 
         atomic_write(path, lambda f: np.save(f, images.numpy()))
     else:
         arrays = {"images": images.numpy(), **({"labels": labels.numpy()} if labels is not None else {})}
-        atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]  # numpy's stubs
     return path

@@ -1,6 +1,7 @@
 """Latent walks: what a generator draws on the way from one noise vector to another (a smooth morph says it
 learned a continuous space rather than a lookup table of training digits), and for a conditional model the
 "style" grid, one fixed z per column drawn as every class."""
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ def walk(cfg: TrainConfig, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) ->
     return (1 - t)[None, :, None] * a[:, None, :] + t[None, :, None] * b[:, None, :]
 
 
-def interpolate(out: str, generator: Generator, rows: int = 8, steps: int = 10, seed: int = 0,
-                fps: float = 20.0) -> list[Path]:
+def interpolate(
+    out: str, generator: Generator, rows: int = 8, steps: int = 10, seed: int = 0, fps: float = 20.0
+) -> list[Path]:
     """rows walks of steps images each as a grid (out, one walk per row), the same walks as an animated GIF going
     there and back (out with .gif), and for a conditional model the style grid (out with _style.png). A
     conditional model's row r is drawn as class r mod the number of classes. Returns the files written."""
@@ -61,8 +63,13 @@ def interpolate(out: str, generator: Generator, rows: int = 8, steps: int = 10, 
     if labels is not None:  # the style grid: a row per class as the grids have them, the same z in each column
         layout = generator.shape.grid(conditional=True)
         z = generator.noise(layout.cols, seed)
-        written.append(save_grid(generator.draw(z.repeat(layout.rows, 1), layout.labels()),
-                                 path.with_name(path.stem + "_style.png"), nrow=layout.cols))
+        written.append(
+            save_grid(
+                generator.draw(z.repeat(layout.rows, 1), layout.labels()),
+                path.with_name(path.stem + "_style.png"),
+                nrow=layout.cols,
+            )
+        )
     return written
 
 

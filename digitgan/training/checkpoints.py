@@ -8,6 +8,7 @@ never run code. What happens when one cannot be used depends on why:
 * unreadable (an I/O or permission error: the file may well be fine) or written by a newer version: UsageError,
   and nothing is touched.
 """
+
 from __future__ import annotations
 
 import io
@@ -15,8 +16,9 @@ import random
 import re
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,8 +107,10 @@ def load(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise  # pruned by a trainer since it was listed (load_latest lists again)
     except OSError as e:
-        raise UsageError(f"cannot read the checkpoint {path} ({e.strerror}); nothing was changed: check the disk "
-                         f"and the file's permissions, then run again")
+        raise UsageError(
+            f"cannot read the checkpoint {path} ({e.strerror}); nothing was changed: check the disk "
+            f"and the file's permissions, then run again"
+        ) from None
     try:
         with warnings.catch_warnings():  # torch's advice on a refused file is not for our users: _refusal says why
             warnings.simplefilter("ignore")
@@ -118,9 +122,11 @@ def load(path: str | Path) -> dict[str, Any]:
     if not isinstance(state["format"], int) or state["format"] < 1:
         raise Unusable(f"not a dcgan checkpoint (format {state['format']!r})")
     if state["format"] > FORMAT:
-        raise UsageError(f"the checkpoint {path} was written by a newer dcgan (format {state['format']}; this one "
-                         f"reads format {FORMAT}); nothing was changed: update dcgan, or pass another "
-                         f"--checkpoint-dir")
+        raise UsageError(
+            f"the checkpoint {path} was written by a newer dcgan (format {state['format']}; this one "
+            f"reads format {FORMAT}); nothing was changed: update dcgan, or pass another "
+            f"--checkpoint-dir"
+        )
     if bad := nonfinite(state):
         raise Unusable(f"it holds NaN or inf in {', '.join(bad)}: its run had diverged")
     return state
@@ -150,19 +156,26 @@ def _load_latest(directory: Path, quarantine: bool) -> tuple[dict[str, Any], Pat
             note = f" (kept as {set_aside(path).name})" if quarantine else ""
             print(f"warning: skipping checkpoint {path}: {e}{note}; trying the previous one", file=sys.stderr)
     if candidates:
-        raise UsageError(f"no usable checkpoint in {directory}/ (all {len(candidates)} failed to load); "
-                         f"pass another --checkpoint-dir, or --fresh --force to start over")
+        raise UsageError(
+            f"no usable checkpoint in {directory}/ (all {len(candidates)} failed to load); "
+            f"pass another --checkpoint-dir, or --fresh --force to start over"
+        )
     return None
 
 
 def capture_rng() -> dict[str, Any]:
     """Python's, NumPy's and torch's global random states, as tensors and plain values."""
     np_state = np.random.get_state(legacy=False)
-    state = {"python": random.getstate(),
-             "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                       "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                       "gauss": float(np_state["gauss"])},
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -172,8 +185,14 @@ def restore_rng(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
-                         "pos": n["pos"]}, "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

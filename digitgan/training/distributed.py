@@ -3,10 +3,12 @@ the global batch, and the networks' DistributedDataParallel wrappers.
 
 A plain `python dcgan.py` gets World() (one process, rank 0, no group): its methods hand everything back
 unchanged and nothing here touches torch.distributed. Under torchrun, even with one process, there is a process
-group and the networks train in their DistributedDataParallel wrappers; every rank runs the same loop on the same global batch
-indices and the same global noise (its streams are seeded alike) and keeps its slice, so the math is that of one
-process with the whole batch, and a checkpoint (written by rank 0 only) resumes on any number of processes.
+group and the networks train in their DistributedDataParallel wrappers; every rank runs the same loop on the same
+global batch indices and the same global noise (its streams are seeded alike) and keeps its slice, so the math is
+that of one process with the whole batch, and a checkpoint (written by rank 0 only) resumes on any number of
+processes.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -16,8 +18,9 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
@@ -27,13 +30,22 @@ from ..errors import UsageError
 
 T = TypeVar("T")
 # Words in the RuntimeErrors that gloo and NCCL raise when a peer is gone or silent
-TRANSPORT_WORDS = ("Connection closed", "Connection reset", "Broken pipe", "timed out", "Timed out", "Timeout",
-                   "NCCL", "gloo")
+TRANSPORT_WORDS = (
+    "Connection closed",
+    "Connection reset",
+    "Broken pipe",
+    "timed out",
+    "Timed out",
+    "Timeout",
+    "NCCL",
+    "gloo",
+)
 
 
 @dataclass(frozen=True)
 class World:
     """This process's place among the run's processes (torchrun's RANK, WORLD_SIZE, LOCAL_RANK)."""
+
     rank: int = 0
     size: int = 1
     local_rank: int = 0
@@ -58,20 +70,24 @@ class World:
     def share(self, batch: torch.Tensor) -> torch.Tensor:
         """This process's rows of a global batch (the whole batch for one process)."""
         n = len(batch) // self.size
-        return batch[self.rank * n:(self.rank + 1) * n]
+        return batch[self.rank * n : (self.rank + 1) * n]
 
     def check_batch(self, batch_size: int) -> None:
         if batch_size % self.size:
-            raise UsageError(f"--batch-size {batch_size} is the global batch and must divide evenly among the "
-                             f"{self.size} processes; pass a multiple of {self.size}")
+            raise UsageError(
+                f"--batch-size {batch_size} is the global batch and must divide evenly among the "
+                f"{self.size} processes; pass a multiple of {self.size}"
+            )
 
     def device(self, device: torch.device) -> torch.device:
         """The device of this process: its own GPU (cuda:LOCAL_RANK) when the run is on CUDA."""
         if not self.group or device.type != "cuda":
             return device
         if self.local_rank >= torch.cuda.device_count():
-            raise UsageError(f"process {self.local_rank} on this node has no GPU of its own ({torch.cuda.device_count()} "
-                             f"visible): pass --nproc_per_node {torch.cuda.device_count()} or fewer to torchrun")
+            raise UsageError(
+                f"process {self.local_rank} on this node has no GPU of its own ({torch.cuda.device_count()} "
+                f"visible): pass --nproc_per_node {torch.cuda.device_count()} or fewer to torchrun"
+            )
         torch.cuda.set_device(self.local_rank)
         return torch.device("cuda", self.local_rank)
 
@@ -142,9 +158,11 @@ def join(backend: str, timeout: float, device: str) -> World:
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend == "nccl" and (device in ("cpu", "mps") or not torch.cuda.is_available()):
-        raise UsageError("--backend nccl needs CUDA GPUs, one per process"
-                         + (f", and --device is {device}" if device in ("cpu", "mps") else ", and none is visible")
-                         + ": pass --backend gloo (or auto) to train on the CPU")
+        raise UsageError(
+            "--backend nccl needs CUDA GPUs, one per process"
+            + (f", and --device is {device}" if device in ("cpu", "mps") else ", and none is visible")
+            + ": pass --backend gloo (or auto) to train on the CPU"
+        )
     if not timeout > 0:
         raise UsageError(f"--dist-timeout must be a positive number of seconds, not {timeout}")
     size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -181,6 +199,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         mean = _Sum.apply(xf.sum(dims)) / n
         centred = xf - mean.view(shape)
         var = _Sum.apply(centred.square().sum(dims)) / n
+        assert self.running_mean is not None and self.running_var is not None and self.momentum is not None
+        assert self.num_batches_tracked is not None  # global_batchnorms made it so
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             self.running_mean.lerp_(mean, self.momentum)
@@ -232,6 +252,7 @@ def data_parallel(model: nn.Module) -> nn.Module:
     processes. Buffers are not broadcast: the global statistics keep every rank's running statistics equal, and
     broadcasting between D's two forward passes before one backward breaks autograd (pytorch/pytorch#175024)."""
     from torch.nn.parallel import DistributedDataParallel
+
     global_batchnorms(model)
     device = next(model.parameters()).device
     # A weight with one input channel (D's first conv) is both contiguous and channels_last: DDP warns that its
@@ -239,8 +260,11 @@ def data_parallel(model: nn.Module) -> nn.Module:
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # torch >= 2.13 renames broadcast_buffers; its forward_sync_buffers=False still syncs once at the start,
     # harmless here (every rank starts from the same buffers)
-    off = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-           else {"broadcast_buffers": False})
+    off: dict[str, Any] = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        else {"broadcast_buffers": False}
+    )
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **off)
 
 
@@ -271,4 +295,5 @@ def add_mean_over_processes(params: list[torch.Tensor], grads: tuple[torch.Tenso
         flat /= torch.distributed.get_world_size()
         grads = flat.split([g.numel() for g in grads])
     for p, g in zip(params, grads):
+        assert p.grad is not None  # the loss's backward made it
         p.grad.add_(g.view_as(p.grad))

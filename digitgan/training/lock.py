@@ -5,6 +5,7 @@ whole group) from before it reads the directory until it ends. The OS drops it w
 dies, so a `kill -9` never leaves a stale lock behind. The file also says who holds it (pid, host, since when),
 which a second trainer names in its refusal and readers (sample, evaluate, export) mention in a note.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,16 +36,24 @@ class RunLock:
         except BlockingIOError:
             who = _describe(_read(fd))
             os.close(fd)
-            raise UsageError(f"{run_dir}/ is being trained by {who}; nothing was changed: two trainers in one run "
-                             f"directory would mix two runs. Wait for it to finish (or stop it with Ctrl-C: it saves "
-                             f"a checkpoint and this command then resumes), or pass another --checkpoint-dir")
+            raise UsageError(
+                f"{run_dir}/ is being trained by {who}; nothing was changed: two trainers in one run "
+                f"directory would mix two runs. Wait for it to finish (or stop it with Ctrl-C: it saves "
+                f"a checkpoint and this command then resumes), or pass another --checkpoint-dir"
+            ) from None
         self._fd, self._named = fd, False
 
     def name_holder(self) -> None:
         """Write who holds the lock into it: once the run is sure to train, so that a run refused for bad input
         leaves even the lock file as it was."""
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "processes": int(os.environ.get("WORLD_SIZE", "1"))}
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        }
+        if self._fd is None:
+            return
         with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, its holder goes unnamed
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, json.dumps(holder).encode() + b"\n", 0)

@@ -1,6 +1,7 @@
 """The training loop, read top to bottom: set up, loop (update, log, sample, save), finish. Everything a checkpoint
 holds lives in state.TrainState, what is minimised in objective.Objective, the update steps in steps.py, the run
 directory's records in records.RunRecords."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,9 +10,10 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -45,7 +47,7 @@ class StopRequest:
         self.escalate = escalate  # off under torchrun: it passes a Ctrl-C on to processes that had it already
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
@@ -71,13 +73,15 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         model.train(was_training)
 
 
-def nothing_to_train(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> str | None:
+def nothing_to_train(cfg: TrainConfig, saved: dict[str, Any], path: Path | None) -> str | None:
     """Why a rerun has nothing to train (the steps are reached, or the time budget is spent), or None."""
     if saved["step"] >= cfg.steps:
         return f"nothing to train: {path} is at step {saved['step']} and --steps is {cfg.steps}; raise --steps to go on"
     if cfg.minutes and saved["elapsed"] >= 60 * cfg.minutes:
-        return (f"the time budget of {cfg.minutes:g} minutes is spent ({saved['elapsed'] / 60:.2f} minutes trained, "
-                f"up to step {saved['step']} in {path}); raise --minutes, or pass --minutes 0 for no limit")
+        return (
+            f"the time budget of {cfg.minutes:g} minutes is spent ({saved['elapsed'] / 60:.2f} minutes trained, "
+            f"up to step {saved['step']} in {path}); raise --minutes, or pass --minutes 0 for no limit"
+        )
     return None
 
 
@@ -86,19 +90,23 @@ def health(means: list[float], d_won_steps: int, cfg: TrainConfig, step: int) ->
     if not all(math.isfinite(m) for m in means):
         return f"a loss became NaN or inf by step {step}"
     if d_won_steps >= cfg.collapse_steps:
-        return (f"the discriminator has won outright (D loss < {D_WINS_LOSS}) for {d_won_steps} steps, so the "
-                f"generator learns nothing")
+        return (
+            f"the discriminator has won outright (D loss < {D_WINS_LOSS}) for {d_won_steps} steps, so the "
+            f"generator learns nothing"
+        )
     return None
 
 
-def stopped(problem: str, last_ckpt: Path | None, advice: str,
-            kind: type[TrainingStopped] = TrainingStopped) -> TrainingStopped:
+def stopped(
+    problem: str, last_ckpt: Path | None, advice: str, kind: type[TrainingStopped] = TrainingStopped
+) -> TrainingStopped:
     last = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was saved"
     return kind(f"{problem}; {last}. {advice}")
 
 
-def setup(overrides: dict[str, Any], fresh: bool, force: bool, world: World,
-          lock: RunLock) -> tuple[TrainConfig, dict[str, Any] | None, Path | None, str | None]:
+def setup(
+    overrides: dict[str, Any], fresh: bool, force: bool, world: World, lock: RunLock
+) -> tuple[TrainConfig, dict[str, Any] | None, Path | None, str | None]:
     """The run's config, the checkpoint it resumes from and its path, and why there is nothing to train (or
     None); makes the run's directories and takes the run's lock before it reads them, and for --fresh moves an
     earlier run aside."""
@@ -158,6 +166,7 @@ class Clock:
 @dataclass(frozen=True)
 class Due:
     """What the loop does after a step."""
+
     row: bool  # read the means back, check the run's health, write a CSV row
     evaluate: bool  # score the sampling generator (rank 0)
     grid: bool  # draw the fixed noise's grid
@@ -165,13 +174,14 @@ class Due:
     stop: bool  # the last step of this session
 
     @staticmethod
-    def at(cfg: TrainConfig, step: int, out_of_time: bool, stop_signal: int | None) -> "Due":
+    def at(cfg: TrainConfig, step: int, out_of_time: bool, stop_signal: int | None) -> Due:
         finished = step == cfg.steps or out_of_time
         stop = finished or stop_signal is not None
         save = step % cfg.checkpoint_every == 0 or stop
         evaluate = bool(cfg.eval_every) and (step % cfg.eval_every == 0 or finished)
-        return Due(step % cfg.log_every == 0 or save or evaluate, evaluate, step % cfg.sample_every == 0 or stop,
-                   save, stop)
+        return Due(
+            step % cfg.log_every == 0 or save or evaluate, evaluate, step % cfg.sample_every == 0 or stop, save, stop
+        )
 
 
 class Saver:
@@ -194,17 +204,21 @@ class Saver:
         try:
             yield
         except WriteError as e:
-            raise self.stopped(str(e), f"Free some space in {e.path.parent}/ (or make it writable), then run the "
-                               f"same command again to resume") from None
+            raise self.stopped(
+                str(e),
+                f"Free some space in {e.path.parent}/ (or make it writable), then run the same command again to resume",
+            ) from None
         except RuntimeError as e:
             if (why := world.lost(e)) is None:
                 raise
-            raise self.stopped(f"another process of this run failed or stopped answering ({why})",
-                               "Run the same command again to resume", ProcessLost) from None
+            raise self.stopped(
+                f"another process of this run failed or stopped answering ({why})",
+                "Run the same command again to resume",
+                ProcessLost,
+            ) from None
 
 
-def read_row(state: TrainState, meter: Meter, clock: Clock, world: World, saver: Saver,
-             save: bool) -> dict[str, Any]:
+def read_row(state: TrainState, meter: Meter, clock: Clock, world: World, saver: Saver, save: bool) -> dict[str, Any]:
     """The CSV row of this step: the means read back, after checking the run's health (and at a save step that
     the weights are finite, before anything draws from them); a sick run stops here."""
     means, count = meter.read(world)
@@ -213,28 +227,40 @@ def read_row(state: TrainState, meter: Meter, clock: Clock, world: World, saver:
     if problem is None and save and (bad := state.nonfinite()):
         problem = f"the {' and '.join(bad)} became NaN or inf by step {state.step}"
     if problem:
-        raise saver.stopped(problem, "Rerun with a lower --lr-d or --lr-g to resume from it with them, or start "
-                            "over with another --seed (--fresh --force)")
+        raise saver.stopped(
+            problem,
+            "Rerun with a lower --lr-d or --lr-g to resume from it with them, or start "
+            "over with another --seed (--fresh --force)",
+        )
     seconds, rate = clock.lap(state.step)
-    row = {"step": state.step, "seconds": seconds, **dict(zip(METERED, means)), "lr_d": state.opt_d.param_groups[0]["lr"],
-           "lr_g": state.opt_g.param_groups[0]["lr"], "it_per_s": rate}
+    row = {
+        "step": state.step,
+        "seconds": seconds,
+        **dict(zip(METERED, means)),
+        "lr_d": state.opt_d.param_groups[0]["lr"],
+        "lr_g": state.opt_g.param_groups[0]["lr"],
+        "it_per_s": rate,
+    }
     return {**row, "augment_p": row["augment_p"] if state.cfg.augment != "off" else ""}
 
 
-def evaluate_and_keep_best(judge: Judge, state: TrainState, records: RunRecords, row: dict[str, Any],
-                           say: Callable[[str], None]) -> None:
+def evaluate_and_keep_best(
+    judge: Judge, state: TrainState, records: RunRecords, row: dict[str, Any], say: Callable[[str], None]
+) -> None:
     """Score the sampling generator into the row; a new lowest headline figure (FID, or KID on small data) writes
     best.pt and best.json."""
     scores = evaluate(judge, state)
     row.update({k: scores[k] for k in CSV_KEYS if scores.get(k) is not None})
     key, ref = judge.headline, judge.reference
     classes = f", {scores['classes_covered']} classes" if "classes_covered" in scores else ""
-    say(f"step {state.step}: {key.upper()} {scores[key]:.{2 if key == 'fid' else 4}f} (real data: "
+    say(
+        f"step {state.step}: {key.upper()} {scores[key]:.{2 if key == 'fid' else 4}f} (real data: "
         f"{ref[key]:.{2 if key == 'fid' else 4}f}), precision {scores['precision']:.3f}, recall "
-        f"{scores['recall']:.3f}{classes}")
+        f"{scores['recall']:.3f}{classes}"
+    )
     best = state.best  # comparable when of the same figure in the same space (a best from before spaces: digits)
     comparable = best is not None and key in best and best.get("features", judge.space.name) == judge.space.name
-    if math.isfinite(scores[key]) and (not comparable or scores[key] < best[key]):
+    if math.isfinite(scores[key]) and (best is None or not comparable or scores[key] < best[key]):
         state.best = {"step": state.step, key: scores[key], "features": judge.space.name}
         state.elapsed = row["seconds"]
         records.best(state.state_dict())
@@ -253,33 +279,60 @@ def draw_grid(state: TrainState, records: RunRecords) -> None:
         records.grid(state.step, call(G_show, state.fixed_z, state.fixed_y), state.layout)
 
 
-def report(state: TrainState, clock: Clock, start_step: int, board_seconds: float, saver: Saver,
-           out_of_time: bool, stop_signal: int | None) -> None:
+def report(
+    state: TrainState,
+    clock: Clock,
+    start_step: int,
+    board_seconds: float,
+    saver: Saver,
+    out_of_time: bool,
+    stop_signal: int | None,
+) -> None:
     """The session's closing lines: what the records cost, and why it ended."""
     cfg = state.cfg
     trained = clock.seconds() - clock.before
     if clock.pauses or board_seconds:
-        print(f"records: {clock.pauses} evaluations took {clock.paused:.1f} s ({100 * clock.paused / trained:.1f} % "
-              f"of this session's {trained:.0f} s of training), TensorBoard {board_seconds:.2f} s "
-              f"({100 * board_seconds / trained:.2f} %)", file=sys.stderr)
+        print(
+            f"records: {clock.pauses} evaluations took {clock.paused:.1f} s ({100 * clock.paused / trained:.1f} % "
+            f"of this session's {trained:.0f} s of training), TensorBoard {board_seconds:.2f} s "
+            f"({100 * board_seconds / trained:.2f} %)",
+            file=sys.stderr,
+        )
     if clock.paused > EVAL_SHARE_HINT * trained and clock.pauses > 1:
-        print(f"note: the evaluations cost more than {EVAL_SHARE_HINT:.0%} of the training time; pass a larger "
-              f"--eval-every (now {cfg.eval_every}) or a smaller --eval-num to train faster", file=sys.stderr)
+        print(
+            f"note: the evaluations cost more than {EVAL_SHARE_HINT:.0%} of the training time; pass a larger "
+            f"--eval-every (now {cfg.eval_every}) or a smaller --eval-num to train faster",
+            file=sys.stderr,
+        )
     if out_of_time:
-        print(f"time limit: stopped after {cfg.minutes} minutes of training at step {state.step}, saved "
-              f"{saver.last}", file=sys.stderr)
+        print(
+            f"time limit: stopped after {cfg.minutes} minutes of training at step {state.step}, saved {saver.last}",
+            file=sys.stderr,
+        )
     elif stop_signal is not None:
-        print(f"{signal.Signals(stop_signal).name}: stopped at step {state.step} of {cfg.steps}, saved {saver.last}. "
-              f"Run the same command again to resume.", file=sys.stderr)
+        print(
+            f"{signal.Signals(stop_signal).name}: stopped at step {state.step} of {cfg.steps}, saved {saver.last}. "
+            f"Run the same command again to resume.",
+            file=sys.stderr,
+        )
     else:
         rate = (state.step - start_step) / max(trained, 1e-9)
-        print(f"done: step {state.step} ({rate:.1f} it/s this session); checkpoint {saver.last}, grids and their "
-              f"animation progress.gif in {cfg.sample_dir}/", file=sys.stderr)
+        print(
+            f"done: step {state.step} ({rate:.1f} it/s this session); checkpoint {saver.last}, grids and their "
+            f"animation progress.gif in {cfg.sample_dir}/",
+            file=sys.stderr,
+        )
 
 
-def train(overrides: dict[str, Any] | None = None, fresh: bool = False, force: bool = False,
-          backend: str = "auto", timeout: float = 300.0) -> Path:
-    """Train to cfg.steps, resuming from the newest usable checkpoint; return the last checkpoint's path.
+def train(
+    overrides: dict[str, Any] | None = None,
+    fresh: bool = False,
+    force: bool = False,
+    backend: str = "auto",
+    timeout: float = 300.0,
+) -> Path | None:
+    """Train to cfg.steps, resuming from the newest usable checkpoint; return the last checkpoint's path (None if
+    there is none: a run stopped before its first save).
     Under torchrun, every process calls this (backend, timeout: the process group's; see distributed.py)."""
     world, lock = join(backend, timeout, (overrides or {}).get("device", TrainConfig.device)), RunLock()
     broken = False
@@ -303,8 +356,9 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
     device = world.device(pick_device(cfg.device))
     speed = speed_settings(cfg, device)
     speed.apply()
-    data = world.main_first(lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir, cfg.resolution,
-                                                 cfg.channels)).subset(cfg.train_images)
+    data = world.main_first(
+        lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir, cfg.resolution, cfg.channels)
+    ).subset(cfg.train_images)
     batches = Batches(data, cfg, device, speed)
     state = TrainState(cfg, device, speed, len(data), data.shape, world.share, data.fingerprint, data.held_out)
     objective = Objective.of(cfg, state.augmenter, speed.autocast)
@@ -313,9 +367,16 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
         if world.main:
             print(f"resuming from {last_ckpt} (step {state.step} of {cfg.steps})", file=sys.stderr)
     G_step, D_step = prepare(state.G, state.D, speed, world)
-    meter, clock, saver, start_step = Meter(device), Clock(state.elapsed, state.step), Saver(
-        cfg.checkpoint_dir, cfg.keep, last_ckpt), state.step
-    records = judge = pbar = stop_signal = None
+    meter, clock, saver, start_step = (
+        Meter(device),
+        Clock(state.elapsed, state.step),
+        Saver(cfg.checkpoint_dir, cfg.keep, last_ckpt),
+        state.step,
+    )
+    records: RunRecords | None = None  # rank 0's alone: the one process that writes the run's files
+    judge: Judge | None = None
+    pbar: tqdm | None = None
+    stop_signal: int | None = None
     out_of_time = False
     try:
         with saver.failures_as_stops(world), StopRequest(escalate=not world.group) as stop:
@@ -326,35 +387,46 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
                 if judge is not None:
                     records.reference({**judge.reference, "eval_num": judge.eval_num}, judge.headline)
             clock = Clock(state.elapsed, state.step)  # from the loop's start: a first Judge can embed for a minute
-            pbar = tqdm(total=cfg.steps, initial=state.step, unit="it", dynamic_ncols=True, mininterval=1.0,
-                        disable=not world.main)
+            pbar = tqdm(
+                total=cfg.steps,
+                initial=state.step,
+                unit="it",
+                dynamic_ncols=True,
+                mininterval=1.0,
+                disable=not world.main,
+            )
             while True:
                 # update
                 meter.add(update(state, G_step, D_step, batches, objective))
                 pbar.update(1)
-                out_of_time, stop_signal = world.agree(state.step % cfg.log_every == 0, clock.spent(cfg.minutes),
-                                                       stop.signal)
+                out_of_time, stop_signal = world.agree(
+                    state.step % cfg.log_every == 0, clock.spent(cfg.minutes), stop.signal
+                )
                 due = Due.at(cfg, state.step, out_of_time, stop_signal)
                 # log: the only host read-back
                 if due.row:
                     row = read_row(state, meter, clock, world, saver, due.save)
-                    pbar.set_postfix(D=f"{row['d_loss']:.3f}", G=f"{row['g_loss']:.3f}", Dx=f"{row['d_real']:.2f}",
-                                     DGz=f"{row['d_fake']:.2f}")
-                    if due.evaluate and judge is not None:  # on rank 0: the others wait for it
+                    pbar.set_postfix(
+                        D=f"{row['d_loss']:.3f}",
+                        G=f"{row['g_loss']:.3f}",
+                        Dx=f"{row['d_real']:.2f}",
+                        DGz=f"{row['d_fake']:.2f}",
+                    )
+                    if due.evaluate and judge is not None and records is not None:  # rank 0: the others wait
                         with clock.pause():
                             evaluate_and_keep_best(judge, state, records, row, pbar.write)
-                    if world.main:
+                    if records is not None:
                         records.log(row)
                 # sample
-                if world.main and due.grid:
+                if records is not None and due.grid:
                     draw_grid(state, records)
                 # save
-                if world.main and due.save:
+                if records is not None and due.save:
                     saver.save(state, clock)
                     records.plot(metrics=judge is not None, last=due.stop)
                 if due.stop:
                     break
-            if world.main:
+            if records is not None:
                 if stop_signal is None:
                     animate(cfg.sample_dir, up_to=state.step)
                 records.close()
@@ -364,7 +436,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
         if records is not None:
             records.close(quiet=True)  # closed already, unless the run failed
     # finish
-    if world.main:
+    if records is not None:
         report(state, clock, start_step, records.board_seconds, saver, out_of_time, stop_signal)
     world.finish()
     return saver.last

@@ -9,8 +9,8 @@ A loss is an entry of LOSSES, its D and G terms from D's logits; --loss takes it
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +31,9 @@ def _target(value: float, n: int, device: torch.device) -> torch.Tensor:
 
 def bce_d(real: Logits, fake: Logits) -> torch.Tensor:
     """The non-saturating loss of Goodfellow et al. (D: real is 1, generated is 0)."""
-    return (F.binary_cross_entropy_with_logits(real, _target(1.0, len(real), real.device))
-            + F.binary_cross_entropy_with_logits(fake, _target(0.0, len(fake), fake.device)))
+    return F.binary_cross_entropy_with_logits(
+        real, _target(1.0, len(real), real.device)
+    ) + F.binary_cross_entropy_with_logits(fake, _target(0.0, len(fake), fake.device))
 
 
 def bce_g(fake: Logits, real: Logits | None) -> torch.Tensor:
@@ -78,8 +79,7 @@ class Objective:
     amp: torch.dtype | None = None
 
     @staticmethod
-    def of(cfg: TrainConfig, augment: Callable[[torch.Tensor], torch.Tensor],
-           amp: torch.dtype | None) -> Objective:
+    def of(cfg: TrainConfig, augment: Callable[[torch.Tensor], torch.Tensor], amp: torch.dtype | None) -> Objective:
         return Objective(cfg.loss, cfg.r1, cfg.r1_every, augment, amp)
 
     @property
@@ -90,29 +90,43 @@ class Objective:
         """Whether the D step of this iteration adds the Dreg phase."""
         return self.r1 > 0 and step % self.r1_every == 0
 
-    def d_main(self, D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, y_real: torch.Tensor | None,
-               y_fake: torch.Tensor | None) -> tuple[torch.Tensor, Logits, Logits]:
+    def d_main(
+        self,
+        D: torch.nn.Module,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        y_real: torch.Tensor | None,
+        y_fake: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, Logits, Logits]:
         """Dmain: (D's loss, its logits on the real images, on the generated ones)."""
         with autocast(real.device, self.amp):
             real_logits = call(D, self.augment(real), y_real).float()
             fake_logits = call(D, self.augment(fake), y_fake).float()
         return self.terms.d(real_logits, fake_logits), real_logits, fake_logits
 
-    def d_reg(self, D: torch.nn.Module, real: torch.Tensor,
-              y_real: torch.Tensor | None) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
+    def d_reg(
+        self, D: torch.nn.Module, real: torch.Tensor, y_real: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
         """Dreg: (D's weights, the gradients of gamma/2 * r1_every * R1 in them), taken through the eager D apart
         from the loss's (compiled graphs have no double backward, and DDP's hooks would average them or not
         depending on what ran before; the update step averages them over the processes)."""
         eager = unwrapped(D)
-        params = [p for p in eager.parameters() if p.requires_grad]
+        params: list[torch.Tensor] = [p for p in eager.parameters() if p.requires_grad]
         penalty = r1_penalty(lambda x: call(eager, self.augment(x), y_real), real)
         return params, torch.autograd.grad(self.r1 / 2 * self.r1_every * penalty, params)
 
-    def g_main(self, D: torch.nn.Module, fake: torch.Tensor, y: torch.Tensor | None,
-               real: torch.Tensor | None = None, y_real: torch.Tensor | None = None) -> torch.Tensor:
+    def g_main(
+        self,
+        D: torch.nn.Module,
+        fake: torch.Tensor,
+        y: torch.Tensor | None,
+        real: torch.Tensor | None = None,
+        y_real: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Gmain: G's loss on D's view of the generated images (and of real ones, for a loss that compares)."""
         with autocast(fake.device, self.amp):
             fake_logits = call(D, self.augment(fake), y).float()
-            real_logits = (call(D, self.augment(real), y_real).float()
-                           if self.terms.g_sees_real and real is not None else None)
+            real_logits = (
+                call(D, self.augment(real), y_real).float() if self.terms.g_sees_real and real is not None else None
+            )
         return self.terms.g(fake_logits, real_logits)

@@ -7,6 +7,7 @@ fsync (one per --log-every steps): a crash can lose or cut the last few, and a r
 rows up to its checkpoint's step, dropping a cut row. TensorBoard's events are cut back the same way: a resumed
 run opens its writer with purge_step, so a reader drops what an earlier session logged after the checkpoint.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,9 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,24 +37,50 @@ from ..errors import UsageError, WriteError
 from ..quality.metrics import CSV_KEYS
 from . import checkpoints
 
-METERED = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "augment_p")  # averaged over a row's steps
-LOGGED = METERED[:6] + ("lr_d", "lr_g", "it_per_s", "augment_p")
-CSV_COLUMNS = ("step", "seconds") + LOGGED + CSV_KEYS  # seconds: of training only, evaluations left out
+METERED = (
+    "d_loss",
+    "g_loss",
+    "d_real",
+    "d_fake",
+    "grad_norm_d",
+    "grad_norm_g",
+    "augment_p",
+)  # averaged over a row's steps
+LOGGED = (*METERED[:6], "lr_d", "lr_g", "it_per_s", "augment_p")
+CSV_COLUMNS = ("step", "seconds", *LOGGED, *CSV_KEYS)  # seconds: of training only, evaluations left out
 # TensorBoard's name for each CSV column, grouped into its panels
-TB_TAGS = {"d_loss": "loss/discriminator", "g_loss": "loss/generator", "d_real": "D_output/real_D(x)",
-           "d_fake": "D_output/generated_D(G(z))", "grad_norm_d": "gradient_norm/discriminator",
-           "grad_norm_g": "gradient_norm/generator", "lr_d": "learning_rate/discriminator",
-           "lr_g": "learning_rate/generator", "it_per_s": "speed/iterations_per_second",
-           "augment_p": "augment/p",
-           **{k: f"quality/{k}" for k in CSV_KEYS}}
+TB_TAGS = {
+    "d_loss": "loss/discriminator",
+    "g_loss": "loss/generator",
+    "d_real": "D_output/real_D(x)",
+    "d_fake": "D_output/generated_D(G(z))",
+    "grad_norm_d": "gradient_norm/discriminator",
+    "grad_norm_g": "gradient_norm/generator",
+    "lr_d": "learning_rate/discriminator",
+    "lr_g": "learning_rate/generator",
+    "it_per_s": "speed/iterations_per_second",
+    "augment_p": "augment/p",
+    **{k: f"quality/{k}" for k in CSV_KEYS},
+}
 GRID_NAME = re.compile(r"^step_(\d{7,})\.png$")
 PR_PANEL = ("precision / recall / coverage", ("precision", "recall", "coverage"))
 CLASS_PANEL = ("drawn as the class asked for (conditional)", ("class_accuracy",))
-LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("mean D output: real vs generated", ("d_real", "d_fake")),
-               ("gradient norms", ("grad_norm_d", "grad_norm_g")))
+LOSS_PANELS = (
+    ("losses", ("d_loss", "g_loss")),
+    ("mean D output: real vs generated", ("d_real", "d_fake")),
+    ("gradient norms", ("grad_norm_d", "grad_norm_g")),
+)
 PLOT_EVERY = 30.0  # seconds: the curves are drawn at a checkpoint at most this often, and at a session's end
-RUN_FILES = ("config.json", "metrics.csv", "losses.png", "metrics.png", "real_reference.json", "best.pt", "best.json",
-             "tensorboard")
+RUN_FILES = (
+    "config.json",
+    "metrics.csv",
+    "losses.png",
+    "metrics.png",
+    "real_reference.json",
+    "best.pt",
+    "best.json",
+    "tensorboard",
+)
 
 
 def archive_run(run_dir: Path, force: bool) -> None:
@@ -61,9 +89,11 @@ def archive_run(run_dir: Path, force: bool) -> None:
     if not found:
         return
     if not force:
-        raise UsageError(f"--fresh: {run_dir}/ already holds {len(found)} checkpoint(s) (newest {found[-1].name}); "
-                         f"add --force to move them aside into {run_dir}/previous-<time>/, or pass an empty "
-                         f"--checkpoint-dir")
+        raise UsageError(
+            f"--fresh: {run_dir}/ already holds {len(found)} checkpoint(s) (newest {found[-1].name}); "
+            f"add --force to move them aside into {run_dir}/previous-<time>/, or pass an empty "
+            f"--checkpoint-dir"
+        )
     dest = run_dir / time.strftime("previous-%Y%m%d-%H%M%S")
     dest.mkdir()
     for p in run_dir.iterdir():
@@ -127,13 +157,13 @@ def events_damage(board_dir: Path) -> str | None:
     for f in sorted(board_dir.glob("*tfevents*")):
         data, pos = f.read_bytes(), 0
         while pos + 12 <= len(data):
-            head, (crc,) = data[pos:pos + 8], struct.unpack("<I", data[pos + 8:pos + 12])
+            head, (crc,) = data[pos : pos + 8], struct.unpack("<I", data[pos + 8 : pos + 12])
             end = pos + 12 + struct.unpack("<Q", head)[0]
             if crc != masked_crc32c(head):
                 return f"{f.name} is damaged at byte {pos} (a record's length fails its checksum)"
             if end + 4 > len(data):
                 break  # cut short
-            if struct.unpack("<I", data[end:end + 4])[0] != masked_crc32c(data[pos + 12:end]):
+            if struct.unpack("<I", data[end : end + 4])[0] != masked_crc32c(data[pos + 12 : end]):
                 return f"{f.name} is damaged at byte {pos} (a record fails its checksum)"
             pos = end + 4
     return None
@@ -156,8 +186,15 @@ def _after_earlier_events(board_dir: Path) -> None:
     files in name order, which is the second they were opened, then host and pid: a session resumed within the second
     a killed one started, by a process of lower pid, would be read first, and the reader, meeting the older file's
     steps after its own, would drop the new ones as out of order."""
-    stamps = [int(m.group(1)) for f in board_dir.glob("events.out.tfevents.*")
-              if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", f.name))] if board_dir.is_dir() else []
+    stamps = (
+        [
+            int(m.group(1))
+            for f in board_dir.glob("events.out.tfevents.*")
+            if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", f.name))
+        ]
+        if board_dir.is_dir()
+        else []
+    )
     if stamps and max(stamps) >= time.time() // 1:
         time.sleep(max(stamps) + 1 - time.time())
 
@@ -165,9 +202,11 @@ def _after_earlier_events(board_dir: Path) -> None:
 def _quiet_board_thread(hook: Any) -> Any:
     """threading.excepthook, less the traceback of TensorBoard's writer thread failing to write: the writer raises
     that OSError again in the training thread, where it becomes the run's one-line WriteError."""
+
     def quiet(args: threading.ExceptHookArgs) -> None:
         if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
             hook(args)
+
     return quiet
 
 
@@ -183,8 +222,12 @@ class RunRecords:
         self.csv = self.run_dir / "metrics.csv"
         anew = f"a fresh one is written from step {step}"
         self.rows = [r for r in self._readable(self.csv, read_rows, [], anew) if r["step"] <= step]
-        atomic_write(self.csv, lambda f: f.write("".join(line + "\n" for line in
-                                                         [",".join(CSV_COLUMNS), *map(_line, self.rows)]).encode()))
+        atomic_write(
+            self.csv,
+            lambda f: f.write(
+                "".join(line + "\n" for line in [",".join(CSV_COLUMNS), *map(_line, self.rows)]).encode()
+            ),
+        )
         for name in ("config.json", "real_reference.json"):  # written anew: config.json now, the reference if judged
             self._readable(self.run_dir / name, read_record, None, anew)
         if self._readable(self.run_dir / "best.json", read_record, False, "it is made again from best.pt") is False:
@@ -195,11 +238,13 @@ class RunRecords:
             self.board_dir = self.run_dir / "tensorboard"
             damage = events_damage(self.board_dir)
             if damage:
-                self._set_aside(self.board_dir, damage, f"a fresh one starts, holding the CSV's curves up to step "
-                                                        f"{step}")
+                self._set_aside(
+                    self.board_dir, damage, f"a fresh one starts, holding the CSV's curves up to step {step}"
+                )
             self._hook, threading.excepthook = threading.excepthook, _quiet_board_thread(threading.excepthook)
             with self._board():
                 from torch.utils.tensorboard import SummaryWriter
+
                 _after_earlier_events(self.board_dir)
                 # Events from step + 1 on are an earlier session's lost stretch: readers drop them.
                 self.board = SummaryWriter(self.board_dir, purge_step=step + 1, flush_secs=60)
@@ -248,8 +293,11 @@ class RunRecords:
         """The real-data reference beside which quality figures are read, and what metrics.png shows: the headline
         figure (FID, or KID on small data) in its feature space, precision/recall/coverage, class accuracy."""
         atomic_write(self.run_dir / "real_reference.json", _json({**figures, "headline": headline}))
-        self.metric_panels = ((f"{headline.upper()} in {figures['features']} (lower is better)", (headline,)), PR_PANEL,
-                              *((CLASS_PANEL,) if self.conditional and "class_accuracy" in figures else ()))
+        self.metric_panels = (
+            (f"{headline.upper()} in {figures['features']} (lower is better)", (headline,)),
+            PR_PANEL,
+            *((CLASS_PANEL,) if self.conditional and "class_accuracy" in figures else ()),
+        )
 
     def real_grid(self, pixels: torch.Tensor, labels: torch.Tensor, layout: GridLayout) -> None:
         """SAMPLE_DIR/real.png, once: training images (uint8 pixels) to hold the grids against, laid out like them:
@@ -259,7 +307,7 @@ class RunRecords:
             if layout.by_class:
                 rows = [pick[labels[pick] == c] for c in range(layout.rows)]
                 pick = torch.cat([row[torch.arange(layout.cols) % len(row)] for row in rows if len(row)])
-            save_grid(to_float(pixels[pick[:layout.count]]), self.sample_dir / "real.png", nrow=layout.cols)
+            save_grid(to_float(pixels[pick[: layout.count]]), self.sample_dir / "real.png", nrow=layout.cols)
             self.write_real = False
 
     def log(self, row: dict[str, Any]) -> None:
@@ -269,10 +317,13 @@ class RunRecords:
             self._board_row(row)
 
     def _board_row(self, row: dict[str, Any]) -> None:
+        board = self.board
+        if board is None:
+            return
         with self._board():
             for key, value in row.items():
                 if key in TB_TAGS and value != "":
-                    self.board.add_scalar(TB_TAGS[key], value, row["step"])
+                    board.add_scalar(TB_TAGS[key], value, row["step"])
 
     def grid(self, step: int, images: torch.Tensor, layout: GridLayout) -> None:
         """The fixed batch's grid, laid out as the data's layout says (by class: row c drawn as class c)."""
@@ -280,8 +331,9 @@ class RunRecords:
         if self.board:
             with self._board():
                 picture = grid(images, layout.cols)
-                self.board.add_image("samples/fixed_noise", picture, step,
-                                     dataformats="HW" if picture.ndim == 2 else "HWC")
+                self.board.add_image(
+                    "samples/fixed_noise", picture, step, dataformats="HW" if picture.ndim == 2 else "HWC"
+                )
 
     def best(self, state: dict[str, Any]) -> None:
         """best.pt (the whole state at the lowest FID so far; never pruned, never resumed from) and best.json."""
@@ -326,8 +378,9 @@ def _picture(path: Path) -> np.ndarray:
         return np.asarray(image.convert("L" if image.mode in ("L", "1") else "RGB"))
 
 
-def animate(sample_dir: str | Path, out: str | Path | None = None, fps: float = 4.0,
-            up_to: int | None = None) -> tuple[Path, list[int]]:
+def animate(
+    sample_dir: str | Path, out: str | Path | None = None, fps: float = 4.0, up_to: int | None = None
+) -> tuple[Path, list[int]]:
     """An animated GIF of the grids in step order, each with its step written above it (default
     SAMPLE_DIR/progress.gif); returns it and the steps it shows."""
     if out is not None:
@@ -336,10 +389,12 @@ def animate(sample_dir: str | Path, out: str | Path | None = None, fps: float = 
         check_out_dir(Path(out))
     found = grids(sample_dir, up_to)
     if not found:
-        raise UsageError(f"no grids (step_NNNNNNN.png) in {sample_dir}/: train first, or pass the --sample-dir "
-                         f"the run wrote to")
+        raise UsageError(
+            f"no grids (step_NNNNNNN.png) in {sample_dir}/: train first, or pass the --sample-dir the run wrote to"
+        )
     frames = [_picture(p) for _, p in found]
     # A sample dir shared by runs of another grid size: animate those of the newest grid's size.
     keep = [(step, f) for (step, _), f in zip(found, frames) if f.shape == frames[-1].shape]
-    return save_gif([captioned(f, f"step {step}") for step, f in keep],
-                    Path(out) if out else Path(sample_dir) / "progress.gif", fps), [step for step, _ in keep]
+    return save_gif(
+        [captioned(f, f"step {step}") for step, f in keep], Path(out) if out else Path(sample_dir) / "progress.gif", fps
+    ), [step for step, _ in keep]

@@ -1,11 +1,13 @@
 """The training state: everything a checkpoint holds, in one object."""
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import random
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,14 +46,14 @@ def lr_scale(cfg: TrainConfig, step: int) -> float:
     return min(1.0, (cfg.steps - step) / (cfg.lr_decay * cfg.steps)) if cfg.lr_decay else 1.0
 
 
-def fixed_noise(cfg: TrainConfig, device: torch.device,
-                layout: GridLayout) -> tuple[torch.Tensor, torch.Tensor | None]:
+def fixed_noise(cfg: TrainConfig, device: torch.device, layout: GridLayout) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The grid's fixed batch, laid out as the data's layout says: a z per image, or by class one row of z drawn as
     each class in turn (row c class c, column j the j-th z), with those labels."""
-    if not layout.by_class:
+    labels = layout.labels()
+    if labels is None:
         return sample_noise(cfg, layout.count, torch.Generator().manual_seed(cfg.seed), "cpu").to(device), None
     z = sample_noise(cfg, layout.cols, torch.Generator().manual_seed(cfg.seed), "cpu")
-    return z.repeat(layout.rows, 1).to(device), layout.labels().to(device)
+    return z.repeat(layout.rows, 1).to(device), labels.to(device)
 
 
 class TrainState:
@@ -63,9 +65,17 @@ class TrainState:
     take effect from the resumed step on; the config's fields that a run is born with cannot change (config.py).
     """
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, speed: Speed, num_images: int, shape: Shape,
-                 share: Callable[[torch.Tensor], torch.Tensor] = lambda batch: batch, fingerprint: str = "",
-                 held_out: int = 0):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        device: torch.device,
+        speed: Speed,
+        num_images: int,
+        shape: Shape,
+        share: Callable[[torch.Tensor], torch.Tensor] = lambda batch: batch,
+        fingerprint: str = "",
+        held_out: int = 0,
+    ):
         # share: this process's rows of a global batch (distributed.World.share); the streams stay global.
         # shape, fingerprint, held_out: the training data's (data.Dataset), which the networks are built for
         self.cfg, self.device, self.share, self.shape = cfg, device, share, shape
@@ -101,9 +111,13 @@ class TrainState:
         """This process's share of a global batch of z, and for a conditional run of uniform class labels, from
         the run's noise stream (so a resume draws the same ones), on the training device."""
         z = sample_noise(self.cfg, self.cfg.batch_size, self.noise_gen, self.noise_device)
-        y = (torch.randint(len(self.shape.classes), (self.cfg.batch_size,), generator=self.noise_gen,
-                           device=self.noise_device)
-             if self.cfg.conditional == "on" else None)
+        y = (
+            torch.randint(
+                len(self.shape.classes), (self.cfg.batch_size,), generator=self.noise_gen, device=self.noise_device
+            )
+            if self.cfg.conditional == "on"
+            else None
+        )
         z, y = self.share(z), y if y is None else self.share(y)
         return z.to(self.device, non_blocking=True), y if y is None else y.to(self.device, non_blocking=True)
 
@@ -117,17 +131,31 @@ class TrainState:
 
     def _learned(self) -> dict[str, Any]:
         """The networks, the weight average and Adam's states: what training changes, and NaN could poison."""
-        return dict(generator=self.G.state_dict(),
-                    **({"generator_ema": self.ema.model.state_dict()} if self.ema else {}),
-                    discriminator=self.D.state_dict(), opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict())
+        return dict(
+            generator=self.G.state_dict(),
+            **({"generator_ema": self.ema.model.state_dict()} if self.ema else {}),
+            discriminator=self.D.state_dict(),
+            opt_g=self.opt_g.state_dict(),
+            opt_d=self.opt_d.state_dict(),
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return dict(
-            step=self.step, config=dataclasses.asdict(self.cfg), data=self.data, **self._learned(),
-            fixed_noise=self.fixed_z.cpu(), elapsed=self.elapsed, health={"d_won_steps": self.d_won_steps},
-            best=self.best, augment=self.augmenter.state_dict(),
-            rng={**checkpoints.capture_rng(), "noise": self.noise_gen.get_state(),
-                 "sampler": self.sampler.state_dict()})
+            step=self.step,
+            config=dataclasses.asdict(self.cfg),
+            data=self.data,
+            **self._learned(),
+            fixed_noise=self.fixed_z.cpu(),
+            elapsed=self.elapsed,
+            health={"d_won_steps": self.d_won_steps},
+            best=self.best,
+            augment=self.augmenter.state_dict(),
+            rng={
+                **checkpoints.capture_rng(),
+                "noise": self.noise_gen.get_state(),
+                "sampler": self.sampler.state_dict(),
+            },
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.check_same_data(state.get("data"))
@@ -137,12 +165,16 @@ class TrainState:
         self.opt_d.load_state_dict(state["opt_d"])
         if self.ema:
             if "generator_ema" not in state:
-                print("note: --ema is on from here: the weight average starts from the generator as it is now",
-                      file=sys.stderr)
+                print(
+                    "note: --ema is on from here: the weight average starts from the generator as it is now",
+                    file=sys.stderr,
+                )
             load_weights(self.ema.model, state.get("generator_ema", state["generator"]))
         elif "generator_ema" in state:
-            print("note: --ema 0: the weight average is dropped from here on (earlier checkpoints keep it)",
-                  file=sys.stderr)
+            print(
+                "note: --ema 0: the weight average is dropped from here on (earlier checkpoints keep it)",
+                file=sys.stderr,
+            )
         self.fixed_z = state["fixed_noise"].to(self.device)
         try:
             self.noise_gen.set_state(state["rng"]["noise"])
@@ -162,11 +194,16 @@ class TrainState:
         if not then or not then.get("fingerprint") or not self.data["fingerprint"]:
             return
         if then["fingerprint"] != self.data["fingerprint"]:
-            count = (f"{then['images']} images then, {self.data['images']} now" if then["images"] != self.data["images"]
-                     else f"the same {then['images']} images, other pixels or labels")
-            raise UsageError(f"--dataset {self.cfg.dataset} is not the data this run began with ({count}; "
-                             f"fingerprint {then['fingerprint']} then, {self.data['fingerprint']} now): put the "
-                             f"data back as it was, or start a new run with --fresh or another --checkpoint-dir")
+            count = (
+                f"{then['images']} images then, {self.data['images']} now"
+                if then["images"] != self.data["images"]
+                else f"the same {then['images']} images, other pixels or labels"
+            )
+            raise UsageError(
+                f"--dataset {self.cfg.dataset} is not the data this run began with ({count}; "
+                f"fingerprint {then['fingerprint']} then, {self.data['fingerprint']} now): put the "
+                f"data back as it was, or start a new run with --fresh or another --checkpoint-dir"
+            )
 
     def nonfinite(self) -> list[str]:
         """The parts of the state that hold NaN or inf (empty: it can be saved as a good checkpoint)."""

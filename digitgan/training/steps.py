@@ -5,7 +5,8 @@ batches of training images (Batches), and the values a CSV row averages (Meter).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
+from typing import cast
 
 import torch
 
@@ -19,9 +20,17 @@ from .records import METERED
 from .state import TrainState
 
 
-def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
-             z: torch.Tensor, objective: Objective, y_real: torch.Tensor | None = None,
-             y_fake: torch.Tensor | None = None, reg: bool = False) -> tuple[torch.Tensor, ...]:
+def d_update(
+    G: torch.nn.Module,
+    D: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    objective: Objective,
+    y_real: torch.Tensor | None = None,
+    y_fake: torch.Tensor | None = None,
+    reg: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """One discriminator step on real images and G's images of z (labels: a conditional run's; reg: this step adds
     Dreg); returns (loss, logits on real, logits on generated, the gradient's norm), all on the device."""
     with autocast(real.device, objective.amp), torch.no_grad():
@@ -37,13 +46,21 @@ def d_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer,
     return loss, real_logits, fake_logits, norm
 
 
-def g_update(G: torch.nn.Module, D: torch.nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor,
-             objective: Objective, y: torch.Tensor | None = None, real: torch.Tensor | None = None,
-             y_real: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def g_update(
+    G: torch.nn.Module,
+    D: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    z: torch.Tensor,
+    objective: Objective,
+    y: torch.Tensor | None = None,
+    real: torch.Tensor | None = None,
+    y_real: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One generator step (Gmain; real: images for a loss that compares with them); returns (loss, the gradient's
     norm) on the device. D's weights are frozen for it: their gradients would be thrown away, and computing them is
     a third of D's backward."""
-    with frozen(D), D.no_sync() if hasattr(D, "no_sync") else contextlib.nullcontext():
+    no_sync = getattr(D, "no_sync", contextlib.nullcontext)  # DDP's: G's step must not average D's gradients
+    with frozen(D), no_sync():
         with autocast(z.device, objective.amp):
             fake = call(G, z, y)
         loss = objective.g_main(D, fake, y, real, y_real)
@@ -72,13 +89,15 @@ def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
     return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
 
 
-def prepare(G: torch.nn.Module, D: torch.nn.Module, speed: Speed,
-            world: World = World()) -> tuple[torch.nn.Module, torch.nn.Module]:
+def prepare(
+    G: torch.nn.Module, D: torch.nn.Module, speed: Speed, world: World | None = None
+) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The (G, D) the update steps call: compiled when asked, and under torchrun in their own
     DistributedDataParallel wrappers with global batch norm. The state stays in G and D (already in channels_last
     where the speed settings ask for it: TrainState puts them there)."""
-    G_step, D_step = (torch.compile(G), torch.compile(D)) if speed.compile else (G, D)
-    if world.group:
+    compiled = lambda m: cast(torch.nn.Module, torch.compile(m))  # a module still, for DDP and unwrapped()
+    G_step, D_step = (compiled(G), compiled(D)) if speed.compile else (G, D)
+    if world is not None and world.group:
         G_step, D_step = data_parallel(G_step), data_parallel(D_step)
     return G_step, D_step
 
@@ -100,8 +119,9 @@ class Batches:
         return real, self.labels[idx].to(self.device, non_blocking=True) if self.conditional else None
 
 
-def update(state: TrainState, G_step: torch.nn.Module, D_step: torch.nn.Module, batches: Batches,
-           objective: Objective) -> torch.Tensor:
+def update(
+    state: TrainState, G_step: torch.nn.Module, D_step: torch.nn.Module, batches: Batches, objective: Objective
+) -> torch.Tensor:
     """One iteration: cfg.d_steps discriminator updates, cfg.g_steps generator updates, the weight average. Returns
     what a CSV row averages (METERED: the last updates' losses, D's mean outputs on real and generated images, the
     gradient norms, the augmentation's p), on the device: nothing is read back here."""
@@ -111,8 +131,9 @@ def update(state: TrainState, G_step: torch.nn.Module, D_step: torch.nn.Module, 
     for _ in range(cfg.d_steps):
         real, y_real = batches(state.batch())
         z, y_fake = state.noise()
-        loss_d, real_logits, fake_logits, d_norm = d_update(G_step, D_step, state.opt_d, real, z, objective, y_real,
-                                                            y_fake, reg)
+        loss_d, real_logits, fake_logits, d_norm = d_update(
+            G_step, D_step, state.opt_d, real, z, objective, y_real, y_fake, reg
+        )
         state.augmenter.observe(real_logits)
     for _ in range(cfg.g_steps):
         z, y_fake = state.noise()
@@ -120,8 +141,9 @@ def update(state: TrainState, G_step: torch.nn.Module, D_step: torch.nn.Module, 
     if state.ema:
         state.ema.update(state.step)
     state.step += 1
-    return torch.stack([loss_d, loss_g, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean(), d_norm,
-                        g_norm, state.augmenter.p]).detach()
+    return torch.stack(
+        [loss_d, loss_g, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean(), d_norm, g_norm, state.augmenter.p]
+    ).detach()
 
 
 class Meter:
