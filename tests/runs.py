@@ -37,22 +37,46 @@ def cli_flags(overrides):
     return [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def train_until_sigterm(run, *flags, rows=4, sig=signal.SIGTERM):
+def train_until_sigterm(run, *flags, rows=4, sig=signal.SIGTERM, ready=None):
     """`dcgan.py train` as a real process with run's directories and small-run settings plus flags (which win over
-    those), toward 100,000 steps; SIGTERM (or sig) once its CSV has `rows` lines. Returns (exit code, stderr)."""
+    those), toward 100,000 steps; SIGTERM (or sig) once its CSV has `rows` lines, or once ready() holds. Each look
+    is taken while the process is paused (SIGSTOP), so that what was seen is still so when the signal lands,
+    however busy the machine. Returns (exit code, stderr)."""
     cmd = [sys.executable, str(Path(__file__).resolve().parent.parent / "dcgan.py"), "train", "--steps", "100000",
            "--checkpoint-every", "100000",
            *cli_flags({k: run[k] for k in ("batch_size", "log_every", "sample_every", "width", "checkpoint_dir",
                                            "sample_dir", "cache_dir", "device", "eval_every", "tensorboard")}),
            *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     csv_path = Path(run["checkpoint_dir"]) / "metrics.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < rows):
-        time.sleep(0.1)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    ready = ready or (lambda: csv_path.exists() and len(csv_path.read_text().splitlines()) >= rows)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        paused_when(proc, ready)
+        proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=120)
     return proc.returncode, err
+
+
+def paused_when(proc, condition, timeout=120):
+    """Return with proc stopped (SIGSTOP) at a moment when condition() holds; between looks it runs on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: _state(proc.pid) in ("T", "t", "Z", None))  # stopped (or gone: the next check says so)
+        if condition():
+            return
+        proc.send_signal(signal.SIGCONT)
+        assert proc.poll() is None, f"the trainer ended first: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _state(pid):
+    """A process's state letter from /proc (T: stopped), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def snapshot(directory):

@@ -1,4 +1,7 @@
 """The Python API (digitgan.train, load, evaluate; Run, Generator): what the command line does, from Python."""
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -34,7 +37,10 @@ def test_load_reads_a_checkpoint_file_or_best_and_refuses_a_class_to_an_uncondit
     newest, first = digitgan.load(ck), digitgan.load(f"{ck}/ckpt_0000002.pt")
     assert (newest.step, first.step) == (4, 2) and not newest.conditional
     best = digitgan.load(ck, best=True)
-    assert best.step in (2, 4)
+    scored = {r["step"]: r["fid"] for r in digitgan.Run(ck).metrics() if r["fid"] != ""}
+    assert sorted(scored) == [2, 4] and best.step == min(scored, key=scored.get)  # the lowest FID measured
+    same_step = digitgan.load(f"{ck}/ckpt_{best.step:07d}.pt")
+    assert torch.equal(best.sample(4, seed=1), same_step.sample(4, seed=1))  # its weights, not the newest's
     z = newest.noise(4, seed=1)
     assert torch.equal(newest.draw(z), newest.sample(4, seed=1)) and not torch.equal(newest.draw(z), first.draw(z))
     with pytest.raises(UsageError, match="trained without --conditional on"):
@@ -47,4 +53,7 @@ def test_evaluate_takes_a_run_or_a_generator_and_gives_the_same_figures(shared_r
     by_path = digitgan.evaluate(shared_run["checkpoint_dir"], num=200, device="cpu")
     by_generator = digitgan.evaluate(digitgan.load(shared_run["checkpoint_dir"], device="cpu"), num=200)
     assert by_path == by_generator and by_path["step"] == 4 and by_path["num_samples"] == 200
-    assert by_path["real_reference"]["fid"] < by_path["fid"]
+    # beside them the real-data reference the run recorded, and in the feature space it names
+    recorded = json.loads((Path(shared_run["checkpoint_dir"]) / "real_reference.json").read_text())
+    assert by_path["real_reference"] == {k: v for k, v in recorded.items() if k not in ("eval_num", "headline")}
+    assert by_path["features"] == recorded["features"] and by_path["headline"] == recorded["headline"] == "fid"

@@ -150,7 +150,8 @@ def test_evaluate_in_a_torchscript_feature_space_of_ones_own(trained, tmp_path, 
     assert "not a TorchScript module" in line
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist")
+@pytest.mark.needs(Path("/usr/share/datasets/fashion-mnist").is_dir(), "Fashion-MNIST",
+                   "apt-get install dataset-fashion-mnist")
 def test_evaluate_a_seed_preset_fashion_run(tiny, tmp_path, capsys):
     assert dcgan.main(_args(tiny(preset="seed", width=2, dataset="fashion-mnist", steps=2))) == 0
     out = tmp_path / "fashion.json"

@@ -101,7 +101,7 @@ def test_sample_by_class_writes_labels_and_refuses_what_it_cannot_do(tiny, tmp_p
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="needs dataset-fashion-mnist")
+@pytest.mark.needs(FASHION.is_dir(), "Fashion-MNIST", "apt-get install dataset-fashion-mnist")
 def test_fashion_classes_by_name(tiny, tmp_path):
     assert dcgan.main(cli_flags(tiny(conditional="on", dataset="fashion-mnist", steps=2))) == 0
     out = tmp_path / "sneakers.npz"

@@ -13,7 +13,7 @@ from digitgan.data.sources import load_dataset
 from digitgan.errors import UsageError
 
 FASHION = Path(data.FASHION_DIR)
-needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist")
+needs_fashion = pytest.mark.needs(FASHION.is_dir(), "Fashion-MNIST", "apt-get install dataset-fashion-mnist")
 
 # The well-known per-class counts of MNIST's 60,000 training and 10,000 test digits.
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -23,7 +23,7 @@ from digitgan.training import checkpoints
 from digitgan.data import mnist as data
 from digitgan.core.files import read_cache, write_cache
 from digitgan.training.loop import train
-from runs import cli_flags, copy_run, snapshot, wait_for
+from runs import cli_flags, copy_run, paused_when, snapshot, wait_for
 
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
 
@@ -40,8 +40,8 @@ def test_a_second_trainer_is_refused_readers_work_and_a_killed_holder_leaves_no_
     holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ck, samples = Path(run["checkpoint_dir"]), Path(run["sample_dir"])
-        wait_for(lambda: len(checkpoints.list_checkpoints(ck)) >= 1 and (samples / "step_0000020.png").exists())
-        os.kill(holder.pid, signal.SIGSTOP)  # so that the directory holds still while we look
+        # paused (SIGSTOP) once it has a checkpoint and a grid, so that the directory holds still while we look
+        paused_when(holder, lambda: bool(checkpoints.list_checkpoints(ck)) and (samples / "step_0000020.png").exists())
         before = snapshot(tmp_path)
         capsys.readouterr()
         assert dcgan.main(["train", *cli_flags(run)]) == 2  # the second trainer: this test's own process
@@ -58,8 +58,12 @@ def test_a_second_trainer_is_refused_readers_work_and_a_killed_holder_leaves_no_
     finally:
         holder.kill()  # SIGKILL, stopped or not: the OS drops its lock
         holder.communicate(timeout=60)
-    last = checkpoints.load(checkpoints.list_checkpoints(ck)[-1])["step"]
+    # the lock file still names the killed holder, and a reader tells that no such process lives
+    assert json.loads((ck / "train.lock").read_text())["pid"] == holder.pid
     capsys.readouterr()
+    assert dcgan.main(["sample", "--checkpoint-dir", str(ck), "--out", str(tmp_path / "dead.png")]) == 0
+    assert "being trained" not in capsys.readouterr().err
+    last = checkpoints.load(checkpoints.list_checkpoints(ck)[-1])["step"]
     assert dcgan.main(["train", *cli_flags({**run, "steps": last + 2})]) == 0  # no stale lock to clear
     assert f"resuming from {ck}/ckpt_{last:07d}.pt" in capsys.readouterr().err
     # and a reader no longer sees a trainer

@@ -27,13 +27,15 @@ def square(image, side=224):
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1
 
 
+CACHE = Path(__file__).resolve().parent.parent / "data"
+
+
 @pytest.fixture(scope="module")
 def photos(cache_dir):
-    if not (Path(cache_dir) / DEB).exists():
-        pytest.skip(f"{DEB} is not in {cache_dir}/: `make photos` fetches it")
     return torch.stack([square(p) for p in skimage_photos(cache_dir, EXPECTED).values()])
 
 
+@pytest.mark.needs((CACHE / DEB).exists(), f"data/{DEB}", "`make photos` fetches it with apt-get download")
 def test_it_names_real_photos_as_imagenet_would(cache_dir, photos):
     model, _ = load_efficientnet(cache_dir)
     with torch.inference_mode():

@@ -35,13 +35,20 @@ def test_r1_is_the_squared_gradient_norm_on_real_images_and_trains_d():
 
 def test_augmentation_moves_cuts_and_recolours_differentiably_and_repeats_from_its_stream():
     gen = lambda: torch.Generator().manual_seed(0)
-    dot = torch.zeros(1, 1, 16, 16)
-    dot[0, 0, 8, 8] = 1
-    moved = translate(dot, 2, Randoms(gen(), 1))
-    assert moved.sum() == 1 and (moved[0, 0, 6:11, 6:11] == 1).any()  # the dot, at most 2 pixels away
-    ones = torch.ones(8, 3, 16, 16)
-    cut = cutout(ones, Randoms(gen(), 8))
-    assert ((cut == 0).sum((1, 2, 3)) <= 3 * 8 * 8).all() and (cut == 0).any()  # a half-side square (or what of it fits)
+    dots = torch.zeros(32, 1, 16, 16)
+    dots[:, 0, 8, 8] = 1
+    moved = translate(dots, 2, Randoms(gen(), 32))
+    where = [divmod(int(m.flatten().argmax()), 16) for m in moved]
+    assert (moved.flatten(1).sum(1) == 1).all()  # each dot kept, on a blank background
+    assert all(abs(y - 8) <= 2 and abs(x - 8) <= 2 for y, x in where)  # at most 2 pixels each way
+    assert len(set(where)) > 5  # moved, and not all alike
+    cut = cutout(torch.ones(32, 3, 16, 16), Randoms(gen(), 32))
+    for image in cut:
+        hole = image[0] == 0
+        rows, cols = hole.any(1).sum().item(), hole.any(0).sum().item()
+        assert hole.sum() == rows * cols and rows <= 8 and cols <= 8  # a rectangle: the square, or what of it fits
+        assert torch.equal(image == 0, hole.expand(3, 16, 16))  # the same hole in every channel
+    assert ((cut == 0).flatten(1).sum(1) == 3 * 8 * 8).any()  # a whole half-side square where it fits
     x = torch.rand(8, 3, 16, 16, requires_grad=True)
     out = augment(x, 1.0, gen())
     assert torch.equal(out, augment(x, 1.0, gen())) and not torch.equal(out, x)
@@ -151,3 +158,35 @@ def test_d_and_g_steps_augment_real_and_generated_images_alike():
     d_update(G, D, torch.optim.Adam(D.parameters()), real, z, objective)
     g_update(G, D, torch.optim.Adam(G.parameters()), z, objective)
     assert seen == ["real", "generated", "generated"]  # D's step: both; G's step: its pictures, through D
+
+
+def test_r1_penalises_d_on_augmented_real_images_every_r1_every_steps_weighted_by_it():
+    """Dreg: gamma/2 * E|grad_x D(aug(x))|^2 on the real images as D sees them (augmented), its gradients added to
+    the loss's in the D step, every r1_every-th iteration and r1_every times as heavy (lazy R1)."""
+    from digitgan.config import resolve
+    from digitgan.nets.networks import build_models
+    from digitgan.training.objective import Objective
+    from digitgan.training.steps import d_update
+    torch.manual_seed(0)
+    G, D = build_models(resolve({"width": 4}))
+    real, z = torch.rand(8, 1, 32, 32) * 2 - 1, torch.randn(8, 100)
+    seen = []
+
+    def record(images):
+        seen.append("real" if torch.equal(images.detach(), real) else "generated")
+        return images.flip(-1)  # an augmentation that changes what D sees
+    objective = Objective(r1=2.0, r1_every=1, augment=record)
+    _, once = objective.d_reg(D, real, None)
+    assert seen == ["real"]  # R1 is taken on the augmented real images, as D's loss sees them
+    _, lazy = Objective(r1=2.0, r1_every=4, augment=record).d_reg(D, real, None)
+    assert all(torch.allclose(b, 4 * a, rtol=1e-5, atol=1e-8) for a, b in zip(once, lazy))  # weighted by the interval
+    _, plain = Objective(r1=2.0, r1_every=1).d_reg(D, real, None)
+    assert not all(torch.allclose(a, b) for a, b in zip(once, plain))  # the augmentation matters to it
+    assert [Objective(r1=1.0, r1_every=4).reg_due(step) for step in range(9)] == [True, False, False, False] * 2 + [True]
+    assert not Objective(r1=0.0, r1_every=1).reg_due(0)  # off
+    opt = torch.optim.SGD(D.parameters(), lr=0.0)  # lr 0: D stays as it is between the steps
+    grads = []
+    for reg in (False, True):
+        d_update(G, D, opt, real, z, objective, reg=reg)
+        grads.append([p.grad.clone() for p in D.parameters()])
+    assert all(torch.allclose(b - a, r, rtol=1e-4, atol=1e-6) for a, b, r in zip(*grads, once))  # the D step adds it

@@ -20,8 +20,8 @@ from digitgan.share.samples import load_generator
 from digitgan.training.loop import train
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not "
-                                "installed (`make test` installs them when run as root): the browser test is skipped")
+pytestmark = pytest.mark.needs(bool(CHROMIUM and DRIVER), "Debian's chromium and chromium-driver",
+                               "`make test` installs them when run as root (apt-get install chromium chromium-driver)")
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
 
 
