@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from digitgan.data.emoji import EMOJI_DIR, emoji_tarball, load_emoji  # noqa: E402
-from digitgan.data.folder import load_folder  # noqa: E402
+from digitgan.data.emoji import EMOJI, EMOJI_DIR, emoji_tarball  # noqa: E402
+from digitgan.data.folder import Folder  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -41,8 +41,8 @@ def main() -> None:
             folder.mkdir()
             for m in members:
                 (folder / Path(m.name).name).write_bytes(tar.extractfile(m).read())
-        for name, load in (("emoji package", lambda cache: load_emoji(args.resolution, 0, cache, say=quiet)),
-                           ("folder of PNG files", lambda cache: load_folder(str(folder), args.resolution, 0, cache,
+        for name, load in (("emoji package", lambda cache: EMOJI.frozen(args.resolution, 0, cache, say=quiet)),
+                           ("folder of PNG files", lambda cache: Folder(str(folder)).frozen(args.resolution, 0, cache,
                                                                              say=quiet))):
             first, cached = [], []
             for i in range(args.repeats):

@@ -9,7 +9,7 @@ preset, then the rest of the suite.
 
 Each step is a process of its own under its own time limit, and all of them share one budget (--budget), so a
 hang or a slow compile costs only its step; the steps go in the order of what the run must show first. OUT gets
-few files (the device tool brings back at most 8): summary.txt (also printed at the end), log.txt (every step's
+few files, easy to copy back from a remote machine: summary.txt (also printed at the end), log.txt (every step's
 output), results.json, throughput.jsonl and ttq.csv. Runs are written to a scratch folder, not to OUT.
 """
 from __future__ import annotations

@@ -103,7 +103,7 @@ def test_the_page_draws_the_trainers_grid_and_new_digits(browser, plain):
     trainers = np.asarray(Image.open(d / "samples" / "step_0000006.png").convert("L"))
     assert mine.shape == trainers.shape
     assert np.abs(mine.astype(int) - trainers.astype(int)).max() <= 2
-    # "new digits" draws another grid, from new noise: what PyTorch draws from that noise
+    # "new pictures" draws another grid, from new noise: what PyTorch draws from that noise
     first = browser.execute_script("return window.lastDraw.z")
     browser.find_element("id", "new").click()
     deadline = time.time() + 20

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..core.fetch import Download, fetch
 from ..errors import UsageError
-from .freeze import FREEZE_VERSION, Frozen, FrozenSource, freeze, grey_if_grey, read_frozen, write_frozen
+from .freeze import FREEZE_VERSION, Freezing, Frozen, FrozenSource, freeze
 
 EMOJI_PACKAGE = Download(
     "emoji-datasource-google@16.0.0",
@@ -56,35 +56,20 @@ def member_bytes(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:
     return f.read()
 
 
-def load_emoji(
-    resolution: int, channels: int, cache_dir: str, say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
-) -> Frozen:
-    """The 3,786 emoji, their categories as classes, frozen at the resolution (cached in cache_dir)."""
-    cache = Path(cache_dir) / f"emoji-{FREEZE_VERSION}-{resolution}-{channels}.npz"
-    frozen = read_frozen(cache)
-    if frozen is None:
-        with tarfile.open(emoji_tarball(cache_dir)) as tar:
-            items, classes = emoji_items(tar)
-            frozen = grey_if_grey(
-                freeze(items, len(items), resolution, classes, Counter(), "freezing the emoji"), channels
-            )
-        write_frozen(cache, frozen)
-        say(frozen.summary(f"emoji ({EMOJI_PACKAGE.spec}) at {resolution}x{resolution}"))
-    return frozen
-
-
 class Emoji(FrozenSource):
+    """The 3,786 emoji, their categories as classes."""
+
     name = "emoji"
     title = "the emoji"
 
-    def frozen(
-        self,
-        resolution: int,
-        channels: int,
-        cache_dir: str,
-        say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-    ) -> Frozen:
-        return load_emoji(resolution, channels, cache_dir, say)
+    def freezing(self, resolution: int, channels: int, cache_dir: str) -> Freezing:
+        def read_all() -> Frozen:
+            with tarfile.open(emoji_tarball(cache_dir)) as tar:
+                items, classes = emoji_items(tar)
+                return freeze(items, len(items), resolution, classes, Counter(), "freezing the emoji")
+
+        cache = Path(cache_dir) / f"emoji-{FREEZE_VERSION}-{resolution}-{channels}.npz"
+        return Freezing(cache, read_all, f"emoji ({EMOJI_PACKAGE.spec})")
 
 
 EMOJI = Emoji()

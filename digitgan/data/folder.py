@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UsageError
-from .freeze import FREEZE_VERSION, Frozen, FrozenSource, freeze, grey_if_grey, read_frozen, reasons, write_frozen
+from .freeze import FREEZE_VERSION, Freezing, Frozen, FrozenSource, freeze, reasons
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -52,55 +50,34 @@ def folder_key(root: Path, files: list[tuple[Path, int]], resolution: int, chann
     return h.hexdigest()[:16]
 
 
-def load_folder(
-    path: str,
-    resolution: int,
-    channels: int,
-    cache_dir: str,
-    say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-) -> Frozen:
-    """A folder's images, frozen (or read back from cache_dir when the folder has not changed)."""
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise UsageError(f"--dataset {path}: no such folder (pass mnist, fashion-mnist, emoji or a folder of images)")
-    skipped: Counter = Counter()
-    files, classes = folder_files(root.resolve(), skipped)
-    if not files:
-        raise UsageError(f"--dataset {path}: the folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    cache = (
-        Path(cache_dir) / f"folder-{root.resolve().name}-{folder_key(root.resolve(), files, resolution, channels)}.npz"
-    )
-    frozen = read_frozen(cache)
-    if frozen is None:
-        frozen = freeze(
-            ((str(p), p.read_bytes, label) for p, label in files),
-            len(files),
-            resolution,
-            classes,
-            skipped,
-            f"freezing {root.name}/",
-        )
-        frozen = grey_if_grey(frozen, channels)
-        if len(frozen.labels) == 0:
-            raise UsageError(
-                f"--dataset {path}: none of its {len(files)} image files could be read ({reasons(frozen.skipped)})"
-            )
-        write_frozen(cache, frozen)
-        say(frozen.summary(f"{root}/ at {resolution}x{resolution}"))
-    return frozen
-
-
 class Folder(FrozenSource):
     """--dataset PATH: the pictures in a folder."""
 
     def __init__(self, path: str):
         self.name = self.title = path
 
-    def frozen(
-        self,
-        resolution: int,
-        channels: int,
-        cache_dir: str,
-        say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-    ) -> Frozen:
-        return load_folder(self.name, resolution, channels, cache_dir, say)
+    def freezing(self, resolution: int, channels: int, cache_dir: str) -> Freezing:
+        root = Path(self.name).expanduser()
+        if not root.is_dir():
+            raise UsageError(
+                f"--dataset {self.name}: no such folder (pass mnist, fashion-mnist, emoji or a folder of images)"
+            )
+        skipped: Counter = Counter()
+        files, classes = folder_files(root.resolve(), skipped)
+        if not files:
+            raise UsageError(
+                f"--dataset {self.name}: the folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+
+        def read_all() -> Frozen:
+            items = ((str(p), p.read_bytes, label) for p, label in files)
+            frozen = freeze(items, len(files), resolution, classes, skipped, f"freezing {root.name}/")
+            if len(frozen.labels) == 0:
+                raise UsageError(
+                    f"--dataset {self.name}: none of its {len(files)} image files could be read "
+                    f"({reasons(frozen.skipped)})"
+                )
+            return frozen
+
+        key = folder_key(root.resolve(), files, resolution, channels)
+        return Freezing(Path(cache_dir) / f"folder-{root.resolve().name}-{key}.npz", read_all, f"{root}/")

@@ -188,8 +188,21 @@ def holdout_split(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[k:]), np.sort(order[:k])
 
 
+@dataclass(frozen=True)
+class Freezing:
+    """Where a frozen source's pictures are cached, how they are frozen when the cache is missing or stale, and what
+    the summary said then calls them."""
+
+    cache: Path
+    freeze: Callable[[], Frozen]  # every picture read as 8-bit RGB (grey_if_grey decides the channels after)
+    about: str
+
+
 class FrozenSource(Source):
-    """A source whose pictures are frozen once (frozen()) and split into training images and a seeded hold-out."""
+    """A source whose pictures are frozen once and split into training images and a seeded hold-out."""
+
+    def freezing(self, resolution: int, channels: int, cache_dir: str) -> Freezing:
+        raise NotImplementedError
 
     def frozen(
         self,
@@ -198,8 +211,15 @@ class FrozenSource(Source):
         cache_dir: str,
         say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     ) -> Frozen:
-        """All its pictures at the resolution, from the cache in cache_dir, or frozen into it (saying so)."""
-        raise NotImplementedError
+        """All its pictures at the resolution, from the cache in cache_dir, or frozen into it (saying what was used
+        and skipped)."""
+        plan = self.freezing(resolution, channels, cache_dir)
+        frozen = read_frozen(plan.cache)
+        if frozen is None:
+            frozen = grey_if_grey(plan.freeze(), channels)
+            write_frozen(plan.cache, frozen)
+            say(frozen.summary(f"{plan.about} at {resolution}x{resolution}"))
+        return frozen
 
     def load(self, split: str, resolution: int, channels: int, cache_dir: str, data_dir: str = "") -> Dataset:
         frozen = self.frozen(resolution, channels, cache_dir)

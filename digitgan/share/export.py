@@ -160,6 +160,7 @@ def export(
             "n": len(z),
             "cols": layout.cols,
         },
+        "layout": {"n": shape.grid(conditional=False).count, "cols": shape.grid(conditional=False).cols},
         "files": {n: (dest / n).is_file() for n in pictures},
     }
     atomic_write(dest / "run.json", lambda f: f.write(json.dumps(run).encode()))

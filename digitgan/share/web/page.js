@@ -2,9 +2,9 @@
 // The exported generator (generator.onnx) run in the browser by onnxruntime-web's wasm backend; everything else
 // the page shows comes from run.json and the files beside it (written by `python dcgan.py export`).
 
-const PAD = 2;  // the trainer's grid layout (digitgan/images.py: grid): images 2 px apart on grey
+const PAD = 2;  // the trainer's grid layout (digitgan/core/pictures.py: grid): images 2 px apart on grey
 const $ = (id) => document.getElementById(id);
-window.timings = [];  // milliseconds per new 8x8 grid, for bench/site.py
+window.timings = [];  // milliseconds per grid of new pictures, for bench/site.py
 
 // mulberry32: a small seeded generator, so that the page's noise can be replayed
 function random(seed) {
@@ -27,7 +27,7 @@ function noise(run, n, rand) {
 }
 
 // Spherical interpolation for Gaussian z (it keeps the norm the generator saw), straight for uniform z
-// (it stays inside the cube): as digitgan/walks.py does.
+// (it stays inside the cube): as digitgan/share/walks.py does.
 function between(run, a, b, t) {
   if (run.config.z_dist !== "normal") return a.map((v, i) => (1 - t) * v + t * b[i]);
   let dot = 0, na = 0, nb = 0;
@@ -124,30 +124,31 @@ async function main() {
   const fixed = await draw(session, run, Float32Array.from(run.fixed.z), run.fixed.labels);
   paint($("fixed"), fixed, run.fixed.cols, run);
 
-  // New digits: 64 of them, of one class or (conditional) a balanced set
+  // New pictures: a grid of them as the run's unconditional grid is laid out, of one class or a balanced set
   const rand = random(Date.now() >>> 0);
   if (run.conditional) {
     $("class-picker").hidden = false;
     classes.forEach((name, c) => $("class").add(new Option(/^\d$/.test(name) ? `${name}s` : name, String(c))));
     $("styles-section").hidden = false;
   }
-  async function newDigits() {
-    const picked = $("class").value;
-    const z = noise(run, 64, rand);
-    const labels = run.conditional ? Array.from({ length: 64 }, (_, i) => (picked === "" ? Math.floor(i * classes.length / 64) : Number(picked))) : null;
+  async function newPictures() {
+    const picked = $("class").value, n = run.layout.n;
+    const z = noise(run, n, rand);
+    const labels = run.conditional ? Array.from({ length: n }, (_, i) => (picked === "" ? Math.floor(i * classes.length / n) : Number(picked))) : null;
     const t0 = performance.now();
     const images = await draw(session, run, z, labels);
-    paint($("live"), images, 8, run);
+    paint($("live"), images, run.layout.cols, run);
     const ms = performance.now() - t0;
     window.timings.push(ms);
     window.lastDraw = { z: Array.from(z), labels };
-    $("time").textContent = `${ms.toFixed(1)} ms for 64 digits`;
+    $("time").textContent = `${ms.toFixed(1)} ms for ${n} pictures`;
   }
-  async function newStyles() {
-    const shown = Math.min(10, classes.length), z = noise(run, 10, rand), all = new Float32Array(10 * shown * cfg.z_dim);
-    for (let c = 0; c < shown; c++) all.set(z, c * 10 * cfg.z_dim);  // row c: the 10 z drawn as class c
-    const labels = Array.from({ length: 10 * shown }, (_, i) => Math.floor(i / 10));
-    paint($("styles"), await draw(session, run, all, labels), 10, run);
+  async function newStyles() {  // laid out as the run's conditional grid: row c drawn as class c, a z per column
+    const cols = run.fixed.cols, shown = run.fixed.n / cols, z = noise(run, cols, rand);
+    const all = new Float32Array(cols * shown * cfg.z_dim);
+    for (let c = 0; c < shown; c++) all.set(z, c * cols * cfg.z_dim);  // row c: the same z drawn as class c
+    const labels = Array.from({ length: cols * shown }, (_, i) => Math.floor(i / cols));
+    paint($("styles"), await draw(session, run, all, labels), cols, run);
   }
 
   // The latent walk: 8 pairs of ends, the slider's fraction of the way
@@ -166,13 +167,13 @@ async function main() {
   }
   let busy = Promise.resolve();  // one drawing at a time: the slider fires faster than the model runs
   const queue = (fn) => () => { busy = busy.then(fn).catch(fail); };
-  $("new").onclick = queue(newDigits);
-  $("class").onchange = queue(newDigits);
+  $("new").onclick = queue(newPictures);
+  $("class").onchange = queue(newPictures);
   $("new-styles").onclick = queue(newStyles);
   $("new-ends").onclick = queue(newEnds);
   $("t").oninput = queue(walk);
 
-  await newDigits();
+  await newPictures();
   if (run.conditional) await newStyles();
   await newEnds();
   for (const id of ["new", "new-styles", "new-ends", "t"]) $(id).disabled = false;
