@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ..config import TrainConfig
 from ..errors import UsageError
 from .dataset import Dataset
 from .emoji import EMOJI
@@ -79,8 +80,16 @@ def known_shape(cfg: Any) -> Shape:
 
 
 def saved_shape(saved: dict[str, Any]) -> Shape:
-    """The data's shape a checkpoint was trained on (one written before shapes were recorded: its dataset's at
-    32x32 grey)."""
+    """The data's shape a checkpoint was trained on (one written before shapes were recorded: what its dataset's
+    source knows at the resolution and channels of then)."""
     if "data" in saved:
         return Shape.from_dict(saved["data"]["shape"])
-    return source(saved["config"]["dataset"]).known_shape(32, 0) or Shape(32, 1)
+    cfg = saved["config"]
+    res, channels = cfg.get("resolution", TrainConfig.resolution), cfg.get("channels", TrainConfig.channels)
+    shape = source(cfg["dataset"]).known_shape(res, channels)
+    if shape is None:
+        raise UsageError(
+            f"the checkpoint records no shape of its data ({cfg['dataset']}): the dcgan that wrote it "
+            f"is older than one that could train on it; train a new run"
+        )
+    return shape
