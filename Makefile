@@ -2,17 +2,16 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-WEB := digitgan/share/web
 FASHION := /usr/share/datasets/fashion-mnist
 # pytest's workers: one per core, each torch on one thread (tests/conftest.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: train test lint venv data fashion-mnist emoji photos site browser flags pip-check bench clean-venv
+.PHONY: train test lint venv data fashion-mnist emoji photos page browser flags pip-check bench clean-venv
 
-train: venv data site
+train: venv data
 	$(PY) dcgan.py train
 
-test: venv data fashion-mnist emoji photos site browser lint
+test: venv data fashion-mnist emoji photos page browser lint
 	DCGAN_FULL_SUITE=1 $(PY) -m pytest -q -n $(JOBS) --dist load --maxschedchunk 1 tests
 	$(MAKE) --no-print-directory pip-check
 
@@ -65,12 +64,10 @@ photos:
 	  echo "note: could not fetch $(SKIMAGE): make test's photo test will fail"; \
 	fi
 
-# The exported page's runtime (onnxruntime-web, pinned in digitgan/share/web/package-lock.json); `dcgan.py export` copies it.
-site: $(WEB)/node_modules/.installed
-
-$(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
-	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+# The exported page's runtime: onnxruntime-web's package (npm pack, checksummed) in data/. `dcgan.py export` fetches
+# it when it first needs it; make test fetches it before the suite, which exports.
+page: venv
+	$(PY) -c "from digitgan.share.export import runtime_files; runtime_files('data')"
 
 # The browser test drives Debian's chromium through chromedriver; install them when we may.
 browser:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,3 +68,11 @@ def fetch(download: Download, cache_dir: str | Path, say: Callable[[str], None],
             f"the real one; delete it and run again"
         )
     return blob
+
+
+def member_bytes(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:
+    """A file's bytes in a fetched package (whose SHA-256 was checked: a file missing from it is not that package)."""
+    f = tar.extractfile(member)
+    if f is None:
+        raise UsageError(f"{member} is no file in the package {tar.name!r}: delete it and run again")
+    return f.read()

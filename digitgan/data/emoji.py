@@ -10,8 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core.fetch import Download, fetch
-from ..errors import UsageError
+from ..core.fetch import Download, fetch, member_bytes
 from .freeze import FREEZE_VERSION, Freezing, Frozen, FrozenSource, freeze
 
 EMOJI_PACKAGE = Download(
@@ -46,14 +45,6 @@ def emoji_items(tar: tarfile.TarFile) -> tuple[list[tuple[str, Callable[[], byte
         for m in members
         if m.name[len(EMOJI_DIR) :] in category
     ], classes
-
-
-def member_bytes(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:
-    """A file's bytes in the package (whose SHA-256 was checked: a file missing from it is not this package)."""
-    f = tar.extractfile(member)
-    if f is None:
-        raise UsageError(f"{member} is no file in {EMOJI_PACKAGE.file}: delete it and run again")
-    return f.read()
 
 
 class Emoji(FrozenSource):

@@ -8,18 +8,21 @@ import contextlib
 import dataclasses
 import functools
 import http.server
+import io
 import json
 import logging
 import os
 import shutil
 import sys
+import tarfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
+from ..core.fetch import Download, fetch, member_bytes
 from ..core.files import atomic_write
 from ..data.sources import saved_shape
 from ..errors import UsageError
@@ -28,10 +31,18 @@ from ..training.records import Damaged, grids, read_record, read_rows
 from ..training.state import fixed_noise
 from .samples import load_generator
 
-WEB = Path(__file__).resolve().parent / "web"  # the page's sources and its npm package (package.json)
+WEB = Path(__file__).resolve().parent / "web"  # the page's sources
 PAGE = ("index.html", "page.js", "style.css")
-RUNTIME = WEB / "node_modules" / "onnxruntime-web" / "dist"
-RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")  # wasm backend only
+# The page's runtime: onnxruntime-web's published package, fetched with npm pack into the data cache when an export
+# first needs it; of it the page takes the wasm backend's three files
+RUNTIME = Download(
+    "onnxruntime-web@1.22.0",
+    "onnxruntime-web-1.22.0.tgz",
+    "e293551f9d36d003e293d0f2937fee7b3dfdcef76d71d1449b55e2d4157c7aea",
+    "npm",
+    size="20 MB",
+)
+RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 MIME = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript", ".json": "application/json"}
 
 
@@ -99,13 +110,8 @@ def export(
             f"--checkpoint {checkpoint}: export reads a training checkpoint (.pt), which holds the "
             f"run's fixed noise too"
         )
-    missing = [f for f in RUNTIME_FILES if not (RUNTIME / f).is_file()]
-    if missing:
-        raise UsageError(
-            f"the page's runtime (onnxruntime-web, pinned in {WEB}/package-lock.json) is not installed: "
-            f"run `npm ci --prefix {WEB}` (`make site` in a checkout), then export again"
-        )
     generator, cfg, step, state = load_generator(checkpoint_dir, checkpoint, "cpu", best, with_state=True)
+    runtime = runtime_files(cfg.cache_dir)  # before anything is written: a failed fetch leaves --out as it was
     conditional, shape = cfg.conditional == "on", saved_shape(state)
     dest.mkdir(parents=True, exist_ok=True)
     export_onnx(generator, cfg.z_dim, conditional, dest / "generator.onnx")
@@ -166,9 +172,21 @@ def export(
     atomic_write(dest / "run.json", lambda f: f.write(json.dumps(run).encode()))
     for name in PAGE:
         shutil.copyfile(WEB / name, dest / name)
-    for name in RUNTIME_FILES:
-        shutil.copyfile(RUNTIME / name, dest / name)
+    for name, data in runtime.items():
+        atomic_write(dest / name, functools.partial(_write, data))
     return dest
+
+
+def _write(data: bytes, f: BinaryIO) -> None:
+    f.write(data)
+
+
+def runtime_files(cache_dir: str) -> dict[str, bytes]:
+    """The page runtime's files by name, from onnxruntime-web's package in cache_dir (fetched with npm if missing,
+    its SHA-256 checked)."""
+    blob = fetch(RUNTIME, cache_dir, lambda line: print(line, file=sys.stderr), f" (npm pack {RUNTIME.spec})")
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        return {name: member_bytes(tar, f"package/dist/{name}") for name in RUNTIME_FILES}
 
 
 def _record(path: Path, read: Callable[[Path], Any], damaged: Any) -> Any:

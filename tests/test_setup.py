@@ -1,0 +1,48 @@
+"""What the two commands need: `make train` sets up with Python and make alone, no node or npm; what needs npm (the
+exported page's runtime, the emoji) says in one line what to install when npm is missing."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from digitgan.errors import UsageError
+from digitgan.share.export import RUNTIME, runtime_files
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE = {"node", "nodejs", "npm", "npx", "corepack"}
+
+
+def path_without_node(tmp_path):
+    """A PATH of one folder holding a link to every program on this PATH but node's."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        for program in Path(folder).glob("*") if Path(folder).is_dir() else []:
+            if program.name not in NODE and os.access(program, os.X_OK) and not (bin_dir / program.name).exists():
+                (bin_dir / program.name).symlink_to(program)
+    return str(bin_dir)
+
+
+def test_make_train_sets_up_without_node_or_npm(tmp_path):
+    env = {**os.environ, "PATH": path_without_node(tmp_path)}
+    plan = subprocess.run(["make", "-n", "--no-print-directory", "train"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    commands = plan.stdout.strip().splitlines()
+    assert commands[-1].endswith("dcgan.py train") and not any("npm" in c for c in commands), commands
+    # the set-up is the venv and MNIST's data alone (a page or the emoji would want npm on a fresh machine)
+    setup = ("-m venv .venv", ".venv/bin/python -m pip install ", "touch .venv/.installed", ".venv/bin/python dcgan.py data")
+    assert all(any(s in c for s in setup) for c in commands[:-1]), commands
+    for command in commands[:-1]:  # its set-up, run for real (here the venv is made: MNIST's caches are checked)
+        done = subprocess.run(command, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+
+
+def test_a_fetch_with_npm_missing_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", path_without_node(tmp_path))
+    with pytest.raises(UsageError) as e:
+        runtime_files(str(tmp_path / "cache"))
+    (line,) = str(e.value).splitlines()
+    assert f"could not fetch {RUNTIME.spec} with npm (npm is not installed: install Node.js and npm)" in line
+    assert f"put {RUNTIME.file} into {tmp_path / 'cache'}/ by hand" in line
