@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(data, "channels")
     _setting(data, "data_dir")
     _setting(data, "cache_dir")
+    _setting(data, "workers")
     return parser
 
 
@@ -375,7 +376,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     from digitgan.quality.judge import Judge
 
     src = source(args.dataset)
-    src.prepare(args.resolution, args.channels, args.cache_dir, args.data_dir, say=print)
+    src.prepare(args.resolution, args.channels, args.cache_dir, args.data_dir, print, args.workers)
     if args.data_dir:  # files of the user's: nothing of them is cached
         return
     judge = Judge(args.dataset, args.cache_dir, resolution=args.resolution, channels=args.channels)

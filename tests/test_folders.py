@@ -93,6 +93,65 @@ def test_a_folder_is_frozen_once_with_its_classes_and_every_odd_file_counted(tmp
     assert len(load_dataset(str(tmp_path / "pics"), cache_dir=cache)) == usable - 1 - 3
 
 
+def test_the_cache_is_the_same_whatever_the_workers_mapped_checked_and_made_again_when_damaged(cache_dir, tmp_path,
+                                                                                                capsys):
+    """Freezing on a pool of processes writes the very files one process writes; training maps the pixels (a view of
+    the file, not a copy in memory); a flipped byte is noticed, said in one line, and the pictures frozen again."""
+    from digitgan.data.emoji import EMOJI
+    from digitgan.data.freeze import read_frozen
+
+    caches = {}
+    for workers in (1, 2):
+        caches[workers] = tmp_path / f"w{workers}"
+        caches[workers].mkdir()
+        (caches[workers] / EMOJI_PACKAGE.file).symlink_to(Path(cache_dir) / EMOJI_PACKAGE.file)
+        EMOJI.frozen(32, 0, str(caches[workers]), say=lambda line: None, workers=workers)
+    stem = "emoji-1-32-0"
+    for suffix in (".pixels", ".labels", ".json"):
+        assert (caches[1] / f"{stem}{suffix}").read_bytes() == (caches[2] / f"{stem}{suffix}").read_bytes(), suffix
+    train = load_dataset("emoji", "train", cache_dir=str(caches[2]), resolution=32)
+    assert str(caches[2] / f"{stem}.pixels") in Path("/proc/self/maps").read_text()  # mapped, not read
+    assert train.pixels.numpy().base is not None  # a view of the map, not a copy
+    before = train.pixels.clone()
+    pixels = caches[2] / f"{stem}.pixels"
+    blob = bytearray(pixels.read_bytes())
+    blob[len(blob) // 2] ^= 1
+    pixels.write_bytes(bytes(blob))
+    capsys.readouterr()
+    again = load_dataset("emoji", "train", cache_dir=str(caches[2]), resolution=32)
+    err = capsys.readouterr().err
+    assert "does not match the SHA-256 recorded when it was written" in err and "freezing the images again" in err
+    assert torch.equal(again.pixels, before) and read_frozen(caches[2] / stem) is not None  # made again
+
+
+def test_an_old_compressed_cache_is_converted_once(cache_dir, tmp_path, capsys):
+    """The cache format before the mapped one (one compressed .npz and its SHA-256) is converted with one line, to
+    the files a fresh freeze writes."""
+    import json
+
+    from digitgan.core.files import write_cache
+    from digitgan.data.freeze import read_frozen
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / EMOJI_PACKAGE.file).symlink_to(Path(cache_dir) / EMOJI_PACKAGE.file)
+    load_dataset("emoji", "train", cache_dir=str(fresh), resolution=32)
+    frozen = read_frozen(fresh / "emoji-1-32-0")
+    order = np.argsort(np.concatenate(holdout_split(len(frozen.labels))))  # back to file order, as it was kept
+    record = json.dumps({"classes": frozen.classes, "converted": frozen.converted, "skipped": frozen.skipped})
+    old = tmp_path / "old"
+    old.mkdir()
+    write_cache(old / "emoji-1-32-0.npz", lambda f: np.savez(f, pixels=np.asarray(frozen.pixels)[order],
+                                                             labels=frozen.labels[order], record=np.array(record)))
+    capsys.readouterr()
+    load_dataset("emoji", "train", cache_dir=str(old), resolution=32)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"note: {old}/emoji-1-32-0.npz is in the old cache format: converting it to the mapped one (once)"
+    assert sorted(p.name for p in old.iterdir()) == ["emoji-1-32-0.json", "emoji-1-32-0.labels", "emoji-1-32-0.pixels"]
+    for suffix in (".pixels", ".labels", ".json"):
+        assert (old / f"emoji-1-32-0{suffix}").read_bytes() == (fresh / f"emoji-1-32-0{suffix}").read_bytes()
+
+
 def test_bad_folders_are_one_line_and_exit_2_with_nothing_written(tmp_path, capsys, emoji_files):
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk").mkdir()

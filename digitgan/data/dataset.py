@@ -36,6 +36,7 @@ class Dataset:
     name: str
     shape: Shape
     held_out: int = 0  # images of the same source kept out of this split: the emoji's and a folder's hold-out
+    known_fingerprint: str = ""  # the fingerprint, where the source recorded it (a frozen cache): no pass to hash
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -48,7 +49,7 @@ class Dataset:
     @functools.cached_property
     def fingerprint(self) -> str:
         """The data's identity, recorded in checkpoints: a resume on other data is refused."""
-        return fingerprint(self.pixels.numpy(), self.labels.numpy(), self.shape.classes)
+        return self.known_fingerprint or fingerprint(self.pixels.numpy(), self.labels.numpy(), self.shape.classes)
 
     def subset(self, n: int) -> Dataset:
         """n of its images (all of them for 0), drawn with a fixed seed and kept in their order."""

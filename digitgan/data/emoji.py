@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
 import tarfile
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..core.fetch import Download, fetch, member_bytes
-from .freeze import FREEZE_VERSION, Freezing, Frozen, FrozenSource, freeze
+from .freeze import FREEZE_VERSION, Freezing, FrozenSource, Pictures
 
 EMOJI_PACKAGE = Download(
     "emoji-datasource-google@16.0.0",
@@ -54,13 +54,14 @@ class Emoji(FrozenSource):
     title = "the emoji"
 
     def freezing(self, resolution: int, channels: int, cache_dir: str) -> Freezing:
-        def read_all() -> Frozen:
+        @contextlib.contextmanager
+        def pictures() -> Iterator[Pictures]:
             with tarfile.open(emoji_tarball(cache_dir)) as tar:
                 items, classes = emoji_items(tar)
-                return freeze(items, len(items), resolution, classes, Counter(), "freezing the emoji")
+                yield ((read(), label) for _, read, label in items), len(items), classes
 
-        cache = Path(cache_dir) / f"emoji-{FREEZE_VERSION}-{resolution}-{channels}.npz"
-        return Freezing(cache, read_all, f"emoji ({EMOJI_PACKAGE.spec})")
+        cache = Path(cache_dir) / f"emoji-{FREEZE_VERSION}-{resolution}-{channels}"
+        return Freezing(cache, pictures, f"emoji ({EMOJI_PACKAGE.spec})", "freezing the emoji")
 
 
 EMOJI = Emoji()

@@ -4,13 +4,15 @@ folder is frozen again."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError
-from .freeze import FREEZE_VERSION, Freezing, Frozen, FrozenSource, freeze, reasons
+from .freeze import FREEZE_VERSION, Freezing, FrozenSource, Pictures, reasons
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -69,15 +71,17 @@ class Folder(FrozenSource):
                 f"--dataset {self.name}: the folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
             )
 
-        def read_all() -> Frozen:
-            items = ((str(p), p.read_bytes, label) for p, label in files)
-            frozen = freeze(items, len(files), resolution, classes, skipped, f"freezing {root.name}/")
-            if len(frozen.labels) == 0:
+        def none_read(used: int, passed_over: Counter) -> None:
+            if not used:
                 raise UsageError(
                     f"--dataset {self.name}: none of its {len(files)} image files could be read "
-                    f"({reasons(frozen.skipped)})"
+                    f"({reasons(passed_over)})"
                 )
-            return frozen
+
+        @contextlib.contextmanager
+        def pictures() -> Iterator[Pictures]:
+            yield ((str(p), label) for p, label in files), len(files), classes
 
         key = folder_key(root.resolve(), files, resolution, channels)
-        return Freezing(Path(cache_dir) / f"folder-{root.resolve().name}-{key}.npz", read_all, f"{root}/")
+        cache = Path(cache_dir) / f"folder-{root.resolve().name}-{key}"
+        return Freezing(cache, pictures, f"{root}/", f"freezing {root.name}/", skipped, none_read)

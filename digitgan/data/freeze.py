@@ -1,50 +1,67 @@
-"""Pictures frozen once into a cached uint8 array at the run's resolution: what the emoji and a folder of image
-files share (folder.py, emoji.py), and the seeded hold-out that stands in for the test set they do not have.
+"""Pictures frozen once into a cache at the run's resolution, which training maps rather than reads: what the emoji and
+a folder of image files share (folder.py, emoji.py), and the seeded hold-out that stands in for the test set they
+do not have.
 
-Each image is read with Pillow, made 8-bit RGB (palette, CMYK, 16-bit and grey-with-alpha images converted; an
-animated image gives its first frame), composited onto white where it has transparency, scaled with Lanczos so
-that its shorter side is the resolution, and centre-cropped to a square. What cannot be read is skipped and
-counted by reason, never a traceback. The frozen pixels' SHA-256 is the data's fingerprint.
+Freezing reads every picture (pictures.py) in a pool of worker processes, in file order whatever their number, and
+skips what cannot be read, counted by reason. The cache is three files beside each other:
+
+    STEM.pixels   the (N, C, R, R) uint8 pixels, uncompressed: the training images first, then the hold-out
+    STEM.labels   the (N,) int64 labels in the same order
+    STEM.json     the record: shape, classes, what was converted and skipped, both files' SHA-256, the splits'
+                  fingerprints
+
+Reading checks both files against the SHA-256 in the record (about 0.6 s a GB here: bench/bigfolder.py) and maps
+the pixels copy-on-write, so a split is a view of the file: no copy in memory, and processes that map one file share
+its pages. A damaged or missing file is noticed and the pictures frozen again, after a line saying so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
+import multiprocessing
+import os
 import sys
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
-from ..core.files import read_cache, write_cache
-from .dataset import Dataset
+from ..core.files import atomic_write, fsync_dir, read_cache
+from ..errors import UsageError, WriteError
+from .dataset import Dataset, fingerprint
+from .pictures import luma, read_for_freezing
 from .shape import Shape
 from .source import Source
 
-BACKGROUND = (255, 255, 255)  # what shows through transparent pixels: white, as emoji are usually seen
-MIN_SIDE = 8  # pixels: anything smaller holds no picture worth scaling up
-MAX_PIXELS = 64 * 2**20  # Pillow's guard against decompression bombs, at 64 megapixels
-FREEZE_VERSION = 1  # part of every cache key: bump when freezing changes
+FREEZE_VERSION = 1  # part of every cache key: bump when freezing changes the pixels
+CACHE_FORMAT = 2  # the mapped cache (1: one compressed .npz, converted on first read)
 HOLDOUT_SHARE, HOLDOUT_MAX, HOLDOUT_SEED = 0.1, 10_000, 2024  # the held-out images quality is measured on
+CHUNK = 64 * 2**20  # bytes hashed or copied at a time
+POOL_FROM = 500  # pictures from which on freezing takes a pool of processes
 
 
 @dataclass
 class Frozen:
-    """A set of images frozen at one resolution: (N, C, R, R) uint8 pixels, (N,) labels, the class names, and
-    what was done on the way (reason -> count)."""
+    """A set of images frozen at one resolution: (N, C, R, R) uint8 pixels (mapped from the cache: the training
+    images, then the `held_out` ones), (N,) labels, the class names, what was done on the way (reason -> count), and
+    the fingerprints of the two splits."""
 
     pixels: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
     converted: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
+    held_out: int = 0
+    fingerprints: dict[str, str] = field(default_factory=dict)  # "train", "test"
 
     def summary(self, name: str) -> str:
         counts = Counter(self.labels.tolist())
@@ -60,123 +77,15 @@ class Frozen:
             )
         )
 
+    def split(self, split: str) -> slice:
+        """The rows of a split ("train" or "test": the hold-out)."""
+        n_train = len(self.labels) - self.held_out
+        return slice(n_train, None) if split == "test" else slice(0, n_train)
+
 
 def reasons(counts: Counter) -> str:
     """ "3 palette, 1 CMYK": what happened to how many, most first."""
     return ", ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
-def square(image: Image.Image, resolution: int) -> np.ndarray:
-    """An 8-bit RGB image scaled (Lanczos) so that its shorter side is `resolution`, centre-cropped: (R, R, 3)."""
-    w, h = image.size
-    scale = resolution / min(w, h)
-    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
-    if size != (w, h):
-        image = image.resize(size, Image.Resampling.LANCZOS)
-    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    return np.asarray(image.crop((left, top, left + resolution, top + resolution)))
-
-
-def to_rgb(image: Image.Image, converted: Counter) -> Image.Image:
-    """8-bit RGB, transparency composited onto BACKGROUND; each conversion counted by what it converted."""
-    if getattr(image, "n_frames", 1) > 1:
-        converted["animated (its first frame used)"] += 1
-        image.seek(0)
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):  # 16- or 32-bit grey: keep the top 8 bits of 16
-        converted["16-bit"] += 1
-        image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
-    elif mode == "P":
-        converted["palette"] += 1
-        image = image.convert("RGBA")
-    elif mode == "CMYK":
-        converted["CMYK"] += 1
-    image = image.convert("RGBA") if image.mode in ("LA", "La", "PA", "RGBa") else image
-    if image.mode == "RGBA":
-        flat = Image.new("RGB", image.size, BACKGROUND)
-        flat.paste(image, mask=image.getchannel("A"))
-        return flat
-    return image.convert("RGB")
-
-
-def read_image(data: Callable[[], bytes], resolution: int, converted: Counter) -> np.ndarray | str:
-    """The (R, R, 3) uint8 picture in an image file's bytes, or why it cannot be used."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data()))
-            if image.width * image.height > MAX_PIXELS:
-                return f"larger than {MAX_PIXELS // 2**20} megapixels (decompression-bomb guard)"
-            if min(image.size) < MIN_SIDE:
-                return f"smaller than {MIN_SIDE} pixels on a side"
-            image.load()
-            return square(to_rgb(image, converted), resolution)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return f"larger than {MAX_PIXELS // 2**20} megapixels (decompression-bomb guard)"
-    except OSError as e:
-        if e.errno == 40:  # ELOOP
-            return "a symbolic link loop"
-        return "unreadable (not an image, or damaged)"
-    except (UnidentifiedImageError, ValueError, SyntaxError, EOFError):
-        return "unreadable (not an image, or damaged)"
-
-
-def freeze(
-    items: Iterable[tuple[str, Callable[[], bytes], int]],
-    count: int,
-    resolution: int,
-    classes: tuple[str, ...],
-    skipped: Counter,
-    desc: str,
-) -> Frozen:
-    """Read every (name, bytes, label) item into one uint8 array, with a progress bar."""
-    pictures, labels, converted = [], [], Counter[str]()
-    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is damaged, not half a picture
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    for _, data, label in tqdm(
-        items, total=count, desc=desc, unit="img", mininterval=0.5, leave=False, disable=count < 500
-    ):
-        picture = read_image(data, resolution, converted)
-        if isinstance(picture, str):
-            skipped[picture] += 1
-            continue
-        pictures.append(picture)
-        labels.append(label)
-    pixels = (
-        np.stack(pictures).transpose(0, 3, 1, 2) if pictures else np.zeros((0, 3, resolution, resolution), np.uint8)
-    )
-    return Frozen(np.ascontiguousarray(pixels), np.asarray(labels, np.int64), classes, converted, skipped)
-
-
-def grey_if_grey(frozen: Frozen, channels: int) -> Frozen:
-    """One channel when asked for (1), or when every picture is grey (0: decided from the images); else three."""
-    grey = channels == 1 or (channels == 0 and bool((frozen.pixels[:, 0:1] == frozen.pixels[:, 1:]).all()))
-    if grey:
-        rgb = frozen.pixels.astype(np.float32)
-        luma = rgb[:, 0] * 0.299 + rgb[:, 1] * 0.587 + rgb[:, 2] * 0.114  # ITU-R 601, as Pillow's "L"
-        frozen.pixels = np.round(luma)[:, None].astype(np.uint8)
-    return frozen
-
-
-def write_frozen(path: Path, frozen: Frozen) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = json.dumps({"classes": frozen.classes, "converted": frozen.converted, "skipped": frozen.skipped})
-    write_cache(path, lambda f: np.savez(f, pixels=frozen.pixels, labels=frozen.labels, record=np.array(record)))
-
-
-def read_frozen(path: Path) -> Frozen | None:
-    data = read_cache(path, "freezing the images again")
-    if data is None:
-        return None
-    arrays = np.load(io.BytesIO(data))
-    record = json.loads(str(arrays["record"]))
-    return Frozen(
-        arrays["pixels"],
-        arrays["labels"],
-        tuple(record["classes"]),
-        Counter(record["converted"]),
-        Counter(record["skipped"]),
-    )
 
 
 def holdout_split(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,14 +97,241 @@ def holdout_split(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[k:]), np.sort(order[:k])
 
 
+def workers_for(workers: int) -> int:
+    """Processes a freeze uses: `workers`, or for 0 one per core this process may run on."""
+    if workers:
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- freezing
+
+
+def read_all(
+    items: Iterable[tuple[bytes | str, int]], count: int, resolution: int, grey: bool, workers: int, desc: str
+) -> Iterator[tuple[np.ndarray | str, bool, Counter, int]]:
+    """(picture or why not, whether grey, what was converted, label) for every (file bytes or path, label) item, in
+    the items' order, read by a pool of `workers` processes (one for small sets: a pool costs its start)."""
+    labels: list[int] = []
+
+    def sources() -> Iterator[bytes | str]:
+        for data, label in items:
+            labels.append(label)
+            yield data
+
+    read = partial(read_for_freezing, resolution=resolution, grey=grey)
+    pool = (
+        multiprocessing.get_context("spawn").Pool(workers) if count >= POOL_FROM and workers > 1 else None
+    )  # spawn: the workers import pictures.py alone, not torch
+    with pool or contextlib.nullcontext():
+        results = pool.imap(read, sources(), chunksize=32) if pool else map(read, sources())
+        bar = tqdm(total=count, desc=desc, unit="img", mininterval=0.5, leave=False, disable=count < POOL_FROM)
+        with bar:
+            for i, (picture, is_grey, converted) in enumerate(results):
+                bar.update(1)
+                yield picture, is_grey, converted, labels[i]
+
+
+def freeze(
+    items: Iterable[tuple[bytes | str, int]],
+    count: int,
+    resolution: int,
+    channels: int,
+    classes: tuple[str, ...],
+    skipped: Counter,
+    desc: str,
+    cache: Path,
+    workers: int = 0,
+    check: Callable[[int, Counter], None] = lambda used, skipped: None,
+) -> Frozen:
+    """Read every (file bytes or path, label) item into the mapped cache at `cache` (STEM.pixels, .labels, .json):
+    grey when asked for (channels 1) or when every picture is grey (channels 0), else RGB; the same files whatever
+    the number of workers. check(pictures used, skipped) may refuse the result before anything is written."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    first = _temporary(cache, "unsplit")  # file order; rewritten in split order below
+    labels, converted, all_grey, n = [], Counter[str](), True, 0
+    try:
+        with open(first, "wb") as f:
+            for picture, is_grey, done, label in read_all(
+                items, count, resolution, channels == 1, workers_for(workers), desc
+            ):
+                converted.update(done)
+                if isinstance(picture, str):
+                    skipped[picture] += 1
+                    continue
+                f.write(picture.tobytes())
+                labels.append(label)
+                all_grey &= is_grey
+                n += 1
+        check(n, skipped)
+        if not n:
+            raise UsageError(f"{desc}: none of the {count} pictures could be read ({reasons(skipped)})")
+        depth = 1 if channels == 1 else 3
+        unsplit = np.memmap(first, np.uint8, "r", shape=(n, depth, resolution, resolution))
+        grey = channels == 0 and all_grey  # every picture grey: one channel, as Pillow's "L" has it
+        _write_split(cache, unsplit, np.asarray(labels, np.int64), classes, converted, skipped, grey)
+    except OSError as e:
+        raise WriteError(cache, e) from None
+    finally:
+        with contextlib.suppress(OSError):
+            first.unlink()
+    frozen = read_frozen(cache)
+    assert frozen is not None  # just written
+    return frozen
+
+
+def _write_split(
+    cache: Path,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    converted: Counter,
+    skipped: Counter,
+    grey: bool,
+) -> None:
+    """The cache's three files from all pictures in file order: the training images, then the held-out ones, each
+    in file order; `grey` keeps one channel of RGB pictures that are grey."""
+    n = len(labels)
+    train, held = holdout_split(n)
+    order = np.concatenate([train, held])
+    pixel_hash, label_hash = hashlib.sha256(), hashlib.sha256()
+    prints = {}
+    shape = (n, 1 if grey else pixels.shape[1], *pixels.shape[2:])
+    names = {part: _temporary(cache, part) for part in ("pixels", "labels")}
+    with open(names["pixels"], "wb") as f:
+        for split, rows in (("train", train), ("test", held)):
+            split_hash = hashlib.sha256()
+            rows_at_a_time = max(1, CHUNK // max(1, int(np.prod(shape[1:]))))
+            for start in range(0, len(rows), rows_at_a_time):
+                block = pixels[rows[start : start + rows_at_a_time]]  # rows are in file order
+                data = np.ascontiguousarray(luma(block) if grey else block).tobytes()
+                f.write(data)
+                pixel_hash.update(data)
+                split_hash.update(data)
+            split_hash.update(np.ascontiguousarray(labels[rows]).data)
+            split_hash.update("\0".join(classes).encode())
+            prints[split] = split_hash.hexdigest()[:16]
+        _durable(f)
+    ordered = np.ascontiguousarray(labels[order])
+    names["labels"].write_bytes(ordered.tobytes())
+    label_hash.update(ordered.data)
+    for part, name in names.items():
+        os.replace(name, cache.with_suffix(f".{part}"))
+    fsync_dir(cache.parent)
+    record = {
+        "format": CACHE_FORMAT,
+        "shape": list(shape),
+        "held_out": len(held),
+        "classes": list(classes),
+        "converted": dict(converted),
+        "skipped": dict(skipped),
+        "pixels_sha256": pixel_hash.hexdigest(),
+        "labels_sha256": label_hash.hexdigest(),
+        "fingerprints": prints,
+    }
+    atomic_write(cache.with_suffix(".json"), lambda f: f.write(json.dumps(record, indent=1).encode() + b"\n"))
+
+
+def _temporary(cache: Path, part: str) -> Path:
+    return cache.with_name(f".{cache.name}.{part}.tmp{os.getpid()}")
+
+
+def _durable(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_frozen(cache: Path, again: str = "freezing the images again") -> Frozen | None:
+    """The mapped cache at `cache`, if its record is there and both files match the SHA-256 it holds; else None,
+    after a line saying what was wrong (a record without its files, or files that changed since: `again`)."""
+    try:
+        record = json.loads(cache.with_suffix(".json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    shape = tuple(record.get("shape", ()))
+    if record.get("format") != CACHE_FORMAT or len(shape) != 4:
+        print(f"note: {cache.with_suffix('.json')} is no cache this dcgan reads: {again}", file=sys.stderr)
+        return None
+    pixels_file, labels_file = cache.with_suffix(".pixels"), cache.with_suffix(".labels")
+    try:
+        intact = (
+            pixels_file.stat().st_size == int(np.prod(shape))
+            and labels_file.stat().st_size == 8 * shape[0]
+            and _digest(pixels_file) == record["pixels_sha256"]
+            and _digest(labels_file) == record["labels_sha256"]
+        )
+    except OSError:
+        intact = False
+    if not intact:
+        print(
+            f"warning: {pixels_file.name} or {labels_file.name} in {cache.parent}/ does not match the SHA-256 "
+            f"recorded when it was written (it changed on disk, or is gone): {again}",
+            file=sys.stderr,
+        )
+        return None
+    # copy-on-write: torch takes the array as writable, and nothing ever writes to it
+    pixels = np.memmap(pixels_file, np.uint8, "c", shape=shape)
+    labels = np.fromfile(labels_file, np.int64)
+    return Frozen(
+        pixels,
+        labels,
+        tuple(record["classes"]),
+        Counter(record["converted"]),
+        Counter(record["skipped"]),
+        int(record["held_out"]),
+        dict(record["fingerprints"]),
+    )
+
+
+def converted_from_npz(cache: Path) -> Frozen | None:
+    """A cache in the format before the mapped one (STEM.npz, compressed), converted to it (and removed), with a
+    line saying so; None when there is none, or it is damaged."""
+    old = cache.with_suffix(".npz")
+    if not old.exists():
+        return None
+    data = read_cache(old, "freezing the images again")
+    if data is None:
+        return None
+    print(f"note: {old} is in the old cache format: converting it to the mapped one (once)", file=sys.stderr)
+    arrays = np.load(io.BytesIO(data))
+    record = json.loads(str(arrays["record"]))
+    classes = tuple(record["classes"])
+    pixels = np.asarray(arrays["pixels"])
+    _write_split(
+        cache, pixels, arrays["labels"], classes, Counter(record["converted"]), Counter(record["skipped"]), False
+    )
+    for stale in (old, old.with_name(old.name + ".sha256")):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    return read_frozen(cache)
+
+
+# ---------------------------------------------------------------- the sources that freeze
+
+
+Pictures = tuple[Iterable[tuple[bytes | str, int]], int, tuple[str, ...]]  # (bytes or path, label)s, count, classes
+
+
 @dataclass(frozen=True)
 class Freezing:
-    """Where a frozen source's pictures are cached, how they are frozen when the cache is missing or stale, and what
-    the summary said then calls them."""
+    """Where a frozen source's pictures are cached (the files' stem), how to open them when they must be frozen
+    (a context giving the (file bytes or path, label) of every picture, their count and the class names), and what
+    the summary calls them; `check` refuses a result that cannot be trained on."""
 
     cache: Path
-    freeze: Callable[[], Frozen]  # every picture read as 8-bit RGB (grey_if_grey decides the channels after)
+    pictures: Callable[[], contextlib.AbstractContextManager[Pictures]]
     about: str
+    desc: str
+    skipped: Counter = field(default_factory=Counter)  # what was passed over before reading
+    check: Callable[[int, Counter], None] = lambda used, skipped: None  # may refuse what was read
 
 
 class FrozenSource(Source):
@@ -210,31 +346,64 @@ class FrozenSource(Source):
         channels: int,
         cache_dir: str,
         say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+        workers: int = 0,
     ) -> Frozen:
-        """All its pictures at the resolution, from the cache in cache_dir, or frozen into it (saying what was used
-        and skipped)."""
+        """All its pictures at the resolution, from the cache in cache_dir, or frozen into it by `workers`
+        processes (0: one per core), saying what was used and skipped."""
         plan = self.freezing(resolution, channels, cache_dir)
-        frozen = read_frozen(plan.cache)
+        frozen = read_frozen(plan.cache) or converted_from_npz(plan.cache)
         if frozen is None:
-            frozen = grey_if_grey(plan.freeze(), channels)
-            write_frozen(plan.cache, frozen)
+            with plan.pictures() as (items, count, classes):
+                frozen = freeze(
+                    items,
+                    count,
+                    resolution,
+                    channels,
+                    classes,
+                    Counter(plan.skipped),
+                    plan.desc,
+                    plan.cache,
+                    workers,
+                    plan.check,
+                )
             say(frozen.summary(f"{plan.about} at {resolution}x{resolution}"))
         return frozen
 
     def load(self, split: str, resolution: int, channels: int, cache_dir: str, data_dir: str = "") -> Dataset:
         frozen = self.frozen(resolution, channels, cache_dir)
-        train, held = holdout_split(len(frozen.labels))
-        pick = held if split == "test" else train
+        rows = frozen.split(split)  # a view of the mapped file
         return Dataset(
-            torch.from_numpy(frozen.pixels[pick]),
-            torch.from_numpy(frozen.labels[pick]),
+            torch.from_numpy(frozen.pixels[rows]),
+            torch.from_numpy(frozen.labels[rows]),
             f"{self.name}-{split}",
             Shape(resolution, frozen.pixels.shape[1], frozen.classes),
-            held_out=len(held),
+            held_out=frozen.held_out,
+            known_fingerprint=frozen.fingerprints["test" if split == "test" else "train"],
         )
 
     def sizes(
-        self, resolution: int, channels: int, cache_dir: str, data_dir: str, say: Callable[[str], None]
+        self,
+        resolution: int,
+        channels: int,
+        cache_dir: str,
+        data_dir: str,
+        say: Callable[[str], None],
+        workers: int = 0,
     ) -> tuple[int, int, tuple[str, ...]]:
-        frozen = self.frozen(resolution, channels, cache_dir, say=say)
-        return len(frozen.labels), len(holdout_split(len(frozen.labels))[0]), frozen.classes
+        frozen = self.frozen(resolution, channels, cache_dir, say, workers)
+        return len(frozen.labels), len(frozen.labels) - frozen.held_out, frozen.classes
+
+    def prepare(
+        self,
+        resolution: int,
+        channels: int,
+        cache_dir: str,
+        data_dir: str,
+        say: Callable[[str], None],
+        workers: int = 0,
+    ) -> None:
+        self.frozen(resolution, channels, cache_dir, lambda line: print(line, file=sys.stderr), workers)
+        super().prepare(resolution, channels, cache_dir, data_dir, say, workers)
+
+
+__all__ = ["Freezing", "Frozen", "FrozenSource", "fingerprint", "holdout_split", "read_frozen"]

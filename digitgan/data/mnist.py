@@ -222,13 +222,25 @@ class Digits(Source):
         )
 
     def sizes(
-        self, resolution: int, channels: int, cache_dir: str, data_dir: str, say: Callable[[str], None]
+        self,
+        resolution: int,
+        channels: int,
+        cache_dir: str,
+        data_dir: str,
+        say: Callable[[str], None],
+        workers: int = 0,
     ) -> tuple[int, int, tuple[str, ...]]:
         n = len(self.uint8("train", data_dir, cache_dir)[1])  # the labels alone: no need to pad and scale
         return n, n, self.classes
 
     def prepare(
-        self, resolution: int, channels: int, cache_dir: str, data_dir: str, say: Callable[[str], None]
+        self,
+        resolution: int,
+        channels: int,
+        cache_dir: str,
+        data_dir: str,
+        say: Callable[[str], None],
+        workers: int = 0,
     ) -> None:
         if not self.installed and not data_dir:
             prepare_mnist(cache_dir, say=say)

@@ -27,14 +27,26 @@ class Source:
         raise NotImplementedError
 
     def sizes(
-        self, resolution: int, channels: int, cache_dir: str, data_dir: str, say: Callable[[str], None]
+        self,
+        resolution: int,
+        channels: int,
+        cache_dir: str,
+        data_dir: str,
+        say: Callable[[str], None],
+        workers: int = 0,
     ) -> tuple[int, int, tuple[str, ...]]:
         """(usable images, of them to train on, class names), for the checks before a run writes anything."""
         train = self.load("train", resolution, channels, cache_dir, data_dir)
         return len(train) + train.held_out, len(train), train.shape.classes
 
     def prepare(
-        self, resolution: int, channels: int, cache_dir: str, data_dir: str, say: Callable[[str], None]
+        self,
+        resolution: int,
+        channels: int,
+        cache_dir: str,
+        data_dir: str,
+        say: Callable[[str], None],
+        workers: int = 0,
     ) -> None:
         """What `dcgan data` does before the quality figures' real images are embedded: fetch, check, freeze and
         cache the pictures, saying what was done."""

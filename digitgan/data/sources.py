@@ -44,7 +44,7 @@ def check_images(cfg: Any) -> None:
     (freezing them on the way, into cfg.cache_dir)."""
     summary: list[str] = []  # said once the pictures are known to be enough
     total, n, classes = source(cfg.dataset).sizes(
-        cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir, summary.append
+        cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir, summary.append, cfg.workers
     )
     if cfg.conditional == "on" and not classes:
         raise UsageError(
