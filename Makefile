@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 FASHION := /usr/share/datasets/fashion-mnist
+# In a checkout the downloads and caches stay in data/ (an installed dcgan keeps them in ~/.cache/dcgan)
+export DCGAN_CACHE := data
 # pytest's workers: one per core, each torch on one thread (tests/conftest.py)
 JOBS ?= $(shell nproc)
 

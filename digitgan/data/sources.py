@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..config import TrainConfig
+from ..config import TrainConfig, cache_home
 from ..errors import UsageError
 from .dataset import Dataset
 from .emoji import EMOJI
@@ -28,14 +28,14 @@ def load_dataset(
     dataset: str,
     split: str = "train",
     data_dir: str = "",
-    cache_dir: str = "data",
+    cache_dir: str = "",
     resolution: int = 32,
     channels: int = 0,
 ) -> Dataset:
     """One split ("train" or "test") of a dataset at the resolution, with the channels asked for (0: the data's
     own). Sources with no test set of their own (the emoji, folders) give a seeded hold-out as "test", kept out of
     "train"."""
-    return source(dataset).load(split, resolution, channels, cache_dir, data_dir)
+    return source(dataset).load(split, resolution, channels, cache_home(cache_dir), data_dir)
 
 
 def check_images(cfg: Any) -> None:

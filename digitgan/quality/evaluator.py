@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from tqdm import tqdm
 
-from ..config import TrainConfig
+from ..config import TrainConfig, cache_home
 from ..core.devices import channels_last
 from ..core.fetch import sha256
 from ..core.files import atomic_write
@@ -142,7 +142,7 @@ def train_evaluator(
     cache_dir where load_classifier finds it, tested on the held-out images. epochs 0: 6 for the digits, and
     for smaller data enough epochs for about 3,000 steps (at most 60)."""
     start = time.perf_counter()
-    src = source(dataset)
+    src, cache_dir = source(dataset), cache_home(cache_dir)
 
     def load(split: str) -> Dataset:
         return src.load(split, resolution, channels, cache_dir, data_dir)

