@@ -124,6 +124,42 @@ def test_the_cache_is_the_same_whatever_the_workers_mapped_checked_and_made_agai
     assert torch.equal(again.pixels, before) and read_frozen(caches[2] / stem) is not None  # made again
 
 
+def test_a_script_without_a_main_guard_freezes_on_a_pool_and_processes_share_the_mapped_pixels(cache_dir, tmp_path):
+    """A user's script that freezes at its top level (no `if __name__ == "__main__":`) is not run again by the
+    spawned workers (it would freeze again in each, forever); a second process that maps the cache holds none of
+    its pixels as private memory: its pages are the ones the first process mapped."""
+    import subprocess
+    import sys
+
+    (tmp_path / EMOJI_PACKAGE.file).symlink_to(Path(cache_dir) / EMOJI_PACKAGE.file)
+    script = tmp_path / "mine.py"
+    script.write_text(
+        "import re, sys\n"
+        "from digitgan.data.emoji import EMOJI\n"
+        "from digitgan.data.sources import load_dataset\n"
+        f"EMOJI.frozen(32, 0, {str(tmp_path)!r}, say=print, workers=2)\n"
+        f"data = load_dataset('emoji', cache_dir={str(tmp_path)!r}, resolution=32)\n"
+        "print('sum', int(data.pixels.sum()))  # every page read\n"
+        "maps = open('/proc/self/smaps').read().split('\\n')\n"
+        "at = next(i for i, line in enumerate(maps) if line.endswith('emoji-1-32-0.pixels'))\n"
+        "fields = dict(re.match(r'(\\w+):\\s+(\\d+) kB', line).groups() for line in maps[at + 1 : at + 20]\n"
+        "              if re.match(r'\\w+:\\s+\\d+ kB', line))\n"
+        "print('mapping', fields['Rss'], fields['Shared_Clean'], fields['Anonymous'])\n"
+    )
+    first = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("3786 images used") == 1  # frozen once: the workers did not run the script
+    data = load_dataset("emoji", cache_dir=str(tmp_path), resolution=32)
+    total = int(data.pixels.sum())  # this process maps the file and reads every page
+    second = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and "images used" not in second.stdout, second.stderr  # from the cache
+    assert f"sum {total}" in second.stdout
+    rss, shared, anonymous = map(int, re.search(r"mapping (\d+) (\d+) (\d+)", second.stdout).groups())
+    size_kb = data.pixels.numel() // 1024
+    assert rss >= size_kb * 0.9 and shared >= size_kb * 0.9  # every page read, and shared with this process
+    assert anonymous == 0  # no private copy of a single page
+
+
 def test_an_old_compressed_cache_is_converted_once(cache_dir, tmp_path, capsys):
     """The cache format before the mapped one (one compressed .npz and its SHA-256) is converted with one line, to
     the files a fresh freeze writes."""

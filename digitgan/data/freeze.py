@@ -7,12 +7,13 @@ skips what cannot be read, counted by reason. The cache is three files beside ea
 
     STEM.pixels   the (N, C, R, R) uint8 pixels, uncompressed: the training images first, then the hold-out
     STEM.labels   the (N,) int64 labels in the same order
-    STEM.json     the record: shape, classes, what was converted and skipped, both files' SHA-256, the splits'
-                  fingerprints
+    STEM.json     the record: shape, classes, what was converted and skipped, the SHA-256 of the labels and of every
+                  64 MB of the pixels, the splits' fingerprints
 
-Reading checks both files against the SHA-256 in the record (about 0.6 s a GB here: bench/bigfolder.py) and maps
-the pixels copy-on-write, so a split is a view of the file: no copy in memory, and processes that map one file share
-its pages. A damaged or missing file is noticed and the pictures frozen again, after a line saying so.
+Reading checks both files against the record, once in a process (the pixels' pieces hashed on every core: the cost is
+measured in docs/data.md), and maps the pixels copy-on-write, so a split is a view of the file: no copy in memory,
+and processes that map one file share its pages. A damaged or missing file is noticed and the pictures frozen again,
+after a line saying so.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import json
 import multiprocessing
 import os
 import sys
+import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -88,11 +91,16 @@ def reasons(counts: Counter) -> str:
     return ", ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def holdout_size(n: int) -> int:
+    """How many of n images are held out: HOLDOUT_SHARE, at least 2 (for KID), at most HOLDOUT_MAX."""
+    return max(2, min(round(n * HOLDOUT_SHARE), HOLDOUT_MAX))
+
+
 def holdout_split(n: int) -> tuple[np.ndarray, np.ndarray]:
     """(training, held-out) indices, each in file order, of a source of n images with no test set of its own:
-    HOLDOUT_SHARE of them (at least 2, for KID; at most HOLDOUT_MAX) drawn with a fixed seed, so a folder splits the
+    holdout_size(n) of them drawn with a fixed seed, so a folder splits the
     same way in every run and the quality figures' real images are never trained on."""
-    k = max(2, min(round(n * HOLDOUT_SHARE), HOLDOUT_MAX))
+    k = holdout_size(n)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED)).numpy()
     return np.sort(order[k:]), np.sort(order[:k])
 
@@ -105,6 +113,19 @@ def workers_for(workers: int) -> int:
 
 
 # ---------------------------------------------------------------- freezing
+
+
+def _pool(workers: int) -> Any:
+    """A pool of spawned processes that import pictures.py alone: not torch, and not the script that called us.
+    A spawned process runs the parent's main script again before its work (as multiprocessing's own workers do),
+    and a script without an `if __name__ == "__main__":` guard would freeze again in every worker, whose pool may
+    not start, forever; so the workers start while __main__ is an empty module."""
+    script = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        return multiprocessing.get_context("spawn").Pool(workers)
+    finally:
+        sys.modules["__main__"] = script
 
 
 def read_all(
@@ -120,9 +141,7 @@ def read_all(
             yield data
 
     read = partial(read_for_freezing, resolution=resolution, grey=grey)
-    pool = (
-        multiprocessing.get_context("spawn").Pool(workers) if count >= POOL_FROM and workers > 1 else None
-    )  # spawn: the workers import pictures.py alone, not torch
+    pool = _pool(workers) if count >= POOL_FROM and workers > 1 else None
     with pool or contextlib.nullcontext():
         results = pool.imap(read, sources(), chunksize=32) if pool else map(read, sources())
         bar = tqdm(total=count, desc=desc, unit="img", mininterval=0.5, leave=False, disable=count < POOL_FROM)
@@ -191,42 +210,95 @@ def _write_split(
 ) -> None:
     """The cache's three files from all pictures in file order: the training images, then the held-out ones, each
     in file order; `grey` keeps one channel of RGB pictures that are grey."""
-    n = len(labels)
-    train, held = holdout_split(n)
+    train, held = holdout_split(len(labels))
     order = np.concatenate([train, held])
-    pixel_hash, label_hash = hashlib.sha256(), hashlib.sha256()
-    prints = {}
-    shape = (n, 1 if grey else pixels.shape[1], *pixels.shape[2:])
+    shape = (1 if grey else pixels.shape[1], *pixels.shape[2:])
+    rows_at_a_time = max(1, CHUNK // max(1, int(np.prod(shape))))
+
+    def blocks() -> Iterator[np.ndarray]:
+        for start in range(0, len(order), rows_at_a_time):
+            rows = order[start : start + rows_at_a_time]  # each split's rows are in file order
+            yield luma(pixels[rows]) if grey else pixels[rows]
+
+    write_cache_files(cache, blocks(), labels[order], classes, shape, len(held), converted, skipped)
+
+
+class _BlockDigests:
+    """The SHA-256 of every CHUNK bytes of a stream, in order (the last piece may be shorter): checked on reading
+    by as many threads as there are cores."""
+
+    def __init__(self) -> None:
+        self.digests: list[str] = []
+        self.h, self.filled = hashlib.sha256(), 0
+
+    def update(self, data: memoryview) -> None:
+        while len(data):
+            take = min(len(data), CHUNK - self.filled)
+            self.h.update(data[:take])
+            self.filled, data = self.filled + take, data[take:]
+            if self.filled == CHUNK:
+                self.digests.append(self.h.hexdigest())
+                self.h, self.filled = hashlib.sha256(), 0
+
+    def finish(self) -> list[str]:
+        if self.filled:
+            self.digests.append(self.h.hexdigest())
+        return self.digests
+
+
+def write_cache_files(
+    cache: Path,
+    blocks: Iterable[np.ndarray],
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    picture_shape: tuple[int, int, int],
+    held_out: int,
+    converted: Counter | None = None,
+    skipped: Counter | None = None,
+) -> None:
+    """A cache's three files from (rows, C, R, R) uint8 blocks of pixels in the cache's order (the training images,
+    then the last `held_out`), streamed to disk: what is in memory is one block at a time."""
+    n = len(labels)
+    n_train = n - held_out
+    pixel_digests = _BlockDigests()
+    split_hashes = {"train": hashlib.sha256(), "test": hashlib.sha256()}
     names = {part: _temporary(cache, part) for part in ("pixels", "labels")}
+    row = 0
     with open(names["pixels"], "wb") as f:
-        for split, rows in (("train", train), ("test", held)):
-            split_hash = hashlib.sha256()
-            rows_at_a_time = max(1, CHUNK // max(1, int(np.prod(shape[1:]))))
-            for start in range(0, len(rows), rows_at_a_time):
-                block = pixels[rows[start : start + rows_at_a_time]]  # rows are in file order
-                data = np.ascontiguousarray(luma(block) if grey else block).tobytes()
-                f.write(data)
-                pixel_hash.update(data)
-                split_hash.update(data)
-            split_hash.update(np.ascontiguousarray(labels[rows]).data)
-            split_hash.update("\0".join(classes).encode())
-            prints[split] = split_hash.hexdigest()[:16]
+        for block in blocks:
+            if block.shape[1:] != picture_shape or block.dtype != np.uint8:
+                raise ValueError(f"a block of {block.dtype} {block.shape[1:]} in a cache of uint8 {picture_shape}")
+            data = np.ascontiguousarray(block)
+            cut = max(0, min(len(data), n_train - row))  # the rows of this block that are training images
+            for split, rows in (("train", data[:cut]), ("test", data[cut:])):
+                if len(rows):
+                    split_hashes[split].update(rows.data.cast("B"))
+            f.write(data.data.cast("B"))
+            pixel_digests.update(data.data.cast("B"))
+            row += len(data)
         _durable(f)
-    ordered = np.ascontiguousarray(labels[order])
-    names["labels"].write_bytes(ordered.tobytes())
-    label_hash.update(ordered.data)
-    for part, name in names.items():
-        os.replace(name, cache.with_suffix(f".{part}"))
+    if row != n:
+        raise ValueError(f"{row} pictures for {n} labels")
+    labels = np.ascontiguousarray(labels, np.int64)
+    names["labels"].write_bytes(labels.tobytes())
+    prints = {}
+    for split, part in (("train", slice(0, n_train)), ("test", slice(n_train, n))):
+        split_hashes[split].update(np.ascontiguousarray(labels[part]).data)
+        split_hashes[split].update("\0".join(classes).encode())
+        prints[split] = split_hashes[split].hexdigest()[:16]
+    for suffix, name in names.items():
+        os.replace(name, cache.with_suffix(f".{suffix}"))
     fsync_dir(cache.parent)
     record = {
         "format": CACHE_FORMAT,
-        "shape": list(shape),
-        "held_out": len(held),
+        "shape": [n, *picture_shape],
+        "held_out": held_out,
         "classes": list(classes),
-        "converted": dict(converted),
-        "skipped": dict(skipped),
-        "pixels_sha256": pixel_hash.hexdigest(),
-        "labels_sha256": label_hash.hexdigest(),
+        "converted": dict(converted or {}),
+        "skipped": dict(skipped or {}),
+        "chunk_bytes": CHUNK,
+        "pixels_sha256": pixel_digests.finish(),
+        "labels_sha256": hashlib.sha256(labels.data).hexdigest(),
         "fingerprints": prints,
     }
     atomic_write(cache.with_suffix(".json"), lambda f: f.write(json.dumps(record, indent=1).encode() + b"\n"))
@@ -241,12 +313,52 @@ def _durable(f: Any) -> None:
     os.fsync(f.fileno())
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+def _chunk_digests(path: Path, chunk: int) -> list[str]:
+    """The SHA-256 of every `chunk` bytes of a file, hashed by one thread a core (hashlib and pread let go of the
+    GIL, so the threads run at once), each read CHUNK bytes at a time."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+
+        def digest(start: int) -> str:
+            h, at, end = hashlib.sha256(), start, min(start + chunk, size)
+            while at < end and (data := os.pread(fd, min(CHUNK, end - at), at)):
+                h.update(data)
+                at += len(data)
+            return h.hexdigest()
+
+        with ThreadPoolExecutor(workers_for(0)) as pool:
+            return list(pool.map(digest, range(0, size, chunk)))
+    finally:
+        os.close(fd)
+
+
+_VERIFIED: set[tuple[Any, ...]] = set()  # caches this process has checked, by their record and files' identity
+
+
+def _intact(record: dict[str, Any], pixels_file: Path, labels_file: Path, shape: tuple[int, ...]) -> bool:
+    """Whether both files match the record, hashed once per process: a file replaced or changed since has
+    another identity (inode, size, modification time)."""
+    stats = [pixels_file.stat(), labels_file.stat()]
+    identity = (
+        json.dumps(record, sort_keys=True),
+        *((str(p), s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for p, s in zip((pixels_file, labels_file), stats)),
+    )
+    if identity in _VERIFIED:
+        return True
+    digests = record["pixels_sha256"]
+    # the first mapped caches recorded one digest of the whole file
+    chunk = int(record["chunk_bytes"]) if isinstance(digests, list) else max(1, stats[0].st_size)
+    digests = digests if isinstance(digests, list) else [digests]
+    intact = (
+        stats[0].st_size == int(np.prod(shape))
+        and stats[1].st_size == 8 * shape[0]
+        and _chunk_digests(pixels_file, chunk) == digests
+        and hashlib.sha256(labels_file.read_bytes()).hexdigest() == record["labels_sha256"]
+    )
+    if intact:
+        _VERIFIED.add(identity)
+    return intact
 
 
 def read_frozen(cache: Path, again: str = "freezing the images again") -> Frozen | None:
@@ -262,13 +374,8 @@ def read_frozen(cache: Path, again: str = "freezing the images again") -> Frozen
         return None
     pixels_file, labels_file = cache.with_suffix(".pixels"), cache.with_suffix(".labels")
     try:
-        intact = (
-            pixels_file.stat().st_size == int(np.prod(shape))
-            and labels_file.stat().st_size == 8 * shape[0]
-            and _digest(pixels_file) == record["pixels_sha256"]
-            and _digest(labels_file) == record["labels_sha256"]
-        )
-    except OSError:
+        intact = _intact(record, pixels_file, labels_file, shape)
+    except (OSError, KeyError, TypeError, ValueError):
         intact = False
     if not intact:
         print(
