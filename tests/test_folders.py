@@ -159,6 +159,11 @@ def test_a_script_without_a_main_guard_freezes_on_a_pool_and_processes_share_the
     assert rss >= size_kb * 0.9 and shared >= size_kb * 0.9  # every page read, and shared with this process
     assert anonymous == 0  # no private copy of a single page
 
+    from digitgan.training.steps import copied
+
+    for chunk_bytes in (1, 5 * 3 * 32 * 32 + 7, 1 << 40):  # one picture, five and a bit, all at once
+        assert torch.equal(copied(data.pixels, torch.device("cpu"), chunk_bytes), data.pixels)  # as to a GPU
+
 
 def test_an_old_compressed_cache_is_converted_once(cache_dir, tmp_path, capsys):
     """The cache format before the mapped one (one compressed .npz and its SHA-256) is converted with one line, to

@@ -82,6 +82,12 @@ def speed_settings(cfg: TrainConfig, device: torch.device) -> Speed:
     )
 
 
+def fits_on(device: torch.device, nbytes: int) -> bool:
+    """Whether nbytes of training data may live on device: on a CUDA device at most half its free memory (the
+    rest is the networks' and their activations'), on others always."""
+    return device.type != "cuda" or nbytes <= torch.cuda.mem_get_info(device)[0] // 2
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Mixed precision for forward passes in dtype (None: full precision)."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

@@ -21,6 +21,12 @@ def to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float().div_(127.5).sub_(1.0)
 
 
+def as_images(batch: torch.Tensor) -> torch.Tensor:
+    """A batch as float32 in [-1, 1]: uint8 pixels converted, images already float as they are. What takes a
+    whole data set takes its uint8 pixels and converts a batch at a time."""
+    return to_float(batch) if batch.dtype == torch.uint8 else batch
+
+
 def fingerprint(pixels: np.ndarray, labels: np.ndarray, classes: Iterable[str]) -> str:
     """The data's identity: the SHA-256 of its frozen pixels, labels and class names (16 hex digits)."""
     h = hashlib.sha256(np.ascontiguousarray(pixels).data)

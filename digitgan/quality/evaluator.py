@@ -25,7 +25,7 @@ from ..config import TrainConfig, cache_home
 from ..core.devices import channels_last
 from ..core.fetch import sha256
 from ..core.files import atomic_write
-from ..data.dataset import Dataset
+from ..data.dataset import Dataset, as_images
 from ..data.source import Source
 from ..data.sources import load_dataset, source
 from ..errors import UsageError
@@ -68,7 +68,7 @@ class Evaluator(nn.Module):
         device = next(self.parameters()).device
         feats, probs = [], []
         for chunk in images.split(batch):
-            f = fast.body(chunk.to(device).float().contiguous(memory_format=torch.channels_last))
+            f = fast.body(as_images(chunk.to(device)).float().contiguous(memory_format=torch.channels_last))
             feats.append(f.double().cpu())
             probs.append(F.softmax(fast.head(f), dim=1).double().cpu())
         return torch.cat(feats), torch.cat(probs)
@@ -82,7 +82,7 @@ class Evaluator(nn.Module):
 @torch.no_grad()
 def accuracy(model: Evaluator, test: Dataset) -> float:
     """The share of test's images the model classifies right."""
-    _, probs = model.embed(test.images)
+    _, probs = model.embed(test.pixels)
     return (probs.argmax(1) == test.labels).double().mean().item()
 
 
@@ -117,7 +117,9 @@ def fit_classifier(
         for i in range(per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
             loss = F.cross_entropy(
-                model(translate(images[idx], 2, Randoms(gen, len(idx)), fill=-1.0)), labels[idx], label_smoothing=0.05
+                model(translate(as_images(images[idx]), 2, Randoms(gen, len(idx)), fill=-1.0)),
+                labels[idx],
+                label_smoothing=0.05,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -155,7 +157,7 @@ def train_evaluator(
             f"put its pictures into two or more subfolders, one per class"
         )
     epochs = epochs or classifier_epochs(src, len(train), fixed=6, least=1, batch_size=batch_size)
-    model = fit_classifier(train.images, train.labels, epochs, batch_size, seed, f"evaluator ({dataset})", classes)
+    model = fit_classifier(train.pixels, train.labels, epochs, batch_size, seed, f"evaluator ({dataset})", classes)
     acc = accuracy(model, load("test"))
     weights = Path(out_dir) / f"{src.evaluator}.safetensors" if src.evaluator else classifier_file(train, cache_dir)
     weights.parent.mkdir(parents=True, exist_ok=True)

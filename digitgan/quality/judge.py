@@ -14,7 +14,7 @@ import torch
 
 from ..config import TrainConfig, cache_home
 from ..core.files import read_cache, write_cache
-from ..data.dataset import Dataset, to_float
+from ..data.dataset import Dataset, as_images
 from ..data.sources import source
 from ..errors import UsageError
 from ..nets.drawing import Generator
@@ -115,7 +115,7 @@ class Judge:
         whole."""
         feats, probs = [], []
         for chunk in images.split(EMBED_CHUNK):
-            chunk = to_float(chunk) if chunk.dtype == torch.uint8 else chunk
+            chunk = as_images(chunk)
             f, p = self.space.embed(chunk)
             if p is None and self.classifier is not None:
                 p = self.classifier.embed(chunk)[1]
@@ -237,7 +237,7 @@ def classification_accuracy_score(
     else:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:num_real]
         real = accuracy(
-            fit_classifier(to_float(train.pixels[pick]), train.labels[pick], epochs, desc="CAS: real", classes=classes),
+            fit_classifier(train.pixels[pick], train.labels[pick], epochs, desc="CAS: real", classes=classes),
             test,
         )
         if not cfg.data_dir and Path(cfg.cache_dir).is_dir():

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import TrainConfig, resolve
-from ..core.devices import pick_device, speed_settings
+from ..core.devices import fits_on, pick_device, speed_settings
 from ..core.files import ensure_writable
 from ..data.sources import check_images, load_dataset
 from ..errors import ProcessLost, TrainingStopped, WriteError
@@ -359,6 +359,14 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
     data = world.main_first(
         lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir, cfg.resolution, cfg.channels)
     ).subset(cfg.train_images)
+    if speed.data_on_device and not fits_on(device, data.pixels.nbytes):
+        speed = replace(speed, data_on_device=False)
+        if world.main:
+            print(
+                f"note: the training set ({data.pixels.nbytes / 1e9:.1f} GB) would take over half of {device}'s "
+                f"free memory: each batch is copied over from the host instead (as --data-on-device off does)",
+                file=sys.stderr,
+            )
     batches = Batches(data, cfg, device, speed)
     state = TrainState(cfg, device, speed, len(data), data.shape, world.share, data.fingerprint, data.held_out)
     objective = Objective.of(cfg, state.augmenter, speed.autocast)

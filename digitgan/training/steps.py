@@ -13,6 +13,7 @@ import torch
 from ..config import TrainConfig
 from ..core.devices import Speed, autocast
 from ..data.dataset import Dataset, to_float
+from ..data.freeze import CHUNK
 from ..nets.networks import call
 from .distributed import World, add_mean_over_processes, data_parallel
 from .objective import Objective
@@ -102,13 +103,24 @@ def prepare(
     return G_step, D_step
 
 
+def copied(pixels: torch.Tensor, device: torch.device, chunk_bytes: int = CHUNK) -> torch.Tensor:
+    """A copy of pixels on device, chunk_bytes at a time: a mapped training set reaches the device a piece at a
+    time from its file, never as a second whole copy in host memory."""
+    out = torch.empty(pixels.shape, dtype=pixels.dtype, device=device)
+    rows = max(1, chunk_bytes // max(1, pixels[:1].nbytes))
+    for start in range(0, len(pixels), rows):
+        out[start : start + rows].copy_(pixels[start : start + rows])
+    return out
+
+
 class Batches:
     """The training set where batches are drawn from (the device, or the CPU with --data-on-device off) as uint8,
-    a quarter of float32's memory."""
+    a quarter of float32's memory; on the CPU the mapped cache itself, gathered from a batch at a time."""
 
     def __init__(self, data: Dataset, cfg: TrainConfig, device: torch.device, speed: Speed):
-        where = device if speed.data_on_device else torch.device("cpu")
-        self.pixels, self.labels = data.pixels.to(where), data.labels.to(where)
+        on_host = not speed.data_on_device or device.type == "cpu"
+        self.pixels = data.pixels if on_host else copied(data.pixels, device)
+        self.labels = data.labels if on_host else data.labels.to(device)
         self.device, self.conditional, self.channels_last = device, cfg.conditional == "on", speed.channels_last
 
     def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
