@@ -15,7 +15,7 @@ from PIL import Image
 
 import dcgan
 import digitgan
-from digitgan.data.freeze import holdout_split
+from digitgan.data.freeze import FREEZE_VERSION, holdout_split
 from digitgan.data.sources import load_dataset
 from digitgan.data.emoji import EMOJI_DIR, emoji_items
 from digitgan.data.emoji import EMOJI_PACKAGE
@@ -46,6 +46,25 @@ def test_the_emoji_come_with_their_categories_on_white_and_a_tenth_held_out(cach
     assert np.array_equal(holdout_split(3786)[1], out)  # the same images held out in every run
     small = load_dataset("emoji", cache_dir=cache_dir, resolution=32, channels=1)
     assert small.pixels.shape == (3407, 1, 32, 32) and small.fingerprint != data.fingerprint
+
+
+def test_a_jpeg_is_decoded_scaled_yet_as_sharp_as_a_full_decode(cache_dir):
+    """A JPEG decodes at a reduced scale (in its DCT) only down to twice the resolution: the picture is
+    within a few levels of a full decode's, not a blurred enlargement of a smaller one."""
+    from collections import Counter
+
+    from photos import skimage_photos
+
+    from digitgan.data.pictures import read_image, square
+
+    for name, photo in skimage_photos(cache_dir, ["chelsea.png", "coffee.png"]).items():  # 451x300, 600x400
+        jpeg = io.BytesIO()
+        photo.save(jpeg, "JPEG", quality=92)
+        for resolution in (32, 64, 128):
+            scaled = read_image(jpeg.getvalue(), resolution, Counter()).astype(int)
+            full = square(Image.open(io.BytesIO(jpeg.getvalue())).convert("RGB"), resolution).astype(int)
+            assert scaled.shape == full.shape == (resolution, resolution, 3)
+            assert np.abs(scaled - full).mean() < 2, (name, resolution)  # at 1x (not 2x) the scale: up to 6.3
 
 
 def build_folder(root, emoji_files):
@@ -90,7 +109,15 @@ def test_a_folder_is_frozen_once_with_its_classes_and_every_odd_file_counted(tmp
     again = load_dataset(str(tmp_path / "pics"), cache_dir=cache)  # from the cache: no freezing, no summary
     assert capsys.readouterr().err == "" and torch.equal(again.pixels, data.pixels)
     (tmp_path / "pics" / "flags" / "cmyk.jpg").unlink()  # a changed folder is frozen again
-    assert len(load_dataset(str(tmp_path / "pics"), cache_dir=cache)) == usable - 1 - 3
+    skipping = [load_dataset(str(tmp_path / "pics"), split, cache_dir=cache) for split in ("train", "test")]
+    assert len(skipping[0]) == usable - 1 - 3
+    for name in ("cats/broken.png", "cats/text.png", "cats/tiny.png", "flags/bomb.png", "cats/loop.png"):
+        (tmp_path / "pics" / name).unlink()
+    # every file usable: each picture is written in its place at once, not rewritten in split order after skips
+    for split, before in zip(("train", "test"), skipping):
+        after = load_dataset(str(tmp_path / "pics"), split, cache_dir=cache)
+        assert torch.equal(after.pixels, before.pixels) and torch.equal(after.labels, before.labels)
+        assert after.fingerprint == before.fingerprint
 
 
 def test_the_cache_is_the_same_whatever_the_workers_mapped_checked_and_made_again_when_damaged(cache_dir, tmp_path,
@@ -106,7 +133,7 @@ def test_the_cache_is_the_same_whatever_the_workers_mapped_checked_and_made_agai
         caches[workers].mkdir()
         (caches[workers] / EMOJI_PACKAGE.file).symlink_to(Path(cache_dir) / EMOJI_PACKAGE.file)
         EMOJI.frozen(32, 0, str(caches[workers]), say=lambda line: None, workers=workers)
-    stem = "emoji-1-32-0"
+    stem = f"emoji-{FREEZE_VERSION}-32-0"
     for suffix in (".pixels", ".labels", ".json"):
         assert (caches[1] / f"{stem}{suffix}").read_bytes() == (caches[2] / f"{stem}{suffix}").read_bytes(), suffix
     train = load_dataset("emoji", "train", cache_dir=str(caches[2]), resolution=32)
@@ -141,7 +168,7 @@ def test_a_script_without_a_main_guard_freezes_on_a_pool_and_processes_share_the
         f"data = load_dataset('emoji', cache_dir={str(tmp_path)!r}, resolution=32)\n"
         "print('sum', int(data.pixels.sum()))  # every page read\n"
         "maps = open('/proc/self/smaps').read().split('\\n')\n"
-        "at = next(i for i, line in enumerate(maps) if line.endswith('emoji-1-32-0.pixels'))\n"
+        f"at = next(i for i, line in enumerate(maps) if line.endswith('emoji-{FREEZE_VERSION}-32-0.pixels'))\n"
         "fields = dict(re.match(r'(\\w+):\\s+(\\d+) kB', line).groups() for line in maps[at + 1 : at + 20]\n"
         "              if re.match(r'\\w+:\\s+\\d+ kB', line))\n"
         "print('mapping', fields['Rss'], fields['Shared_Clean'], fields['Anonymous'])\n"
@@ -177,20 +204,20 @@ def test_an_old_compressed_cache_is_converted_once(cache_dir, tmp_path, capsys):
     fresh.mkdir()
     (fresh / EMOJI_PACKAGE.file).symlink_to(Path(cache_dir) / EMOJI_PACKAGE.file)
     load_dataset("emoji", "train", cache_dir=str(fresh), resolution=32)
-    frozen = read_frozen(fresh / "emoji-1-32-0")
+    frozen = read_frozen(fresh / f"emoji-{FREEZE_VERSION}-32-0")
     order = np.argsort(np.concatenate(holdout_split(len(frozen.labels))))  # back to file order, as it was kept
     record = json.dumps({"classes": frozen.classes, "converted": frozen.converted, "skipped": frozen.skipped})
     old = tmp_path / "old"
     old.mkdir()
-    write_cache(old / "emoji-1-32-0.npz", lambda f: np.savez(f, pixels=np.asarray(frozen.pixels)[order],
+    write_cache(old / f"emoji-{FREEZE_VERSION}-32-0.npz", lambda f: np.savez(f, pixels=np.asarray(frozen.pixels)[order],
                                                              labels=frozen.labels[order], record=np.array(record)))
     capsys.readouterr()
     load_dataset("emoji", "train", cache_dir=str(old), resolution=32)
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line == f"note: {old}/emoji-1-32-0.npz is in the old cache format: converting it to the mapped one (once)"
-    assert sorted(p.name for p in old.iterdir()) == ["emoji-1-32-0.json", "emoji-1-32-0.labels", "emoji-1-32-0.pixels"]
+    assert line == f"note: {old}/emoji-{FREEZE_VERSION}-32-0.npz is in the old cache format: converting it to the mapped one (once)"
+    assert sorted(p.name for p in old.iterdir()) == [f"emoji-{FREEZE_VERSION}-32-0.json", f"emoji-{FREEZE_VERSION}-32-0.labels", f"emoji-{FREEZE_VERSION}-32-0.pixels"]
     for suffix in (".pixels", ".labels", ".json"):
-        assert (old / f"emoji-1-32-0{suffix}").read_bytes() == (fresh / f"emoji-1-32-0{suffix}").read_bytes()
+        assert (old / f"emoji-{FREEZE_VERSION}-32-0{suffix}").read_bytes() == (fresh / f"emoji-{FREEZE_VERSION}-32-0{suffix}").read_bytes()
 
 
 def test_bad_folders_are_one_line_and_exit_2_with_nothing_written(tmp_path, capsys, emoji_files):

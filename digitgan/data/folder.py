@@ -17,38 +17,41 @@ from .freeze import FREEZE_VERSION, Freezing, FrozenSource, Pictures, reasons
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-def folder_files(root: Path, skipped: Counter) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
-    """The image files under root with their labels, and the class names: the subfolders that hold images, when
-    there are at least two (files beside them are skipped); otherwise every image under root, unlabelled."""
-    found: list[Path] = []
+def folder_files(root: Path, skipped: Counter) -> tuple[list[tuple[str, int]], tuple[str, ...]]:
+    """The image files under root (paths relative to it, in the order of their parts) with their labels, and the
+    class names: the subfolders that hold images, when there are at least two (files beside them are skipped);
+    otherwise every image under root, unlabelled."""
+    found: list[tuple[str, ...]] = []  # each file's path parts under root
     for top, dirs, files in os.walk(root):  # links to folders are not followed: no loops
+        at = Path(top).relative_to(root).parts
         for d in dirs:
-            if (Path(top) / d).is_symlink():
+            if os.path.islink(os.path.join(top, d)):
                 skipped["a link to a folder (not followed)"] += 1
         for f in files:
-            (found if Path(f).suffix.lower() in IMAGE_SUFFIXES else []).append(Path(top) / f)
-            if Path(f).suffix.lower() not in IMAGE_SUFFIXES and not f.startswith("."):
+            if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES:
+                found.append((*at, f))
+            elif not f.startswith("."):
                 skipped["not an image file (by its name)"] += 1
     found.sort()
-    tops = sorted({p.relative_to(root).parts[0] for p in found if len(p.relative_to(root).parts) > 1})
+    tops = sorted({parts[0] for parts in found if len(parts) > 1})
     if len(tops) < 2:
-        return [(p, 0) for p in found], ()
+        return [(os.path.join(*parts), 0) for parts in found], ()
     index = {name: i for i, name in enumerate(tops)}
-    labelled = [(p, index[p.relative_to(root).parts[0]]) for p in found if len(p.relative_to(root).parts) > 1]
+    labelled = [(os.path.join(*parts), index[parts[0]]) for parts in found if len(parts) > 1]
     skipped["beside the class folders"] += len(found) - len(labelled)
     return labelled, tuple(tops)
 
 
-def folder_key(root: Path, files: list[tuple[Path, int]], resolution: int, channels: int) -> str:
+def folder_key(root: Path, files: list[tuple[str, int]], resolution: int, channels: int) -> str:
     """What a folder's cache is keyed by: every file's relative path, size and modification time, the label,
     the resolution and channels asked for, and FREEZE_VERSION."""
     h = hashlib.sha256(f"{FREEZE_VERSION} {resolution} {channels}".encode())
-    for path, label in files:
+    for rel, label in files:
         try:
-            st = path.stat()
-            h.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
+            st = os.stat(root / rel)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
         except OSError:  # a broken link or a loop: read_image will say so
-            h.update(f"{path.relative_to(root)}\0?\n".encode())
+            h.update(f"{rel}\0?\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -65,7 +68,8 @@ class Folder(FrozenSource):
                 f"--dataset {self.name}: no such folder (pass mnist, fashion-mnist, emoji or a folder of images)"
             )
         skipped: Counter = Counter()
-        files, classes = folder_files(root.resolve(), skipped)
+        base = root.resolve()
+        files, classes = folder_files(base, skipped)
         if not files:
             raise UsageError(
                 f"--dataset {self.name}: the folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
@@ -80,8 +84,8 @@ class Folder(FrozenSource):
 
         @contextlib.contextmanager
         def pictures() -> Iterator[Pictures]:
-            yield ((str(p), label) for p, label in files), len(files), classes
+            yield ((str(base / rel), label) for rel, label in files), len(files), classes
 
-        key = folder_key(root.resolve(), files, resolution, channels)
-        cache = Path(cache_dir) / f"folder-{root.resolve().name}-{key}"
+        key = folder_key(base, files, resolution, channels)
+        cache = Path(cache_dir) / f"folder-{base.name}-{key}"
         return Freezing(cache, pictures, f"{root}/", f"freezing {root.name}/", skipped, none_read)

@@ -2,16 +2,17 @@
 a folder of image files share (folder.py, emoji.py), and the seeded hold-out that stands in for the test set they
 do not have.
 
-Freezing reads every picture (pictures.py) in a pool of worker processes, in file order whatever their number, and
-skips what cannot be read, counted by reason. The cache is three files beside each other:
+Freezing reads every picture (pictures.py) in a pool of worker processes, in file order whatever their number, writes
+each where it belongs in the cache, and skips what cannot be read, counted by reason. The cache is three files beside
+each other:
 
     STEM.pixels   the (N, C, R, R) uint8 pixels, uncompressed: the training images first, then the hold-out
     STEM.labels   the (N,) int64 labels in the same order
     STEM.json     the record: shape, classes, what was converted and skipped, the SHA-256 of the labels and of every
                   64 MB of the pixels, the splits' fingerprints
 
-Reading checks both files against the record, once in a process (the pixels' pieces hashed on every core: the cost is
-measured in docs/data.md), and maps the pixels copy-on-write, so a split is a view of the file: no copy in memory,
+Reading checks both files against the record, once in a process that did not write them (the pixels' pieces hashed
+on every core: the cost is measured in docs/data.md), and maps the pixels copy-on-write, so a split is a view of the file: no copy in memory,
 and processes that map one file share its pages. A damaged or missing file is noticed and the pictures frozen again,
 after a line saying so.
 """
@@ -45,7 +46,7 @@ from .pictures import luma, read_for_freezing
 from .shape import Shape
 from .source import Source
 
-FREEZE_VERSION = 1  # part of every cache key: bump when freezing changes the pixels
+FREEZE_VERSION = 2  # part of every cache key: bump when freezing changes the pixels (2: JPEGs decoded scaled)
 CACHE_FORMAT = 2  # the mapped cache (1: one compressed .npz, converted on first read)
 HOLDOUT_SHARE, HOLDOUT_MAX, HOLDOUT_SEED = 0.1, 10_000, 2024  # the held-out images quality is measured on
 CHUNK = 64 * 2**20  # bytes hashed or copied at a time
@@ -165,30 +166,44 @@ def freeze(
 ) -> Frozen:
     """Read every (file bytes or path, label) item into the mapped cache at `cache` (STEM.pixels, .labels, .json):
     grey when asked for (channels 1) or when every picture is grey (channels 0), else RGB; the same files whatever
-    the number of workers. check(pictures used, skipped) may refuse the result before anything is written."""
+    the number of workers. check(pictures used, skipped) may refuse the result before anything is written.
+
+    Each picture is written where it belongs if every picture can be used (the split of `count` pictures), so the
+    usual freeze writes its pixels once; a skipped picture, or grey RGB pictures, rewrite them in split order."""
     cache.parent.mkdir(parents=True, exist_ok=True)
-    first = _temporary(cache, "unsplit")  # file order; rewritten in split order below
-    labels, converted, all_grey, n = [], Counter[str](), True, 0
+    first = _temporary(cache, "placed")
+    depth = 1 if channels == 1 else 3
+    size = depth * resolution * resolution
+    train, held = holdout_split(count)
+    order = np.concatenate([train, held])
+    slot = np.empty(count, np.int64)  # where each picture belongs if all of them are used
+    slot[order] = np.arange(count)
+    used, labels, converted, all_grey = [], [], Counter[str](), True
     try:
         with open(first, "wb") as f:
-            for picture, is_grey, done, label in read_all(
-                items, count, resolution, channels == 1, workers_for(workers), desc
+            for i, (picture, is_grey, done, label) in enumerate(
+                read_all(items, count, resolution, channels == 1, workers_for(workers), desc)
             ):
                 converted.update(done)
                 if isinstance(picture, str):
                     skipped[picture] += 1
                     continue
-                f.write(picture.tobytes())
+                os.pwrite(f.fileno(), picture.data, int(slot[i]) * size)
+                used.append(i)
                 labels.append(label)
                 all_grey &= is_grey
-                n += 1
+        n = len(used)
         check(n, skipped)
         if not n:
             raise UsageError(f"{desc}: none of the {count} pictures could be read ({reasons(skipped)})")
-        depth = 1 if channels == 1 else 3
-        unsplit = np.memmap(first, np.uint8, "r", shape=(n, depth, resolution, resolution))
         grey = channels == 0 and all_grey  # every picture grey: one channel, as Pillow's "L" has it
-        _write_split(cache, unsplit, np.asarray(labels, np.int64), classes, converted, skipped, grey)
+        file_labels = np.asarray(labels, np.int64)
+        shape = (depth, resolution, resolution)
+        if n == count and not grey:  # in place already
+            _finish_cache(cache, first, file_labels[order], classes, shape, len(held), converted, skipped)
+        else:
+            placed = np.memmap(first, np.uint8, "r", shape=(count, *shape))
+            _write_split(cache, placed, slot[used], file_labels, classes, converted, skipped, grey)
     except OSError as e:
         raise WriteError(cache, e) from None
     finally:
@@ -202,48 +217,28 @@ def freeze(
 def _write_split(
     cache: Path,
     pixels: np.ndarray,
+    rows: np.ndarray | None,
     labels: np.ndarray,
     classes: tuple[str, ...],
     converted: Counter,
     skipped: Counter,
     grey: bool,
 ) -> None:
-    """The cache's three files from all pictures in file order: the training images, then the held-out ones, each
-    in file order; `grey` keeps one channel of RGB pictures that are grey."""
+    """The cache's three files from the pictures pixels[rows] (all of pixels for None), in file order, and their
+    labels: the training images, then the held-out ones, each in file order; `grey` keeps one channel of RGB
+    pictures that are grey."""
     train, held = holdout_split(len(labels))
     order = np.concatenate([train, held])
+    where = order if rows is None else rows[order]
     shape = (1 if grey else pixels.shape[1], *pixels.shape[2:])
     rows_at_a_time = max(1, CHUNK // max(1, int(np.prod(shape))))
 
     def blocks() -> Iterator[np.ndarray]:
-        for start in range(0, len(order), rows_at_a_time):
-            rows = order[start : start + rows_at_a_time]  # each split's rows are in file order
-            yield luma(pixels[rows]) if grey else pixels[rows]
+        for start in range(0, len(where), rows_at_a_time):
+            block = pixels[where[start : start + rows_at_a_time]]
+            yield luma(block) if grey else block
 
     write_cache_files(cache, blocks(), labels[order], classes, shape, len(held), converted, skipped)
-
-
-class _BlockDigests:
-    """The SHA-256 of every CHUNK bytes of a stream, in order (the last piece may be shorter): checked on reading
-    by as many threads as there are cores."""
-
-    def __init__(self) -> None:
-        self.digests: list[str] = []
-        self.h, self.filled = hashlib.sha256(), 0
-
-    def update(self, data: memoryview) -> None:
-        while len(data):
-            take = min(len(data), CHUNK - self.filled)
-            self.h.update(data[:take])
-            self.filled, data = self.filled + take, data[take:]
-            if self.filled == CHUNK:
-                self.digests.append(self.h.hexdigest())
-                self.h, self.filled = hashlib.sha256(), 0
-
-    def finish(self) -> list[str]:
-        if self.filled:
-            self.digests.append(self.h.hexdigest())
-        return self.digests
 
 
 def write_cache_files(
@@ -258,36 +253,49 @@ def write_cache_files(
 ) -> None:
     """A cache's three files from (rows, C, R, R) uint8 blocks of pixels in the cache's order (the training images,
     then the last `held_out`), streamed to disk: what is in memory is one block at a time."""
-    n = len(labels)
-    n_train = n - held_out
-    pixel_digests = _BlockDigests()
-    split_hashes = {"train": hashlib.sha256(), "test": hashlib.sha256()}
-    names = {part: _temporary(cache, part) for part in ("pixels", "labels")}
-    row = 0
-    with open(names["pixels"], "wb") as f:
-        for block in blocks:
-            if block.shape[1:] != picture_shape or block.dtype != np.uint8:
-                raise ValueError(f"a block of {block.dtype} {block.shape[1:]} in a cache of uint8 {picture_shape}")
-            data = np.ascontiguousarray(block)
-            cut = max(0, min(len(data), n_train - row))  # the rows of this block that are training images
-            for split, rows in (("train", data[:cut]), ("test", data[cut:])):
-                if len(rows):
-                    split_hashes[split].update(rows.data.cast("B"))
-            f.write(data.data.cast("B"))
-            pixel_digests.update(data.data.cast("B"))
-            row += len(data)
-        _durable(f)
-    if row != n:
-        raise ValueError(f"{row} pictures for {n} labels")
+    pixels = _temporary(cache, "pixels")
+    try:
+        with open(pixels, "wb") as f:
+            for block in blocks:
+                if block.shape[1:] != picture_shape or block.dtype != np.uint8:
+                    raise ValueError(f"a block of {block.dtype} {block.shape[1:]} in a cache of uint8 {picture_shape}")
+                f.write(np.ascontiguousarray(block).data.cast("B"))
+        _finish_cache(cache, pixels, labels, classes, picture_shape, held_out, converted, skipped)
+    finally:
+        with contextlib.suppress(OSError):
+            pixels.unlink()
+
+
+def _finish_cache(
+    cache: Path,
+    pixels: Path,
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    picture_shape: tuple[int, int, int],
+    held_out: int,
+    converted: Counter | None,
+    skipped: Counter | None,
+) -> None:
+    """The cache made from a file of all its pixels in the cache's order: hashed (on every core), moved into place
+    with the labels beside it, its record written last. This process need not check it again."""
+    n, size = len(labels), int(np.prod(picture_shape))
+    if pixels.stat().st_size != n * size:
+        raise ValueError(f"{pixels.stat().st_size} bytes of pixels for {n} pictures of {picture_shape}")
     labels = np.ascontiguousarray(labels, np.int64)
-    names["labels"].write_bytes(labels.tobytes())
-    prints = {}
-    for split, part in (("train", slice(0, n_train)), ("test", slice(n_train, n))):
-        split_hashes[split].update(np.ascontiguousarray(labels[part]).data)
-        split_hashes[split].update("\0".join(classes).encode())
-        prints[split] = split_hashes[split].hexdigest()[:16]
-    for suffix, name in names.items():
-        os.replace(name, cache.with_suffix(f".{suffix}"))
+    cut = n - held_out
+    splits = [(0, cut * size), (cut * size, n * size)]
+    tails = [labels[part].tobytes() + "\0".join(classes).encode() for part in (slice(0, cut), slice(cut, n))]
+    fd = os.open(pixels, os.O_RDWR)
+    try:
+        os.fsync(fd)
+        train, test = _digests(fd, splits, tails)
+        digests = _chunk_digests(fd, CHUNK)
+    finally:
+        os.close(fd)
+    labels_file = _temporary(cache, "labels")
+    atomic_write(labels_file, lambda f: f.write(labels.tobytes()))
+    os.replace(pixels, cache.with_suffix(".pixels"))
+    os.replace(labels_file, cache.with_suffix(".labels"))
     fsync_dir(cache.parent)
     record = {
         "format": CACHE_FORMAT,
@@ -297,65 +305,70 @@ def write_cache_files(
         "converted": dict(converted or {}),
         "skipped": dict(skipped or {}),
         "chunk_bytes": CHUNK,
-        "pixels_sha256": pixel_digests.finish(),
+        "pixels_sha256": digests,
         "labels_sha256": hashlib.sha256(labels.data).hexdigest(),
-        "fingerprints": prints,
+        "fingerprints": {"train": train[:16], "test": test[:16]},
     }
     atomic_write(cache.with_suffix(".json"), lambda f: f.write(json.dumps(record, indent=1).encode() + b"\n"))
+    _VERIFIED.add(_identity(record, cache.with_suffix(".pixels"), cache.with_suffix(".labels")))
 
 
 def _temporary(cache: Path, part: str) -> Path:
     return cache.with_name(f".{cache.name}.{part}.tmp{os.getpid()}")
 
 
-def _durable(f: Any) -> None:
-    f.flush()
-    os.fsync(f.fileno())
+def _digests(fd: int, ranges: list[tuple[int, int]], tails: list[bytes] | None = None) -> list[str]:
+    """The SHA-256 of each (start, end) byte range of a file (followed by its tail, where given), hashed by one
+    thread a core: hashlib and pread let go of the GIL, so the threads run at once."""
+
+    def digest(job: tuple[tuple[int, int], bytes]) -> str:
+        (start, end), tail = job
+        h, at = hashlib.sha256(), start
+        while at < end and (data := os.pread(fd, min(CHUNK, end - at), at)):
+            h.update(data)
+            at += len(data)
+        h.update(tail)
+        return h.hexdigest()
+
+    with ThreadPoolExecutor(workers_for(0)) as pool:
+        return list(pool.map(digest, zip(ranges, tails or [b""] * len(ranges))))
 
 
-def _chunk_digests(path: Path, chunk: int) -> list[str]:
-    """The SHA-256 of every `chunk` bytes of a file, hashed by one thread a core (hashlib and pread let go of the
-    GIL, so the threads run at once), each read CHUNK bytes at a time."""
-    size = path.stat().st_size
-    fd = os.open(path, os.O_RDONLY)
-    try:
-
-        def digest(start: int) -> str:
-            h, at, end = hashlib.sha256(), start, min(start + chunk, size)
-            while at < end and (data := os.pread(fd, min(CHUNK, end - at), at)):
-                h.update(data)
-                at += len(data)
-            return h.hexdigest()
-
-        with ThreadPoolExecutor(workers_for(0)) as pool:
-            return list(pool.map(digest, range(0, size, chunk)))
-    finally:
-        os.close(fd)
+def _chunk_digests(fd: int, chunk: int) -> list[str]:
+    """The SHA-256 of every `chunk` bytes of a file."""
+    size = os.fstat(fd).st_size
+    return _digests(fd, [(start, min(start + chunk, size)) for start in range(0, size, chunk)])
 
 
-_VERIFIED: set[tuple[Any, ...]] = set()  # caches this process has checked, by their record and files' identity
+_VERIFIED: set[tuple[Any, ...]] = set()  # caches this process has checked or written, by record and files' identity
+
+
+def _identity(record: dict[str, Any], pixels_file: Path, labels_file: Path) -> tuple[Any, ...]:
+    """A cache as this process knows it: its record, and its files' inode, size and modification time (a file
+    replaced or changed since has another)."""
+    stats = [(p, p.stat()) for p in (pixels_file, labels_file)]
+    return (
+        json.dumps(record, sort_keys=True),
+        *((str(p), s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for p, s in stats),
+    )
 
 
 def _intact(record: dict[str, Any], pixels_file: Path, labels_file: Path, shape: tuple[int, ...]) -> bool:
-    """Whether both files match the record, hashed once per process: a file replaced or changed since has
-    another identity (inode, size, modification time)."""
-    stats = [pixels_file.stat(), labels_file.stat()]
-    identity = (
-        json.dumps(record, sort_keys=True),
-        *((str(p), s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for p, s in zip((pixels_file, labels_file), stats)),
-    )
+    """Whether both files match the record, hashed once per process."""
+    identity = _identity(record, pixels_file, labels_file)
     if identity in _VERIFIED:
         return True
+    if identity[1][3] != int(np.prod(shape)) or identity[2][3] != 8 * shape[0]:
+        return False
     digests = record["pixels_sha256"]
     # the first mapped caches recorded one digest of the whole file
-    chunk = int(record["chunk_bytes"]) if isinstance(digests, list) else max(1, stats[0].st_size)
-    digests = digests if isinstance(digests, list) else [digests]
-    intact = (
-        stats[0].st_size == int(np.prod(shape))
-        and stats[1].st_size == 8 * shape[0]
-        and _chunk_digests(pixels_file, chunk) == digests
-        and hashlib.sha256(labels_file.read_bytes()).hexdigest() == record["labels_sha256"]
-    )
+    chunk = int(record["chunk_bytes"]) if isinstance(digests, list) else max(1, identity[1][3])
+    fd = os.open(pixels_file, os.O_RDONLY)
+    try:
+        intact = _chunk_digests(fd, chunk) == (digests if isinstance(digests, list) else [digests])
+    finally:
+        os.close(fd)
+    intact = intact and hashlib.sha256(labels_file.read_bytes()).hexdigest() == record["labels_sha256"]
     if intact:
         _VERIFIED.add(identity)
     return intact
@@ -413,7 +426,7 @@ def converted_from_npz(cache: Path) -> Frozen | None:
     classes = tuple(record["classes"])
     pixels = np.asarray(arrays["pixels"])
     _write_split(
-        cache, pixels, arrays["labels"], classes, Counter(record["converted"]), Counter(record["skipped"]), False
+        cache, pixels, None, arrays["labels"], classes, Counter(record["converted"]), Counter(record["skipped"]), False
     )
     for stale in (old, old.with_name(old.name + ".sha256")):
         with contextlib.suppress(OSError):
