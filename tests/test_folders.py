@@ -136,7 +136,12 @@ def test_the_cache_is_the_same_whatever_the_workers_mapped_checked_and_made_agai
     stem = f"emoji-{FREEZE_VERSION}-32-0"
     for suffix in (".pixels", ".labels", ".json"):
         assert (caches[1] / f"{stem}{suffix}").read_bytes() == (caches[2] / f"{stem}{suffix}").read_bytes(), suffix
-    train = load_dataset("emoji", "train", cache_dir=str(caches[2]), resolution=32)
+    import digitgan.data.freeze as freezing
+
+    freezing._VERIFIED.clear()  # as in a new process: the cache is known intact from STEM.checked, not hashed again
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(freezing, "_chunk_digests", lambda *a: pytest.fail("hashed a cache known to be intact"))
+        train = load_dataset("emoji", "train", cache_dir=str(caches[2]), resolution=32)
     assert str(caches[2] / f"{stem}.pixels") in Path("/proc/self/maps").read_text()  # mapped, not read
     assert train.pixels.numpy().base is not None  # a view of the map, not a copy
     before = train.pixels.clone()
@@ -215,7 +220,7 @@ def test_an_old_compressed_cache_is_converted_once(cache_dir, tmp_path, capsys):
     load_dataset("emoji", "train", cache_dir=str(old), resolution=32)
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == f"note: {old}/emoji-{FREEZE_VERSION}-32-0.npz is in the old cache format: converting it to the mapped one (once)"
-    assert sorted(p.name for p in old.iterdir()) == [f"emoji-{FREEZE_VERSION}-32-0.json", f"emoji-{FREEZE_VERSION}-32-0.labels", f"emoji-{FREEZE_VERSION}-32-0.pixels"]
+    assert sorted(p.name for p in old.iterdir()) == [f"emoji-{FREEZE_VERSION}-32-0.checked", f"emoji-{FREEZE_VERSION}-32-0.json", f"emoji-{FREEZE_VERSION}-32-0.labels", f"emoji-{FREEZE_VERSION}-32-0.pixels"]
     for suffix in (".pixels", ".labels", ".json"):
         assert (old / f"emoji-{FREEZE_VERSION}-32-0{suffix}").read_bytes() == (fresh / f"emoji-{FREEZE_VERSION}-32-0{suffix}").read_bytes()
 

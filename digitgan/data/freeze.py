@@ -11,10 +11,11 @@ each other:
     STEM.json     the record: shape, classes, what was converted and skipped, the SHA-256 of the labels and of every
                   64 MB of the pixels, the splits' fingerprints
 
-Reading checks both files against the record, once in a process that did not write them (the pixels' pieces hashed
-on every core: the cost is measured in docs/data.md), and maps the pixels copy-on-write, so a split is a view of the file: no copy in memory,
-and processes that map one file share its pages. A damaged or missing file is noticed and the pictures frozen again,
-after a line saying so.
+Reading checks both files against the record when they are read first after they were written or changed in any way
+(their inode, size, modification and change times are noted in STEM.checked when found intact; the pixels' pieces
+are hashed on every core: the cost is measured in docs/data.md), and maps the pixels copy-on-write, so a split is a view
+of the file: no copy in memory, and processes that map one file share its pages. A damaged or missing file is
+noticed and the pictures frozen again, after a line saying so.
 """
 
 from __future__ import annotations
@@ -310,7 +311,7 @@ def _finish_cache(
         "fingerprints": {"train": train[:16], "test": test[:16]},
     }
     atomic_write(cache.with_suffix(".json"), lambda f: f.write(json.dumps(record, indent=1).encode() + b"\n"))
-    _VERIFIED.add(_identity(record, cache.with_suffix(".pixels"), cache.with_suffix(".labels")))
+    _remember(cache, _identity(record, cache.with_suffix(".pixels"), cache.with_suffix(".labels")))
 
 
 def _temporary(cache: Path, part: str) -> Path:
@@ -340,29 +341,41 @@ def _chunk_digests(fd: int, chunk: int) -> list[str]:
     return _digests(fd, [(start, min(start + chunk, size)) for start in range(0, size, chunk)])
 
 
-_VERIFIED: set[tuple[Any, ...]] = set()  # caches this process has checked or written, by record and files' identity
+_VERIFIED: set[str] = set()  # caches this process has checked or written, by _identity
 
 
-def _identity(record: dict[str, Any], pixels_file: Path, labels_file: Path) -> tuple[Any, ...]:
-    """A cache as this process knows it: its record, and its files' inode, size and modification time (a file
-    replaced or changed since has another)."""
-    stats = [(p, p.stat()) for p in (pixels_file, labels_file)]
-    return (
-        json.dumps(record, sort_keys=True),
-        *((str(p), s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for p, s in stats),
-    )
+def _identity(record: dict[str, Any], pixels_file: Path, labels_file: Path) -> str:
+    """A cache as it was checked: its record, and its files' inode, size, modification and change times (a file
+    replaced, or written to in any way, has another: its change time is the kernel's, set on every write)."""
+    stats = [(str(p), *(getattr(p.stat(), k) for k in ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")))
+             for p in (pixels_file, labels_file)]  # fmt: skip
+    return hashlib.sha256(json.dumps([record, stats], sort_keys=True).encode()).hexdigest()
 
 
-def _intact(record: dict[str, Any], pixels_file: Path, labels_file: Path, shape: tuple[int, ...]) -> bool:
-    """Whether both files match the record, hashed once per process."""
+def _remember(cache: Path, identity: str) -> None:
+    """Note that the cache is intact as it stands: in this process, and in STEM.checked for the next ones (a cache
+    directory that cannot be written to only costs them the check)."""
+    _VERIFIED.add(identity)
+    with contextlib.suppress(OSError):
+        atomic_write(cache.with_suffix(".checked"), lambda f: f.write(identity.encode()))
+
+
+def _intact(cache: Path, record: dict[str, Any], shape: tuple[int, ...]) -> bool:
+    """Whether both files match the record: hashed when this cache is read first after it was written or changed
+    (STEM.checked holds the identity it was last found intact with), else known."""
+    pixels_file, labels_file = cache.with_suffix(".pixels"), cache.with_suffix(".labels")
     identity = _identity(record, pixels_file, labels_file)
     if identity in _VERIFIED:
         return True
-    if identity[1][3] != int(np.prod(shape)) or identity[2][3] != 8 * shape[0]:
+    with contextlib.suppress(OSError):
+        if cache.with_suffix(".checked").read_text() == identity:
+            _VERIFIED.add(identity)
+            return True
+    if pixels_file.stat().st_size != int(np.prod(shape)) or labels_file.stat().st_size != 8 * shape[0]:
         return False
     digests = record["pixels_sha256"]
     # the first mapped caches recorded one digest of the whole file
-    chunk = int(record["chunk_bytes"]) if isinstance(digests, list) else max(1, identity[1][3])
+    chunk = int(record["chunk_bytes"]) if isinstance(digests, list) else max(1, pixels_file.stat().st_size)
     fd = os.open(pixels_file, os.O_RDONLY)
     try:
         intact = _chunk_digests(fd, chunk) == (digests if isinstance(digests, list) else [digests])
@@ -370,7 +383,7 @@ def _intact(record: dict[str, Any], pixels_file: Path, labels_file: Path, shape:
         os.close(fd)
     intact = intact and hashlib.sha256(labels_file.read_bytes()).hexdigest() == record["labels_sha256"]
     if intact:
-        _VERIFIED.add(identity)
+        _remember(cache, identity)
     return intact
 
 
@@ -387,7 +400,7 @@ def read_frozen(cache: Path, again: str = "freezing the images again") -> Frozen
         return None
     pixels_file, labels_file = cache.with_suffix(".pixels"), cache.with_suffix(".labels")
     try:
-        intact = _intact(record, pixels_file, labels_file, shape)
+        intact = _intact(cache, record, shape)
     except (OSError, KeyError, TypeError, ValueError):
         intact = False
     if not intact:

@@ -89,7 +89,7 @@ class Judge:
             pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:reference_num]
             # real training images "drawn as" their own classes: the class metrics' reference
             self.reference = {
-                **self.score(train.pixels[pick], train.labels[pick] if shape.classes else None),
+                **self.score(train.pixels, train.labels[pick] if shape.classes else None, pick),
                 "features": self.space.name,
             }
             if not data_dir and Path(cache_dir).is_dir():
@@ -109,12 +109,13 @@ class Judge:
         self.headline = "fid" if len(self.test_feats) >= FID_MIN_IMAGES else "kid"
         self.eval_num = self.space.eval_num  # generated images per evaluation during training (judge_for)
 
-    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def embed(self, images: torch.Tensor, pick: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(features in the space, class probabilities: the space's own or the data's classifier's, or None) of
-        images in [-1, 1] or uint8 pixels, EMBED_CHUNK at a time: a set of pictures is never in memory as float32
-        whole."""
+        images in [-1, 1] or uint8 pixels (with pick, of images[pick]), gathered and embedded EMBED_CHUNK at a
+        time: a set of pictures is never in memory whole, as float32 or as a gathered copy."""
+        chunks = images.split(EMBED_CHUNK) if pick is None else (images[rows] for rows in pick.split(EMBED_CHUNK))
         feats, probs = [], []
-        for chunk in images.split(EMBED_CHUNK):
+        for chunk in chunks:
             chunk = as_images(chunk)
             f, p = self.space.embed(chunk)
             if p is None and self.classifier is not None:
@@ -123,10 +124,12 @@ class Judge:
             probs.append(p)
         return torch.cat(feats), _joined(probs)
 
-    def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
-        """Every metric of images (in [-1, 1], or uint8 pixels) against the real ones; with labels (the classes
-        they were drawn as) also the class metrics."""
-        return self.figures(*self.embed(images), labels)
+    def score(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, pick: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """Every metric of images (in [-1, 1], or uint8 pixels; with pick, of images[pick]) against the real ones;
+        with labels (the classes they were drawn as) also the class metrics."""
+        return self.figures(*self.embed(images, pick), labels)
 
     def figures(self, feats: torch.Tensor, probs: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, Any]:
         """Every metric of a set of images' features (and class probabilities) against the real ones."""
