@@ -7,6 +7,7 @@
     python bench/bigfolder.py million DIR [--n N]    # a cache of N (1,000,000) 64x64 RGB pictures made directly, no
                                                      # JPEGs; training starts on it and runs 100 steps
     python bench/bigfolder.py start DIR --dataset D  # a cached start: seconds from the command to its first step
+    python bench/bigfolder.py check DIR              # the integrity check of DIR's synthetic cache: first read, again
 
 Memory is read from /proc every 0.1 s over the command's whole process tree (the freezing pool included): peak
 resident, and peak anonymous (resident less file-backed and shared pages: what the mapped cache is not).
@@ -199,9 +200,31 @@ def million(out: Path, n: int) -> None:
     print(json.dumps(m))
 
 
+def check(out: Path, rounds: int) -> None:
+    """The integrity check's cost: seconds to read the mapped cache in DIR/cache-million the first time (its
+    .checked removed, so every byte is hashed), and again (known intact)."""
+    from digitgan.data.freeze import read_frozen
+
+    stem = next((out / "cache-million").glob("folder-*.json")).with_suffix("")
+    size = stem.with_suffix(".pixels").stat().st_size
+    code = ("import sys, time; from pathlib import Path; from digitgan.data.freeze import read_frozen; "
+            "t = time.perf_counter(); assert read_frozen(Path(sys.argv[1])) is not None; "
+            "print(time.perf_counter() - t)")
+    first, again = [], []
+    for _ in range(rounds):
+        stem.with_suffix(".checked").unlink(missing_ok=True)
+        for times in (first, again):
+            done = subprocess.run([sys.executable, "-c", code, str(stem)], cwd=ROOT, capture_output=True, text=True)
+            times.append(float(done.stdout))
+    assert read_frozen(stem) is not None
+    print(f"checking a cache of {size / 1e9:.2f} GB: hashed on first read {statistics.median(first):.2f} s "
+          f"({size / 1e9 / statistics.median(first):.2f} GB/s), known intact after {statistics.median(again):.3f} s "
+          f"(medians of {rounds})")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("folder", "freeze", "memory", "million", "start"))
+    p.add_argument("what", choices=("folder", "freeze", "memory", "million", "start", "check"))
     p.add_argument("dir", type=Path)
     p.add_argument("n", type=int, nargs="?", default=20_000)
     p.add_argument("--rounds", type=int, default=3)
@@ -221,6 +244,8 @@ def main() -> None:
         memory(args.dir)
     elif args.what == "million":
         million(args.dir, args.n)
+    elif args.what == "check":
+        check(args.dir, args.rounds)
     else:
         start(args.dir, args.dataset, args.rounds)
 
