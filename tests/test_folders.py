@@ -138,6 +138,16 @@ def test_the_cache_is_the_same_whatever_the_workers_mapped_checked_and_made_agai
         assert (caches[1] / f"{stem}{suffix}").read_bytes() == (caches[2] / f"{stem}{suffix}").read_bytes(), suffix
     import digitgan.data.freeze as freezing
 
+    from digitgan.errors import WriteError
+
+    def unwritable(path, write):
+        raise WriteError(path, PermissionError(13, "Permission denied"))
+
+    freezing._VERIFIED.clear()
+    (caches[1] / f"{stem}.checked").unlink()
+    with pytest.MonkeyPatch.context() as patch:  # a cache directory that cannot be written to: checked, not noted
+        patch.setattr(freezing, "atomic_write", unwritable)
+        assert read_frozen(caches[1] / stem) is not None and not (caches[1] / f"{stem}.checked").exists()
     freezing._VERIFIED.clear()  # as in a new process: the cache is known intact from STEM.checked, not hashed again
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(freezing, "_chunk_digests", lambda *a: pytest.fail("hashed a cache known to be intact"))

@@ -356,7 +356,7 @@ def _remember(cache: Path, identity: str) -> None:
     """Note that the cache is intact as it stands: in this process, and in STEM.checked for the next ones (a cache
     directory that cannot be written to only costs them the check)."""
     _VERIFIED.add(identity)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(WriteError):
         atomic_write(cache.with_suffix(".checked"), lambda f: f.write(identity.encode()))
 
 
