@@ -372,11 +372,12 @@ def cmd_train_evaluator(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
+    from digitgan.data.source import Request
     from digitgan.data.sources import source
     from digitgan.quality.judge import Judge
 
     src, cache = source(args.dataset), cache_home(args.cache_dir)
-    src.prepare(args.resolution, args.channels, cache, args.data_dir, print, args.workers)
+    src.prepare(Request(args.resolution, args.channels, cache, args.data_dir, args.workers), print)
     if args.data_dir:  # files of the user's: nothing of them is cached
         return
     judge = Judge(args.dataset, cache, resolution=args.resolution, channels=args.channels)

