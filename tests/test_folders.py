@@ -120,6 +120,20 @@ def test_a_folder_is_frozen_once_with_its_classes_and_every_odd_file_counted(tmp
         assert after.fingerprint == before.fingerprint
 
 
+def test_an_unreadable_picture_whose_place_is_last_in_the_cache(tmp_path, emoji_files):
+    """Pictures are written to their places as they come; when the one whose place ends the file cannot be read,
+    the file is short of it, and the pictures are still rewritten in split order."""
+    from collections import Counter
+
+    from digitgan.data.freeze import freeze
+
+    blobs = [blob for _, blob in emoji_files["Flags"]]
+    _, held = holdout_split(len(blobs))
+    blobs[held[-1]] = b"not a picture"  # the last held-out picture: its place is the last in the file
+    frozen = freeze([(b, 0) for b in blobs], len(blobs), 32, 0, (), Counter(), "flags", tmp_path / "c", workers=1)
+    assert len(frozen.labels) == len(blobs) - 1 and frozen.skipped == Counter({"unreadable (not an image, or damaged)": 1})
+
+
 def test_the_cache_is_the_same_whatever_the_workers_mapped_checked_and_made_again_when_damaged(cache_dir, tmp_path,
                                                                                                 capsys):
     """Freezing on a pool of processes writes the very files one process writes; training maps the pixels (a view of

@@ -203,6 +203,7 @@ def freeze(
         if n == count and not grey:  # in place already
             _finish_cache(cache, first, file_labels[order], classes, shape, len(held), converted, skipped)
         else:
+            os.truncate(first, count * size)  # the slots of pictures skipped at the end were never written
             placed = np.memmap(first, np.uint8, "r", shape=(count, *shape))
             _write_split(cache, placed, slot[used], file_labels, classes, converted, skipped, grey)
     except OSError as e:
