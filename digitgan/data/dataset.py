@@ -30,9 +30,14 @@ def as_images(batch: torch.Tensor) -> torch.Tensor:
 def fingerprint(pixels: np.ndarray, labels: np.ndarray, classes: Iterable[str]) -> str:
     """The data's identity: the SHA-256 of its frozen pixels, labels and class names (16 hex digits)."""
     h = hashlib.sha256(np.ascontiguousarray(pixels).data)
-    h.update(np.ascontiguousarray(labels).data)
-    h.update("\0".join(classes).encode())
+    h.update(fingerprint_tail(labels, classes))
     return h.hexdigest()[:16]
+
+
+def fingerprint_tail(labels: np.ndarray, classes: Iterable[str]) -> bytes:
+    """What a fingerprint hashes after the pixels: the labels and the class names (a cache being written hashes
+    its pixels as they stream, then this)."""
+    return np.ascontiguousarray(labels).tobytes() + "\0".join(classes).encode()
 
 
 @dataclass

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from ..core.files import atomic_write, fsync_dir, read_cache
 from ..errors import UsageError, WriteError
-from .dataset import Dataset, fingerprint
+from .dataset import Dataset, fingerprint, fingerprint_tail
 from .pictures import luma, read_for_freezing
 from .shape import Shape
 from .source import Request, Source
@@ -179,7 +179,8 @@ def freeze(
     order = np.concatenate([train, held])
     slot = np.empty(count, np.int64)  # where each picture belongs if all of them are used
     slot[order] = np.arange(count)
-    used, labels, converted, all_grey = [], [], Counter[str](), True
+    used, labels = np.zeros(count, bool), np.zeros(count, np.int64)  # which pictures were used, and their labels
+    converted, all_grey = Counter[str](), True
     try:
         with open(first, "wb") as f:
             for i, (picture, is_grey, done, label) in enumerate(
@@ -190,15 +191,14 @@ def freeze(
                     skipped[picture] += 1
                     continue
                 os.pwrite(f.fileno(), picture.data, int(slot[i]) * size)
-                used.append(i)
-                labels.append(label)
+                used[i], labels[i] = True, label
                 all_grey &= is_grey
-        n = len(used)
+        n = int(used.sum())
         check(n, skipped)
         if not n:
             raise UsageError(f"{desc}: none of the {count} pictures could be read ({reasons(skipped)})")
         grey = channels == 0 and all_grey  # every picture grey: one channel, as Pillow's "L" has it
-        file_labels = np.asarray(labels, np.int64)
+        file_labels = labels[used]
         shape = (depth, resolution, resolution)
         if n == count and not grey:  # in place already
             _finish_cache(cache, first, file_labels[order], classes, shape, len(held), converted, skipped)
@@ -286,7 +286,7 @@ def _finish_cache(
     labels = np.ascontiguousarray(labels, np.int64)
     cut = n - held_out
     splits = [(0, cut * size), (cut * size, n * size)]
-    tails = [labels[part].tobytes() + "\0".join(classes).encode() for part in (slice(0, cut), slice(cut, n))]
+    tails = [fingerprint_tail(labels[part], classes) for part in (slice(0, cut), slice(cut, n))]
     fd = os.open(pixels, os.O_RDWR)
     try:
         os.fsync(fd)
