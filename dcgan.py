@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Fashion-MNIST the shipped evaluator (developers only); for the emoji or a labelled "
         "folder one kept in --cache-dir, which conditional runs' evaluations then use",
     )
-    _setting(trainer, "dataset", "mnist, fashion-mnist, emoji or a folder with a subfolder per class")
+    _setting(trainer, "dataset", "mnist, fashion-mnist, stacked-mnist, emoji or a folder with a subfolder per class")
     _setting(trainer, "resolution")
     _setting(trainer, "channels")
     trainer.add_argument(
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(
         data,
         "dataset",
-        "mnist, fashion-mnist, emoji or a folder of pictures (frozen at --resolution into "
+        "mnist, fashion-mnist, stacked-mnist, emoji or a folder of pictures (frozen at --resolution into "
         "--cache-dir, with a summary of what was used and skipped)",
     )
     _setting(data, "resolution")

@@ -74,7 +74,9 @@ class TrainConfig:
         born=True,
     )
     dataset: str = setting(
-        "mnist", "mnist, fashion-mnist, emoji, or a folder of pictures (its subfolders: classes)", born=True
+        "mnist",
+        "mnist, fashion-mnist, stacked-mnist, emoji, or a folder of pictures (its subfolders: classes)",
+        born=True,
     )
     resolution: int = setting(
         32, "the side pictures are trained at (64: Radford et al.'s DCGAN, one more block each)", RESOLUTIONS, born=True
@@ -107,6 +109,12 @@ class TrainConfig:
     )
     conditional: str = setting(
         "off", "class-conditional networks (G draws the class asked for, D judges picture and class)", ON_OFF, born=True
+    )
+    fake_labels: str = setting(
+        "uniform",
+        "the classes G draws while a conditional run trains: uniform, or data (in the training set's proportions, "
+        "as StyleGAN2-ADA does: D then sees each class as often real as generated)",
+        ("uniform", "data"),
     )
     conv_impl: str = setting(
         "auto", "how G's transposed convolutions are computed (the same math)", ("auto", "direct", "fft", "matmul")
@@ -151,7 +159,10 @@ class TrainConfig:
         born=True,
     )
     loss: str = setting(
-        "bce", "the GAN loss (bce: non-saturating, Goodfellow et al.; hinge: Miyato et al. 2018)", ("bce", "hinge")
+        "bce",
+        "the GAN loss (bce: non-saturating, Goodfellow et al.; hinge: Miyato et al. 2018; rpgan: relativistic "
+        "pairing, R3GAN, Huang et al. 2024, best with --r1 and --r2)",
+        ("bce", "hinge", "rpgan"),
     )
     mbstd: int = setting(
         0,
@@ -164,7 +175,11 @@ class TrainConfig:
         "gamma of the R1 gradient penalty on real pictures (Mescheder et al. 2018; 0: off; 0.01 with --conditional on)",
     )
     r1_every: int = setting(
-        1, "lazy R1: every this many iterations, weighted by it (StyleGAN2 takes 16; 16 with --conditional on)"
+        1,
+        "lazy R1 and R2: every this many iterations, weighted by it (StyleGAN2 takes 16; 16 with --conditional on)",
+    )
+    r2: float = setting(
+        0.0, "gamma of the R2 gradient penalty on generated pictures (R3GAN pairs it with R1 at the same gamma; 0: off)"
     )
     augment: str = setting(
         "off",
@@ -210,7 +225,9 @@ class TrainConfig:
                     f"--{flag(name)} must be one of {', '.join(map(str, allowed))}, not {getattr(self, name)!r}"
                 )
         if not self.dataset:
-            raise UsageError("--dataset must be mnist, fashion-mnist, emoji or the path of a folder of images")
+            raise UsageError(
+                "--dataset must be mnist, fashion-mnist, stacked-mnist, emoji or the path of a folder of images"
+            )
         for name in (
             "width",
             "z_dim",
@@ -227,7 +244,7 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
-        for name in ("minutes", "eval_every", "r1", "train_images", "mbstd", "workers"):
+        for name in ("minutes", "eval_every", "r1", "r2", "train_images", "mbstd", "workers"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must be zero (off) or positive, not {getattr(self, name)}")
         if self.features not in FEATURE_SPACES and not self.features.endswith(".pt"):

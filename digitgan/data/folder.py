@@ -65,7 +65,8 @@ class Folder(FrozenSource):
         root = Path(self.name).expanduser()
         if not root.is_dir():
             raise UsageError(
-                f"--dataset {self.name}: no such folder (pass mnist, fashion-mnist, emoji or a folder of images)"
+                f"--dataset {self.name}: no such folder (pass mnist, fashion-mnist, stacked-mnist, emoji or a folder "
+                f"of images)"
             )
         skipped: Counter = Counter()
         base = root.resolve()

@@ -1,6 +1,6 @@
 """What a kind of data is: a Source (its name, its pictures' shape and classes, its splits, the shipped evaluator
-that reads it, how it is fetched and cached). The sources themselves are mnist.py, emoji.py and folder.py, found by
-name in sources.py."""
+that reads it, how it is fetched and cached). The sources themselves are mnist.py, stacked.py, emoji.py and
+folder.py, found by name in sources.py."""
 
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ from .folder import Folder
 from .mnist import FASHION_MNIST, MNIST
 from .shape import Shape
 from .source import Request, Source
+from .stacked import STACKED_MNIST
 
-BUILT_IN: dict[str, Source] = {s.name: s for s in (MNIST, FASHION_MNIST, EMOJI)}
+BUILT_IN: dict[str, Source] = {s.name: s for s in (MNIST, FASHION_MNIST, STACKED_MNIST, EMOJI)}
 
 
 def source(dataset: str) -> Source:
@@ -44,11 +45,13 @@ def check_images(cfg: Any) -> None:
     (freezing them on the way, into cfg.cache_dir)."""
     summary: list[str] = []  # said once the pictures are known to be enough
     asked = Request(cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir, cfg.workers)
-    total, n, classes = source(cfg.dataset).sizes(asked, summary.append)
+    src = source(cfg.dataset)
+    total, n, classes = src.sizes(asked, summary.append)
     if cfg.conditional == "on" and not classes:
+        what = "put its pictures into two or more subfolders, one per class" if isinstance(src, Folder) else ""
         raise UsageError(
-            f"--conditional on needs classes, and {cfg.dataset} has none: put its pictures into two "
-            f"or more subfolders, one per class"
+            f"--conditional on needs classes, and {cfg.dataset} has none: "
+            + (what or "train it with --conditional off")
         )
     if cfg.train_images > n:
         raise UsageError(

@@ -154,7 +154,11 @@ def train_evaluator(
     if classes < 2:
         raise UsageError(
             f"train-evaluator --dataset {dataset}: a classifier needs classes, and {dataset} has none: "
-            f"put its pictures into two or more subfolders, one per class"
+            + (
+                f"its figures are read by the shipped {src.evaluator} evaluator"
+                if src.evaluator
+                else "put its pictures into two or more subfolders, one per class"
+            )
         )
     epochs = epochs or classifier_epochs(src, len(train), fixed=6, least=1, batch_size=batch_size)
     model = fit_classifier(train.pixels, train.labels, epochs, batch_size, seed, f"evaluator ({dataset})", classes)

@@ -2,7 +2,8 @@
 goes into every output, so no figure can be taken for Inception FID or compared across spaces.
 
     evaluator  the shipped MNIST / Fashion-MNIST classifier's 128-d features (and its class probabilities):
-               32x32 grey digits only
+               32x32 grey digits only; Stacked MNIST's three channels read apart (3 x 128-d), with each
+               picture's mode (the three digits) for the mode figures
     imagenet   EfficientNet-Lite0's 1280-d ImageNet features at 224x224 (imagenet.py): any pictures
     PATH.pt    a TorchScript module of the user's: (B, C, R, R) images in [-1, 1] -> (B, D) features
     auto       evaluator where it applies (MNIST, Fashion-MNIST at 32x32 grey), imagenet otherwise
@@ -10,11 +11,13 @@ goes into every output, so no figure can be taken for Inception FID or compared 
 
 from __future__ import annotations
 
+import copy
 import io
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,6 +26,9 @@ from ..data.shape import Shape
 from ..data.source import Source
 from ..data.sources import BUILT_IN
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .evaluator import Evaluator
 
 # images per forward pass: on a CPU 2 at a time keep the 224x224 activations in cache (8.5 ms an image against
 # 10.4 at 8 and 12.4 at 16 on the 2-core AVX-512 machine: bench/results/imagenet-eval.txt); a GPU wants many
@@ -37,6 +43,8 @@ class FeatureSpace:
     about: str  # a phrase for tables: "the MNIST evaluator's 128-d features"
     embed: Embed  # images (N, C, R, R) in [-1, 1] -> (features (N, D) float64 CPU, class probabilities or None)
     eval_num: int = 1000  # generated images per evaluation during training under --eval-num 0 (auto)
+    modes: Callable[[torch.Tensor], torch.Tensor] | None = None  # features -> each picture's mode, where counted
+    mode_count: int = 0  # how many modes the data has
 
 
 def choose(features: str, src: Source, shape: Shape) -> str:
@@ -59,17 +67,44 @@ def feature_space(features: str, src: Source, shape: Shape, cache_dir: str, devi
     if choice == "evaluator":
         from .evaluator import load_evaluator
 
-        model, record = load_evaluator(src.name)
+        name = src.evaluator or src.name
+        model, record = load_evaluator(name)
         model.to(device)
-        return FeatureSpace(
-            f"{src.name}-evaluator:{record['sha256'][:12]}",
-            f"the {src.name} evaluator's 128-d features",
-            model.embed,
-            eval_num=2000,
-        )
+        digest = record["sha256"][:12]
+        if shape.channels == model.body[0].in_channels:
+            about = f"the {name} evaluator's 128-d features"
+            return FeatureSpace(f"{name}-evaluator:{digest}", about, model.embed, 2000)
+        return per_channel_space(model, f"{name}-evaluator-per-channel:{digest}", name, shape.channels)
     if choice == "imagenet":
         return imagenet_space(cache_dir, device)
     return torchscript_space(choice, device)
+
+
+def per_channel_space(model: Evaluator, name: str, title: str, channels: int) -> FeatureSpace:
+    """The shipped one-channel evaluator reading each channel of a picture apart (Stacked MNIST: a digit in each):
+    the channels' features side by side (channels x 128-d), and the picture's mode, the classes it finds in its
+    channels read as the digits of one number (red first: 100 R + 10 G + B of 1,000)."""
+    classes = model.head.out_features
+    head = copy.deepcopy(model.head).to("cpu", torch.float64)  # the features are float64 on the CPU
+
+    def embed(images: torch.Tensor) -> tuple[torch.Tensor, None]:
+        n, c, r, _ = images.shape
+        feats, _ = model.embed(images.reshape(n * c, 1, r, r))
+        return feats.reshape(n, c * feats.shape[1]), None
+
+    @torch.inference_mode()
+    def modes(feats: torch.Tensor) -> torch.Tensor:
+        found = head(feats.reshape(len(feats) * channels, -1)).argmax(1).reshape(len(feats), channels)
+        return (found * classes ** torch.arange(channels - 1, -1, -1)).sum(1)
+
+    return FeatureSpace(
+        name,
+        f"the {title} evaluator's 128-d features of each of the {channels} channels",
+        embed,
+        2000,
+        modes,
+        classes**channels,
+    )
 
 
 def imagenet_space(cache_dir: str, device: torch.device | str) -> FeatureSpace:

@@ -20,9 +20,10 @@ from ..errors import UsageError
 from ..nets.drawing import Generator
 from .evaluator import accuracy, classifier_epochs, fit_classifier, load_classifier
 from .features import feature_space
-from .metrics import CLASS_KEYS, KEYS, class_metrics, compare, real_radii
+from .metrics import CLASS_KEYS, KEYS, class_metrics, compare, mode_statistics, real_radii
 
-REFERENCE_SEED = 12345  # which 10,000 training images form the real-data reference
+REFERENCE_SEED = 12345  # which training images form the real-data reference
+REFERENCE_NUM = 10_000  # how many, unless an evaluation draws more
 CAS_EPOCHS = 2  # the Classification Accuracy Score's fixed schedule (the shipped evaluator had 6)
 EMBED_CHUNK = 1000  # images embedded at a time (a multiple of the evaluator's 500 and the ImageNet network's 2)
 FID_MIN_IMAGES = 5000  # real images from which on FID is the headline figure, below it KID (docs/quality.md)
@@ -44,7 +45,7 @@ class Judge:
         cache_dir: str = TrainConfig.cache_dir,
         data_dir: str = "",
         device: torch.device | str = "cpu",
-        reference_num: int = 10_000,
+        reference_num: int = REFERENCE_NUM,
         resolution: int = TrainConfig.resolution,
         channels: int = TrainConfig.channels,
         features: str = TrainConfig.features,
@@ -64,7 +65,7 @@ class Judge:
         self.classifier = None if src.evaluator else load_classifier(dataset, cache_dir, device, resolution, channels)
         self.kid_terms: dict[int, torch.Tensor] = {}  # the real side of KID, filled by the first evaluation
         tags = [self.space.name.split(":")[1]] + ([self.classifier.name.split(":")[1]] if self.classifier else [])
-        cache = Path(cache_dir) / f"judge4-{src.tag(resolution, channels, test)}-{'-'.join(tags)}-{reference_num}.pt"
+        cache = Path(cache_dir) / f"judge5-{src.tag(resolution, channels, test)}-{'-'.join(tags)}-{reference_num}.pt"
         blob = None if data_dir else read_cache(cache, "embedding the real images and the reference again")
         saved = torch.load(io.BytesIO(blob), weights_only=True) if blob is not None else {}
         if {"test_feats", "test_labels", "reference", "radii", "test_accuracy"} <= saved.keys():
@@ -134,9 +135,11 @@ class Judge:
     def figures(self, feats: torch.Tensor, probs: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, Any]:
         """Every metric of a set of images' features (and class probabilities) against the real ones."""
         by_class = class_metrics(feats, probs, labels, self.test_feats, self.test_labels) if labels is not None else {}
+        modes = self.space.modes
         return {
             **compare(self.test_feats, feats, probs, self.radii, self.kid_terms),
             **by_class,
+            **(mode_statistics(modes(feats), self.space.mode_count) if modes else {}),
             "num_samples": len(feats),
             "real_images": len(self.test_feats),
         }
@@ -195,6 +198,7 @@ def evaluate_generator(
         cfg.cache_dir,
         cfg.data_dir,
         next(generator.module.parameters()).device,
+        reference_num=max(num, REFERENCE_NUM),  # the real data's figures at as many samples as the model's
         resolution=cfg.resolution,
         channels=cfg.channels,
         features=features or cfg.features,
@@ -266,16 +270,14 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     for key in KEYS + CLASS_KEYS:
         if result.get(key) is not None:
-            fmt = (lambda v: f"{v:12d}") if key == "classes_covered" else (lambda v: f"{v:12.4f}")
+            fmt = (lambda v: f"{v:12d}") if key in ("classes_covered", "modes") else (lambda v: f"{v:12.4f}")
             lines.append(f"{key:<18}{fmt(result[key])}{fmt(ref[key]) if ref.get(key) is not None else '':>12}")
-    if "per_class_accuracy" in result:
-        lines.append(
-            f"{'per class':<18}"
-            + " ".join(f"{a:.3f}" for a in result["per_class_accuracy"])
-            + "   (real data: "
-            + " ".join(f"{a:.3f}" for a in ref.get("per_class_accuracy", []))
-            + ")"
-        )
+    for key, name in (("accuracy", "per class"), ("recall", "recall by class"), ("coverage", "coverage by class")):
+        if f"per_class_{key}" in result:
+            each = lambda figures: " ".join("-" if a is None else f"{a:.3f}" for a in figures)
+            lines.append(
+                f"{name:<18}{each(result[f'per_class_{key}'])}   (real data: {each(ref.get(f'per_class_{key}', []))})"
+            )
     if "class_histogram" in result:
         lines.append(f"{'class histogram':<18}{result['class_histogram']}")
     if "cas" in result:

@@ -21,8 +21,11 @@ KEYS = (
     "classes_covered",
     "class_kl",
     "mean_confidence",
+    "modes",
+    "mode_kl",
 )
-CLASS_KEYS = ("class_accuracy", "intra_fid")  # for images drawn as a given class (conditional models)
+# for images drawn as a given class (conditional models)
+CLASS_KEYS = ("class_accuracy", "intra_fid", "class_recall", "class_coverage", "least_class_coverage")
 CSV_KEYS = KEYS + CLASS_KEYS
 
 
@@ -160,6 +163,14 @@ def class_statistics(probs: torch.Tensor | None) -> dict[str, Any]:
     }
 
 
+def mode_statistics(modes: torch.Tensor, count: int) -> dict[str, Any]:
+    """How many of the data's count modes the pictures hit at least once, and KL(their modes' histogram || uniform)
+    (VEEGAN's and PacGAN's figures on Stacked MNIST; 0 for a perfectly even spread)."""
+    share = torch.bincount(modes, minlength=count).double() / len(modes)
+    hit = share[share > 0]
+    return {"modes": len(hit), "mode_kl": (hit * (hit * count).log()).sum().item()}
+
+
 def compare(
     real_feats: torch.Tensor,
     fake_feats: torch.Tensor,
@@ -186,12 +197,26 @@ def class_metrics(
     test_labels: torch.Tensor,
 ) -> dict[str, Any]:
     """For images meant to be of the classes in labels: the share a classifier (probs) classifies as that class
-    (overall and per class), and the intra-class FID: the mean over classes of the FID between that class's
-    images and that class's test images (classes with fewer than two test images left out). A generator that
-    ignores its label scores about 1/classes and a large intra-class FID."""
+    (overall and per class); the intra-class FID, the mean over classes of the FID between that class's images and
+    that class's test images; and the recall and coverage of each class's images against that class's test images
+    (mean, least, and per class; classes with fewer than two images of either kind left out). A generator that
+    ignores its label scores about 1/classes and a large intra-class FID; one that draws a single style per class,
+    a low class recall."""
     classes = [c for c in range(int(labels.max()) + 1) if (test_labels == c).sum() >= 2 and (labels == c).sum() >= 2]
     intra = [frechet_distance(*gaussian(test_feats[test_labels == c]), *gaussian(feats[labels == c])) for c in classes]
     out: dict[str, Any] = {"intra_fid": sum(intra) / len(intra)} if intra else {}
+    # diversity within each class: recall and coverage against that class's real images alone (a model that draws
+    # one handwriting per digit is precise and well classified, and low here)
+    each = [precision_recall_density_coverage(test_feats[test_labels == c], feats[labels == c]) for c in classes]
+    if each:
+        recall, coverage = [e["recall"] for e in each], [e["coverage"] for e in each]
+        out.update(
+            class_recall=sum(recall) / len(recall),
+            class_coverage=sum(coverage) / len(coverage),
+            least_class_coverage=min(coverage),
+            per_class_recall=[dict(zip(classes, recall)).get(c) for c in range(int(labels.max()) + 1)],
+            per_class_coverage=[dict(zip(classes, coverage)).get(c) for c in range(int(labels.max()) + 1)],
+        )
     if probs is not None:
         hit = probs.argmax(1) == labels
         out.update(
