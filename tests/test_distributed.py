@@ -251,9 +251,10 @@ def test_two_processes_train_on_colour_pictures_at_64_pixels(tmp_path, cache_dir
 
 def test_every_stabiliser_and_ada_train_on_two_processes_and_resume(tmp_path, cache_dir):
     """R1's double backward beside DDP's hooks, ADA's p kept the same on every rank (its tally summed over them),
-    spectral norm, the minibatch std (its groups within each process's share) and the hinge loss: a 2-process run
-    trains, and resumes on 2 processes bit for bit."""
-    options = dict(loss="hinge", r1=1.0, r1_every=2, augment="ada", spectral_norm="d", mbstd=2, lr_d=4e-3, lr_g=4e-3)
+    spectral norm, the minibatch std (its groups within each process's share), R3GAN's pairing loss (G's step
+    through D on real images too) and R2: a 2-process run trains, and resumes on 2 processes bit for bit."""
+    options = dict(loss="rpgan", r1=1.0, r2=1.0, r1_every=2, augment="ada", spectral_norm="d", mbstd=2, lr_d=4e-3,
+                   lr_g=4e-3)
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     code, err = run(torchrun(2, *flags(straight, cache_dir, steps=8, checkpoint_every=4, **options)))
     assert code == 0 and not rank_tracebacks(err), err

@@ -1,4 +1,4 @@
-"""The stabilisers and augmentation of issue 24, each off by default: --loss hinge, --r1 (lazy with --r1-every),
+"""The stabilisers and augmentation of issue 24, each off by default: --loss hinge|rpgan, --r1 and --r2 (lazy with --r1-every),
 --augment diff|ada, --spectral-norm, --mbstd. Each does what it says, and a run with all of them on resumes bit
 for bit."""
 import pytest
@@ -9,7 +9,7 @@ from digitgan.nets.augment import ADA_INTERVAL, Augmenter, Randoms, augment, cut
 from digitgan.config import resolve
 from digitgan.training.distributed import World
 from digitgan.errors import UsageError
-from digitgan.training.objective import LOSSES, r1_penalty
+from digitgan.training.objective import LOSSES, gradient_penalty
 from digitgan.nets.networks import DCGANDiscriminator, MinibatchStd
 from digitgan.training.records import read_rows
 from digitgan.training.loop import train
@@ -27,7 +27,7 @@ def test_hinge_loss_is_relu_margins_for_d_and_the_mean_logit_for_g():
 def test_r1_is_the_squared_gradient_norm_on_real_images_and_trains_d():
     w = torch.randn(1, 2, 3, 3, requires_grad=True)
     x = torch.randn(4, 2, 3, 3)
-    penalty = r1_penalty(lambda images: (images * w).sum((1, 2, 3)), x)  # D(x) = <w, x>: its gradient is w
+    penalty = gradient_penalty(lambda images: (images * w).sum((1, 2, 3)), x)  # D(x) = <w, x>: its gradient is w
     assert penalty.item() == pytest.approx(w.square().sum().item(), rel=1e-5)
     penalty.backward()
     assert torch.allclose(w.grad, 2 * w.detach())  # d|w|^2/dw: the penalty reaches D's weights
@@ -79,8 +79,9 @@ def test_ada_raises_p_while_d_is_sure_of_real_images_and_lowers_it_otherwise():
     assert Augmenter("diff", torch.device("cpu"), 0, 64).p.item() == 1
 
 
-def test_a_run_with_every_option_on_logs_p_and_resumes_bit_for_bit(tiny, tmp_path):
-    options = dict(loss="hinge", r1=1.0, r1_every=2, augment="ada", spectral_norm="both", mbstd=4, batch_size=64)
+@pytest.mark.parametrize("loss", ["hinge", "rpgan"])
+def test_a_run_with_every_option_on_logs_p_and_resumes_bit_for_bit(loss, tiny, tmp_path):
+    options = dict(loss=loss, r1=1.0, r2=1.0, r1_every=2, augment="ada", spectral_norm="both", mbstd=4, batch_size=64)
     straight = train(tiny(steps=8, checkpoint_every=4, checkpoint_dir=str(tmp_path / "a"),
                           sample_dir=str(tmp_path / "sa"), **options))
     train(tiny(steps=4, checkpoint_every=4, checkpoint_dir=str(tmp_path / "b"), sample_dir=str(tmp_path / "sb"),

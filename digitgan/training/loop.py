@@ -368,7 +368,8 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
                 file=sys.stderr,
             )
     batches = Batches(data, cfg, device, speed)
-    state = TrainState(cfg, device, speed, len(data), data.shape, world.share, data.fingerprint, data.held_out)
+    counts = torch.bincount(data.labels, minlength=len(data.shape.classes)) if data.shape.classes else None
+    state = TrainState(cfg, device, speed, len(data), data.shape, world.share, data.fingerprint, data.held_out, counts)
     objective = Objective.of(cfg, state.augmenter, speed.autocast)
     if saved:
         state.load_state_dict(saved)

@@ -1,6 +1,7 @@
 """What the update steps minimise, in the phases of stylegan2-ada-pytorch's loss: Dmain (D's loss on real and
-generated images), Dreg (R1, the gradient penalty on real images, Mescheder et al. 2018; lazily every r1_every
-steps, weighted by r1_every, as StyleGAN2 does) and Gmain (G's loss). The augmentation of everything D sees is the
+generated images), Dreg (R1, the gradient penalty on real images, Mescheder et al. 2018, and R2, the same on
+generated ones, as R3GAN pairs them; lazily every r1_every steps, weighted by r1_every, as StyleGAN2 does) and
+Gmain (G's loss). The augmentation of everything D sees is the
 objective's too: real and generated images alike, and R1's real images.
 
 A loss is an entry of LOSSES, its D and G terms from D's logits; --loss takes its name (config.py's choices).
@@ -57,13 +58,26 @@ class Loss:
     g_sees_real: bool = False  # G's loss needs D's logits on real images too (a relativistic loss)
 
 
-LOSSES = {"bce": Loss(bce_d, bce_g), "hinge": Loss(hinge_d, hinge_g)}
+def rp_d(real: Logits, fake: Logits) -> torch.Tensor:
+    """The relativistic pairing loss of R3GAN (Huang et al. 2024): each real image against the generated one
+    beside it in the batch, D wants the real one's logit the higher."""
+    return F.softplus(fake - real).mean()
 
 
-def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
-    """E[|grad_x D(x)|^2] over the real batch, differentiable in D's weights (so its gradient trains D)."""
-    real = real.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(real).float().sum(), real, create_graph=True)
+def rp_g(fake: Logits, real: Logits | None) -> torch.Tensor:
+    """G wants each generated image's logit above its real partner's."""
+    assert real is not None  # g_sees_real: the step passes D's logits on the real batch
+    return F.softplus(real - fake).mean()
+
+
+LOSSES = {"bce": Loss(bce_d, bce_g), "hinge": Loss(hinge_d, hinge_g), "rpgan": Loss(rp_d, rp_g, g_sees_real=True)}
+
+
+def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """E[|grad_x D(x)|^2] over a batch (R1 on real images, R2 on generated ones), differentiable in D's weights
+    (so its gradient trains D)."""
+    images = images.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(images).float().sum(), images, create_graph=True)
     return grad.float().square().sum((1, 2, 3)).mean()
 
 
@@ -74,21 +88,22 @@ class Objective:
 
     loss: str = "bce"  # a key of LOSSES
     r1: float = 0.0  # R1's gamma (0: off)
-    r1_every: int = 1  # lazy R1's interval, and its weight
+    r1_every: int = 1  # the lazy penalties' interval, and their weight
     augment: Callable[[torch.Tensor], torch.Tensor] = field(default_factory=torch.nn.Identity)  # an Augmenter
     amp: torch.dtype | None = None
+    r2: float = 0.0  # R2's gamma: the same penalty on generated images (0: off)
 
     @staticmethod
     def of(cfg: TrainConfig, augment: Callable[[torch.Tensor], torch.Tensor], amp: torch.dtype | None) -> Objective:
-        return Objective(cfg.loss, cfg.r1, cfg.r1_every, augment, amp)
+        return Objective(cfg.loss, cfg.r1, cfg.r1_every, augment, amp, cfg.r2)
 
     @property
     def terms(self) -> Loss:
         return LOSSES[self.loss]
 
     def reg_due(self, step: int) -> bool:
-        """Whether the D step of this iteration adds the Dreg phase."""
-        return self.r1 > 0 and step % self.r1_every == 0
+        """Whether the D step of this iteration adds the Dreg phase (R1 and R2 share the interval)."""
+        return (self.r1 > 0 or self.r2 > 0) and step % self.r1_every == 0
 
     def d_main(
         self,
@@ -105,15 +120,29 @@ class Objective:
         return self.terms.d(real_logits, fake_logits), real_logits, fake_logits
 
     def d_reg(
-        self, D: torch.nn.Module, real: torch.Tensor, y_real: torch.Tensor | None
+        self,
+        D: torch.nn.Module,
+        real: torch.Tensor,
+        y_real: torch.Tensor | None,
+        fake: torch.Tensor | None = None,
+        y_fake: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
-        """Dreg: (D's weights, the gradients of gamma/2 * r1_every * R1 in them), taken through the eager D apart
-        from the loss's (compiled graphs have no double backward, and DDP's hooks would average them or not
-        depending on what ran before; the update step averages them over the processes)."""
+        """Dreg: (D's weights, the gradients of r1_every * (gamma1/2 * R1 + gamma2/2 * R2) in them; R2 on fake, the
+        D step's generated images), taken through the eager D apart from the loss's (compiled graphs have no
+        double backward, and DDP's hooks would average them or not depending on what ran before; the update step
+        averages them over the processes)."""
         eager = unwrapped(D)
         params: list[torch.Tensor] = [p for p in eager.parameters() if p.requires_grad]
-        penalty = r1_penalty(lambda x: call(eager, self.augment(x), y_real), real)
-        return params, torch.autograd.grad(self.r1 / 2 * self.r1_every * penalty, params)
+        terms = [
+            gamma / 2 * self.r1_every * gradient_penalty(functools.partial(self._seen, eager, y=y), images)
+            for gamma, images, y in ((self.r1, real, y_real), (self.r2, fake, y_fake))
+            if gamma > 0 and images is not None
+        ]
+        return params, torch.autograd.grad(sum(terms[1:], terms[0]), params)
+
+    def _seen(self, D: torch.nn.Module, images: torch.Tensor, y: torch.Tensor | None) -> Logits:
+        """D's logits on images as D sees them: augmented."""
+        return call(D, self.augment(images), y)
 
     def g_main(
         self,

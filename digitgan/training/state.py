@@ -75,9 +75,11 @@ class TrainState:
         share: Callable[[torch.Tensor], torch.Tensor] = lambda batch: batch,
         fingerprint: str = "",
         held_out: int = 0,
+        class_counts: torch.Tensor | None = None,
     ):
         # share: this process's rows of a global batch (distributed.World.share); the streams stay global.
-        # shape, fingerprint, held_out: the training data's (data.Dataset), which the networks are built for
+        # shape, fingerprint, held_out, class_counts: the training data's (data.Dataset), which the networks are
+        # built for
         self.cfg, self.device, self.share, self.shape = cfg, device, share, shape
         self.data = {"shape": shape.to_dict(), "images": num_images, "fingerprint": fingerprint, "held_out": held_out}
         torch.manual_seed(cfg.seed)
@@ -92,6 +94,8 @@ class TrainState:
         self.sampler = BatchSampler(num_images, cfg.batch_size, cfg.seed + 2, data_device)
         self.noise_device = device if speed.noise_on_device else torch.device("cpu")
         self.noise_gen = torch.Generator(self.noise_device).manual_seed(cfg.seed + 1)
+        # --fake-labels data: G's classes drawn in the training set's proportions
+        self.class_weights = None if class_counts is None else class_counts.double().to(self.noise_device)
         self.layout = shape.grid(cfg.conditional == "on")
         self.fixed_z, self.fixed_y = fixed_noise(cfg, device, self.layout)
         self.augmenter = Augmenter(cfg.augment, device, cfg.seed + 3, cfg.batch_size, share)
@@ -108,16 +112,15 @@ class TrainState:
         return self.share(self.sampler.next())
 
     def noise(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This process's share of a global batch of z, and for a conditional run of uniform class labels, from
-        the run's noise stream (so a resume draws the same ones), on the training device."""
+        """This process's share of a global batch of z, and for a conditional run of class labels (uniform, or
+        with --fake-labels data in the training set's proportions), from the run's noise stream (so a resume draws
+        the same ones), on the training device."""
         z = sample_noise(self.cfg, self.cfg.batch_size, self.noise_gen, self.noise_device)
-        y = (
-            torch.randint(
-                len(self.shape.classes), (self.cfg.batch_size,), generator=self.noise_gen, device=self.noise_device
-            )
-            if self.cfg.conditional == "on"
-            else None
-        )
+        n, y = self.cfg.batch_size, None
+        if self.cfg.conditional == "on" and self.cfg.fake_labels == "data" and self.class_weights is not None:
+            y = torch.multinomial(self.class_weights, n, replacement=True, generator=self.noise_gen)
+        elif self.cfg.conditional == "on":
+            y = torch.randint(len(self.shape.classes), (n,), generator=self.noise_gen, device=self.noise_device)
         z, y = self.share(z), y if y is None else self.share(y)
         return z.to(self.device, non_blocking=True), y if y is None else y.to(self.device, non_blocking=True)
 

@@ -38,7 +38,7 @@ def d_update(
         fake = call(G, z, y_fake)
     loss, real_logits, fake_logits = objective.d_main(D, real, fake, y_real, y_fake)
     opt.zero_grad(set_to_none=True)
-    penalty = objective.d_reg(D, real, y_real) if reg else None
+    penalty = objective.d_reg(D, real, y_real, fake, y_fake) if reg else None
     loss.backward()
     if penalty is not None:
         add_mean_over_processes(*penalty)
@@ -135,8 +135,9 @@ def update(
     state: TrainState, G_step: torch.nn.Module, D_step: torch.nn.Module, batches: Batches, objective: Objective
 ) -> torch.Tensor:
     """One iteration: cfg.d_steps discriminator updates, cfg.g_steps generator updates, the weight average. Returns
-    what a CSV row averages (METERED: the last updates' losses, D's mean outputs on real and generated images, the
-    gradient norms, the augmentation's p), on the device: nothing is read back here."""
+    what a CSV row averages (METERED: the last updates' losses, D's mean outputs on real and generated images (under
+    rpgan, on each against its partner), the gradient norms, the augmentation's p), on the device: nothing is read
+    back here."""
     cfg = state.cfg
     state.set_hyperparameters()
     reg = objective.reg_due(state.step)
@@ -146,6 +147,8 @@ def update(
         loss_d, real_logits, fake_logits, d_norm = d_update(
             G_step, D_step, state.opt_d, real, z, objective, y_real, y_fake, reg
         )
+        if objective.terms.g_sees_real:  # a relativistic D's logit means something only against its partner's
+            real_logits, fake_logits = real_logits - fake_logits, fake_logits - real_logits
         state.augmenter.observe(real_logits)
     for _ in range(cfg.g_steps):
         z, y_fake = state.noise()
