@@ -37,6 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         beta1=5e-5,
         beta2=0.999,
         ema=0.0,
+        augment="off",
         eval_every=5000,
     ),  # its 150,000 steps: 30 evaluations, as cheap a share as the dcgan preset's 5
 }
@@ -182,10 +183,11 @@ class TrainConfig:
         0.0, "gamma of the R2 gradient penalty on generated pictures (R3GAN pairs it with R1 at the same gamma; 0: off)"
     )
     augment: str = setting(
-        "off",
-        "augment all D sees, real and generated (diff: DiffAugment, always; ada: with the "
-        "adaptive probability of Karras et al. 2020)",
-        ("off", "diff", "ada"),
+        "auto",
+        "augment all D sees, real and generated (diff: DiffAugment, always; ada: with the adaptive probability of "
+        "Karras et al. 2020; auto: ada for the emoji and folders, whose few thousand pictures D would learn by "
+        "heart, off for MNIST, Fashion-MNIST and Stacked MNIST)",
+        ("auto", "off", "diff", "ada"),
     )
     collapse_steps: int = setting(2000, "stop after D wins outright (loss < 1e-3) for this many iterations")
     sample_dir: str = setting("sample_image", "where grids of the fixed noise batch go, named by step")

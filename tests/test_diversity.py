@@ -149,3 +149,14 @@ def test_fake_labels_data_draws_g_classes_in_the_training_sets_proportions():
     share = drawn("data")
     assert share[1] == 0 and share[0] == pytest.approx(0.1, abs=0.02) and share[2] == pytest.approx(0.9, abs=0.02)
     assert drawn("uniform").min() > 0.3  # the default: each class a third
+
+
+def test_augment_auto_is_ada_for_the_emoji_and_folders_and_off_for_the_digits(tmp_path):
+    from digitgan.config import resolve
+    from digitgan.data.sources import augmentation
+
+    auto = lambda **flags: augmentation(resolve(flags))
+    assert auto(dataset="emoji") == "ada" and auto(dataset=str(tmp_path)) == "ada"
+    assert auto() == auto(dataset="fashion-mnist") == auto(dataset="stacked-mnist") == "off"
+    assert auto(dataset=str(tmp_path), preset="seed") == "off"  # the 2019 network as it was
+    assert auto(dataset="emoji", augment="off") == "off" and auto(augment="diff") == "diff"  # said outright: kept

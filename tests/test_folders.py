@@ -308,7 +308,8 @@ def test_networks_and_pictures_follow_the_datas_shape(resolution, channels, cond
         capsys.readouterr()
         assert dcgan.main(["evaluate", "--checkpoint-dir", str(run.dir), "--features", "evaluator"]) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
-        assert "--features evaluator: the shipped evaluators read MNIST or Fashion-MNIST at 32x32 grey" in line
+        assert ("--features evaluator: the shipped evaluators read MNIST or Fashion-MNIST at 32x32 grey, Stacked MNIST "
+                "at 32x32 RGB, not emoji at 64x64 grey" in line)
 
 
 def assert_measured_in_imagenet_features(run_dir, err, tmp_path, conditional, capsys):
@@ -320,6 +321,7 @@ def assert_measured_in_imagenet_features(run_dir, err, tmp_path, conditional, ca
     assert ("pass a larger --eval-every (now 2)" in err) == (share > 10) or abs(share - 10) < 0.1, err
     rows = [r for r in read_rows(run_dir / "metrics.csv") if r["kid"] != ""]
     assert [r["step"] for r in rows] == [2, 4] and all(r["classes_covered"] == "" for r in rows)  # no classifier
+    assert all(r["augment_p"] != "" for r in read_rows(run_dir / "metrics.csv"))  # --augment auto: ADA on the emoji
     reference = json.loads((run_dir / "real_reference.json").read_text())
     space = reference["features"]
     assert space.startswith("imagenet-efficientnet-lite0:") and reference["headline"] == "kid"
@@ -393,6 +395,7 @@ def test_a_labelled_folder_gets_class_figures_from_a_classifier_trained_on_it(tm
     assert result["classifier"].startswith("classifier:") and result["real_images"] == 3
     assert result["class_accuracy"] == pytest.approx(row["class_accuracy"])
     assert len(result["per_class_accuracy"]) == 2 and "class_accuracy" in result["real_reference"]
+    assert len(result["per_class_recall"]) == 2 and 0 <= result["class_recall"] <= 1  # each class's diversity
     assert (result["cas_num"], result["cas_real_num"]) == (40, 25) and 0 <= result["cas"] <= 1
     assert "CAS" in capsys.readouterr().out
 

@@ -471,6 +471,8 @@ class Freezing:
 class FrozenSource(Source):
     """A source whose pictures are frozen once and split into training images and a seeded hold-out."""
 
+    augment = "ada"  # a few thousand pictures: D learns them by heart and the samples collapse (experiments.md)
+
     def freezing(self, resolution: int, channels: int, cache_dir: str) -> Freezing:
         raise NotImplementedError
 

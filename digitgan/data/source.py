@@ -33,6 +33,7 @@ class Source:
     title: str  # how messages name it: "MNIST"
     test_set = "held-out images"  # the real images quality figures compare with
     evaluator_shape: Shape | None = None  # the shape the shipped evaluator quality/evaluators/NAME reads, if any
+    augment = "off"  # what --augment auto means for it
 
     def load(self, split: str, resolution: int, channels: int, cache_dir: str, data_dir: str = "") -> Dataset:
         """One split ("train" or "test") as a Dataset, at the resolution, with the channels asked for (0: the data's

@@ -73,6 +73,11 @@ def check_images(cfg: Any) -> None:
         print(line, file=sys.stderr)
 
 
+def augmentation(cfg: Any) -> str:
+    """What a config's --augment means for its data: auto resolved by the source."""
+    return source(cfg.dataset).augment if cfg.augment == "auto" else cfg.augment
+
+
 def known_shape(cfg: Any) -> Shape:
     """The shape of a config's data where its source knows it without loading the pictures (MNIST's, say)."""
     shape = source(cfg.dataset).known_shape(cfg.resolution, cfg.channels)

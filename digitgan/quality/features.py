@@ -52,11 +52,14 @@ def choose(features: str, src: Source, shape: Shape) -> str:
     if features == "auto":
         return "evaluator" if src.evaluator_reads(shape) else "imagenet"
     if features == "evaluator" and not src.evaluator_reads(shape):
-        readable = {s.evaluator_shape.describe() for s in BUILT_IN.values() if s.evaluator_shape}
-        names = " or ".join(s.title for s in BUILT_IN.values() if s.evaluator_shape)
+        readable: dict[str, list[str]] = {}  # a shape: the data read at it
+        for s in BUILT_IN.values():
+            if s.evaluator_shape:
+                readable.setdefault(s.evaluator_shape.describe(), []).append(s.title)
+        names = ", ".join(f"{' or '.join(titles)} at {side}" for side, titles in readable.items())
         raise UsageError(
-            f"--features evaluator: the shipped evaluators read {names} at {' or '.join(readable)}, "
-            f"not {src.name} at {shape.describe()}; pass --features imagenet (or auto)"
+            f"--features evaluator: the shipped evaluators read {names}, not {src.name} at {shape.describe()}; pass "
+            f"--features imagenet (or auto)"
         )
     return features
 

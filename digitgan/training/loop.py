@@ -241,7 +241,7 @@ def read_row(state: TrainState, meter: Meter, clock: Clock, world: World, saver:
         "lr_g": state.opt_g.param_groups[0]["lr"],
         "it_per_s": rate,
     }
-    return {**row, "augment_p": row["augment_p"] if state.cfg.augment != "off" else ""}
+    return {**row, "augment_p": row["augment_p"] if state.augmenter.mode != "off" else ""}
 
 
 def evaluate_and_keep_best(

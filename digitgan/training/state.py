@@ -16,6 +16,7 @@ from ..config import TrainConfig
 from ..core.devices import Speed
 from ..data.sampler import BatchSampler
 from ..data.shape import GridLayout, Shape
+from ..data.sources import augmentation
 from ..errors import UsageError
 from ..nets.augment import Augmenter
 from ..nets.networks import build_models, load_weights, sample_noise
@@ -98,7 +99,7 @@ class TrainState:
         self.class_weights = None if class_counts is None else class_counts.double().to(self.noise_device)
         self.layout = shape.grid(cfg.conditional == "on")
         self.fixed_z, self.fixed_y = fixed_noise(cfg, device, self.layout)
-        self.augmenter = Augmenter(cfg.augment, device, cfg.seed + 3, cfg.batch_size, share)
+        self.augmenter = Augmenter(augmentation(cfg), device, cfg.seed + 3, cfg.batch_size, share)
         self.step, self.elapsed, self.d_won_steps = 0, 0.0, 0  # elapsed: seconds of training, all sessions
         self.best: dict[str, Any] | None = None  # {"step", "fid" or "kid", "features"}: the lowest so far (best.pt)
 
