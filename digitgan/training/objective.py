@@ -115,8 +115,8 @@ class Objective:
     ) -> tuple[torch.Tensor, Logits, Logits]:
         """Dmain: (D's loss, its logits on the real images, on the generated ones)."""
         with autocast(real.device, self.amp):
-            real_logits = call(D, self.augment(real), y_real).float()
-            fake_logits = call(D, self.augment(fake), y_fake).float()
+            real_logits = self._seen(D, real, y_real).float()
+            fake_logits = self._seen(D, fake, y_fake).float()
         return self.terms.d(real_logits, fake_logits), real_logits, fake_logits
 
     def d_reg(
@@ -154,8 +154,6 @@ class Objective:
     ) -> torch.Tensor:
         """Gmain: G's loss on D's view of the generated images (and of real ones, for a loss that compares)."""
         with autocast(fake.device, self.amp):
-            fake_logits = call(D, self.augment(fake), y).float()
-            real_logits = (
-                call(D, self.augment(real), y_real).float() if self.terms.g_sees_real and real is not None else None
-            )
+            fake_logits = self._seen(D, fake, y).float()
+            real_logits = self._seen(D, real, y_real).float() if self.terms.g_sees_real and real is not None else None
         return self.terms.g(fake_logits, real_logits)
