@@ -117,6 +117,7 @@ def test_r2_penalises_d_on_generated_images_and_r1_on_real_ones_each_with_its_ga
     assert Objective(r2=1.0, r1_every=4).reg_due(0) and not Objective(r2=1.0, r1_every=4).reg_due(1)
 
 
+@pytest.mark.heavy(3)  # embeds Stacked MNIST's test set and reference, three channels each, on a fresh cache
 def test_a_stacked_mnist_run_with_rpgan_reports_modes_in_training_and_in_evaluate(tiny, tmp_path, capsys):
     flags = tiny(dataset="stacked-mnist", loss="rpgan", r1=0.1, r2=0.1, r1_every=2, steps=4, eval_every=4,
                  eval_num=200)
