@@ -112,10 +112,11 @@ class TrainConfig:
         "off", "class-conditional networks (G draws the class asked for, D judges picture and class)", ON_OFF, born=True
     )
     fake_labels: str = setting(
-        "uniform",
+        "auto",
         "the classes G draws while a conditional run trains: uniform, or data (in the training set's proportions, "
-        "as StyleGAN2-ADA does: D then sees each class as often real as generated)",
-        ("uniform", "data"),
+        "as StyleGAN2-ADA does: D then sees each class as often real as generated); auto: data where the largest "
+        "class has over twice the pictures of the smallest (the emoji), else uniform (MNIST)",
+        ("auto", "uniform", "data"),
     )
     conv_impl: str = setting(
         "auto", "how G's transposed convolutions are computed (the same math)", ("auto", "direct", "fft", "matmul")

@@ -142,14 +142,16 @@ def test_fake_labels_data_draws_g_classes_in_the_training_sets_proportions():
     from digitgan.data.shape import Shape
     from digitgan.training.state import TrainState
 
-    def drawn(fake_labels):
+    def drawn(fake_labels, counts=(300, 0, 2700)):
         cfg = resolve({"conditional": "on", "fake_labels": fake_labels, "width": 4, "batch_size": 3000})
         state = TrainState(cfg, torch.device("cpu"), speed_settings(cfg, torch.device("cpu")), 3000,
-                           Shape(32, 1, ("a", "b", "c")), class_counts=torch.tensor([300, 0, 2700]))
+                           Shape(32, 1, ("a", "b", "c")), class_counts=torch.tensor(counts))
         return torch.bincount(state.noise()[1], minlength=3) / 3000
-    share = drawn("data")
-    assert share[1] == 0 and share[0] == pytest.approx(0.1, abs=0.02) and share[2] == pytest.approx(0.9, abs=0.02)
-    assert drawn("uniform").min() > 0.3  # the default: each class a third
+    for mode in ("data", "auto"):  # auto: data, as the classes are far from balanced
+        share = drawn(mode)
+        assert share[1] == 0 and share[0] == pytest.approx(0.1, abs=0.02) and share[2] == pytest.approx(0.9, abs=0.02)
+    assert drawn("uniform").min() > 0.3  # each class a third
+    assert drawn("auto", (1000, 1900, 1000)).min() > 0.3  # balanced within a factor of two (MNIST): uniform
 
 
 def test_augment_auto_is_ada_for_the_emoji_and_folders_and_off_for_the_digits(tmp_path):

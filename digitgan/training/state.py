@@ -95,8 +95,7 @@ class TrainState:
         self.sampler = BatchSampler(num_images, cfg.batch_size, cfg.seed + 2, data_device)
         self.noise_device = device if speed.noise_on_device else torch.device("cpu")
         self.noise_gen = torch.Generator(self.noise_device).manual_seed(cfg.seed + 1)
-        # --fake-labels data: G's classes drawn in the training set's proportions
-        self.class_weights = None if class_counts is None else class_counts.double().to(self.noise_device)
+        self.class_weights = self._fake_label_weights(class_counts)  # None: uniform
         self.layout = shape.grid(cfg.conditional == "on")
         self.fixed_z, self.fixed_y = fixed_noise(cfg, device, self.layout)
         self.augmenter = Augmenter(augmentation(cfg), device, cfg.seed + 3, cfg.batch_size, share)
@@ -118,12 +117,22 @@ class TrainState:
         the same ones), on the training device."""
         z = sample_noise(self.cfg, self.cfg.batch_size, self.noise_gen, self.noise_device)
         n, y = self.cfg.batch_size, None
-        if self.cfg.conditional == "on" and self.cfg.fake_labels == "data" and self.class_weights is not None:
+        if self.cfg.conditional == "on" and self.class_weights is not None:
             y = torch.multinomial(self.class_weights, n, replacement=True, generator=self.noise_gen)
         elif self.cfg.conditional == "on":
             y = torch.randint(len(self.shape.classes), (n,), generator=self.noise_gen, device=self.noise_device)
         z, y = self.share(z), y if y is None else self.share(y)
         return z.to(self.device, non_blocking=True), y if y is None else y.to(self.device, non_blocking=True)
+
+    def _fake_label_weights(self, class_counts: torch.Tensor | None) -> torch.Tensor | None:
+        """How often G draws each class in training (--fake-labels): the training set's class counts, or None for
+        uniform (also where the classes are balanced within a factor of two, under auto)."""
+        mode = self.cfg.fake_labels
+        if class_counts is None or mode == "uniform":
+            return None
+        if mode == "auto" and class_counts.max() <= 2 * class_counts.min():
+            return None
+        return class_counts.double().to(self.noise_device)
 
     def set_hyperparameters(self) -> None:
         """Put the config's learning rates (at this step's decay) and betas into both optimizers. A function of
