@@ -8,12 +8,12 @@ export DCGAN_CACHE := data
 # pytest's workers: one per core, each torch on one thread (tests/conftest.py)
 JOBS ?= $(shell nproc)
 
-.PHONY: train test lint venv data fashion-mnist emoji photos page browser flags pip-check bench clean-venv
+.PHONY: train test lint venv data fashion-mnist stacked-mnist emoji photos page browser flags pip-check bench clean-venv
 
 train: venv data
 	$(PY) dcgan.py train
 
-test: venv data fashion-mnist emoji photos page browser lint
+test: venv data fashion-mnist stacked-mnist emoji photos page browser lint
 	DCGAN_FULL_SUITE=1 $(PY) -m pytest -q -n $(JOBS) --dist load --maxschedchunk 1 tests
 	$(MAKE) --no-print-directory pip-check
 
@@ -49,6 +49,11 @@ fashion-mnist: venv
 	  $(call apt_install,dataset-fashion-mnist,$(FASHION) is,the Fashion-MNIST tests); \
 	fi
 	@if [ -d $(FASHION) ]; then $(PY) dcgan.py data --dataset fashion-mnist; fi
+
+# Stacked MNIST's test set and real-data reference in the MNIST evaluator's features, three channels each (once,
+# on every core, before the suite's workers need them).
+stacked-mnist: data
+	$(PY) dcgan.py data --dataset stacked-mnist
 
 # The colour tests train on the emoji of npm's emoji-datasource-google (fetched with npm pack, checksummed, frozen
 # into data/ at both resolutions).
