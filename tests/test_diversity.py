@@ -53,13 +53,13 @@ def test_stacked_mnist_refuses_a_conditional_run_in_one_line(tmp_path, capsys):
 
 
 def test_the_mode_of_a_stacked_picture_is_read_channel_by_channel(stacked, space):
-    n = 2000
+    n = 1000
     feats, _ = space.embed(stacked.images[:n])
     assert feats.shape == (n, 3 * 128)
     found = space.modes(feats)
     assert (found == stacked.labels[:n]).double().mean() > 0.95  # the evaluator's ~99 % a digit, cubed
     real = mode_statistics(found, space.mode_count)
-    assert real["modes"] > 850 and real["mode_kl"] < 0.7  # 2,000 draws of 1,000 modes: ~865 hit, KL ~0.4
+    assert real["modes"] > 580 and real["mode_kl"] < 1.0  # 1,000 draws of 1,000 modes: ~632 hit, KL ~0.6
     # a generator whose blue digit always equals its red one has at most 100 modes
     collapsed = stacked.images[:n].clone()
     collapsed[:, 2] = collapsed[:, 0]
