@@ -272,9 +272,9 @@ def format_table(result: dict[str, Any]) -> str:
         if result.get(key) is not None:
             fmt = (lambda v: f"{v:12d}") if key in ("classes_covered", "modes") else (lambda v: f"{v:12.4f}")
             lines.append(f"{key:<18}{fmt(result[key])}{fmt(ref[key]) if ref.get(key) is not None else '':>12}")
+    each = lambda figures: " ".join("-" if a is None else f"{a:.3f}" for a in figures)
     for key, name in (("accuracy", "per class"), ("recall", "recall by class"), ("coverage", "coverage by class")):
         if f"per_class_{key}" in result:
-            each = lambda figures: " ".join("-" if a is None else f"{a:.3f}" for a in figures)
             lines.append(
                 f"{name:<18}{each(result[f'per_class_{key}'])}   (real data: {each(ref.get(f'per_class_{key}', []))})"
             )

@@ -210,12 +210,13 @@ def class_metrics(
     each = [precision_recall_density_coverage(test_feats[test_labels == c], feats[labels == c]) for c in classes]
     if each:
         recall, coverage = [e["recall"] for e in each], [e["coverage"] for e in each]
+        by_label = lambda figures: [dict(zip(classes, figures)).get(c) for c in range(int(labels.max()) + 1)]
         out.update(
             class_recall=sum(recall) / len(recall),
             class_coverage=sum(coverage) / len(coverage),
             least_class_coverage=min(coverage),
-            per_class_recall=[dict(zip(classes, recall)).get(c) for c in range(int(labels.max()) + 1)],
-            per_class_coverage=[dict(zip(classes, coverage)).get(c) for c in range(int(labels.max()) + 1)],
+            per_class_recall=by_label(recall),  # None where a class was left out
+            per_class_coverage=by_label(coverage),
         )
     if probs is not None:
         hit = probs.argmax(1) == labels
