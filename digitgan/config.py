@@ -172,6 +172,12 @@ class TrainConfig:
         "many samples (Karras et al. 2018; 0: off)",
         born=True,
     )
+    pack: int = setting(
+        1,
+        "D judges this many pictures at once, stacked along the channels, so that a batch of too alike samples "
+        "shows (PacGAN, Lin et al. 2018; 1: off; unconditional runs; the batch a multiple of it)",
+        born=True,
+    )
     r1: float = setting(
         0.0,
         "gamma of the R1 gradient penalty on real pictures (Mescheder et al. 2018; 0: off; 0.01 with --conditional on)",
@@ -244,6 +250,7 @@ class TrainConfig:
             "collapse_steps",
             "keep",
             "r1_every",
+            "pack",
         ):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
@@ -265,7 +272,21 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema"):
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"--{flag(name)} must be in [0, 1), not {getattr(self, name)}")
-        for name, value in (("conditional", self.conditional == "on"), ("mbstd", self.mbstd)):
+        if self.pack > 1 and self.conditional == "on":
+            raise UsageError(
+                f"--pack {self.pack} works on unconditional runs only: D would judge pictures of different classes "
+                f"together under one class; pass --pack 1 or --conditional off"
+            )
+        if self.batch_size % self.pack:
+            raise UsageError(
+                f"--batch-size {self.batch_size} must be a multiple of --pack {self.pack}: D judges the batch "
+                f"{self.pack} pictures at a time"
+            )
+        for name, value in (
+            ("conditional", self.conditional == "on"),
+            ("mbstd", self.mbstd),
+            ("pack", self.pack > 1),
+        ):
             if value and self.preset == "seed":
                 raise UsageError(
                     f"--{flag(name)} {getattr(self, name)} needs --preset dcgan: the seed preset is the "

@@ -217,6 +217,9 @@ def test_bad_input_is_one_line_from_rank_0_and_exit_2(two, tmp_path, cache_dir):
         setup({"batch_size": 33, "checkpoint_dir": str(tmp_path / "ck")}, False, False, World(0, 2), RunLock())
     assert str(e.value) == "--batch-size 33 is the global batch and must divide evenly among the 2 processes; " \
                            "pass a multiple of 2"
+    with pytest.raises(UsageError, match="among the 2 processes of --pack 2 pictures each; pass a multiple of 4"):
+        setup({"batch_size": 34, "pack": 2, "checkpoint_dir": str(tmp_path / "ck")}, False, False, World(0, 2),
+              RunLock())
     assert not (tmp_path / "ck").exists()
     with pytest.raises(UsageError) as e:  # refused before any process group is made
         join("nccl", 300.0, "cpu")
@@ -252,9 +255,9 @@ def test_two_processes_train_on_colour_pictures_at_64_pixels(tmp_path, cache_dir
 def test_every_stabiliser_and_ada_train_on_two_processes_and_resume(tmp_path, cache_dir):
     """R1's double backward beside DDP's hooks, ADA's p kept the same on every rank (its tally summed over them),
     spectral norm, the minibatch std (its groups within each process's share), R3GAN's pairing loss (G's step
-    through D on real images too) and R2: a 2-process run trains, and resumes on 2 processes bit for bit."""
+    through D on real images too), R2 and PacGAN's packs (whole within each process's share): a 2-process run trains, and resumes on 2 processes bit for bit."""
     options = dict(loss="rpgan", r1=1.0, r2=1.0, r1_every=2, augment="ada", spectral_norm="d", mbstd=2, lr_d=4e-3,
-                   lr_g=4e-3)
+                   lr_g=4e-3, pack=2)
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     code, err = run(torchrun(2, *flags(straight, cache_dir, steps=8, checkpoint_every=4, **options)))
     assert code == 0 and not rank_tracebacks(err), err

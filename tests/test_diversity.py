@@ -1,6 +1,6 @@
 """The diversity figures and what they measure: Stacked MNIST (three digits as R, G, B: 1,000 modes) with its
 mode count and KL read a channel at a time by the MNIST evaluator; the recall and coverage of each class against
-that class's real images; R3GAN's relativistic pairing loss and R2."""
+that class's real images; R3GAN's relativistic pairing loss and R2; PacGAN's packing."""
 import json
 
 import pytest
@@ -9,7 +9,9 @@ import torch
 import dcgan
 from digitgan.data.mnist import MNIST
 from digitgan.data.sources import load_dataset
+from digitgan.config import resolve
 from digitgan.errors import UsageError
+from digitgan.nets.networks import DCGANDiscriminator
 from digitgan.quality.evaluator import load_evaluator
 from digitgan.quality.features import per_channel_space
 from digitgan.quality.metrics import class_metrics, mode_statistics
@@ -163,3 +165,25 @@ def test_augment_auto_is_ada_for_the_emoji_and_folders_and_off_for_the_digits(tm
     assert auto() == auto(dataset="fashion-mnist") == auto(dataset="stacked-mnist") == "off"
     assert auto(dataset=str(tmp_path), preset="seed") == "off"  # the 2019 network as it was
     assert auto(dataset="emoji", augment="off") == "off" and auto(augment="diff") == "diff"  # said outright: kept
+
+
+def test_pack_has_d_judge_each_run_of_consecutive_pictures_as_one_input():
+    torch.manual_seed(0)
+    d = DCGANDiscriminator(8, 32, 3, pack=2).eval()
+    images = torch.randn(8, 3, 32, 32)
+    logits = d(images)
+    assert logits.shape == (4,)  # one logit a pack
+    pairs = torch.stack([images[0::2], images[1::2]], 1).reshape(4, 6, 32, 32)  # pictures 2k and 2k+1, RGB, RGB
+    assert torch.allclose(logits, d.net(pairs).view(-1))
+    changed = images.clone()
+    changed[5] = torch.randn(3, 32, 32)  # in the pack of pictures 4 and 5 only
+    after = d(changed)
+    assert after[2] != logits[2] and torch.equal(after[[0, 1, 3]], logits[[0, 1, 3]])
+    for flags, why in (
+        ({"pack": 2, "conditional": "on"}, "unconditional runs only"),
+        ({"pack": 3}, "must be a multiple of --pack 3"),
+        ({"pack": 2, "preset": "seed"}, "needs --preset dcgan"),
+        ({"pack": 0}, "positive integer"),
+    ):
+        with pytest.raises(UsageError, match=why):
+            resolve(flags)

@@ -81,7 +81,8 @@ def test_ada_raises_p_while_d_is_sure_of_real_images_and_lowers_it_otherwise():
 
 @pytest.mark.parametrize("loss", ["hinge", "rpgan"])
 def test_a_run_with_every_option_on_logs_p_and_resumes_bit_for_bit(loss, tiny, tmp_path):
-    options = dict(loss=loss, r1=1.0, r2=1.0, r1_every=2, augment="ada", spectral_norm="both", mbstd=4, batch_size=64)
+    options = dict(loss=loss, r1=1.0, r2=1.0, r1_every=2, augment="ada", spectral_norm="both", mbstd=4, batch_size=64,
+                   pack=2)
     straight = train(tiny(steps=8, checkpoint_every=4, checkpoint_dir=str(tmp_path / "a"),
                           sample_dir=str(tmp_path / "sa"), **options))
     train(tiny(steps=4, checkpoint_every=4, checkpoint_dir=str(tmp_path / "b"), sample_dir=str(tmp_path / "sb"),

@@ -105,11 +105,14 @@ class MinibatchStd(nn.Module):
 
 class DCGANDiscriminator(nn.Module):
     """The generator mirrored: one stride-2 conv per halving of the side, doubling the channels, down to 4x4,
-    then (with mbstd) the minibatch standard deviation channel, and a 4x4 conv to one logit."""
+    then (with mbstd) the minibatch standard deviation channel, and a 4x4 conv to one logit; with pack, one logit
+    for each pack of that many pictures (Lin et al. 2018)."""
 
-    def __init__(self, width: int, resolution: int, channels: int, mbstd: int = 0):
+    def __init__(self, width: int, resolution: int, channels: int, mbstd: int = 0, pack: int = 1):
         super().__init__()
-        layers, c = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)], width  # (B, w, res/2, res/2)
+        self.pack = pack
+        first = nn.Conv2d(channels * pack, width, 4, 2, 1, bias=False)
+        layers, c = [first, nn.LeakyReLU(0.2)], width  # (B/pack, w, res/2, res/2)
         for _ in range(_levels(resolution) - 1):  # each: (B, c, s, s) -> (B, 2c, s/2, s/2)
             layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
             c *= 2
@@ -121,7 +124,12 @@ class DCGANDiscriminator(nn.Module):
         self.features = c * 4 * 4  # of the last 4x4 map
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(-1)  # (B,)
+        return self.net(self.packed(x)).view(-1)  # (B/pack,)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """PacGAN's packing: each run of `pack` consecutive pictures side by side in the channels, one input to D."""
+        b, c, h, w = x.shape
+        return x if self.pack == 1 else x.reshape(b // self.pack, self.pack * c, h, w)  # (B/pack, pack*C, H, W)
 
 
 class ClassBatchNorm2d(nn.Module):
@@ -222,7 +230,7 @@ def build_models(cfg: TrainConfig, shape: Shape | None = None) -> tuple[nn.Modul
     else:
         g, d, init = (
             DCGANGenerator(cfg.z_dim, cfg.width, **size),
-            DCGANDiscriminator(cfg.width, **size, mbstd=cfg.mbstd),
+            DCGANDiscriminator(cfg.width, **size, mbstd=cfg.mbstd, pack=cfg.pack),
             _init_dcgan,
         )
     g.apply(init)

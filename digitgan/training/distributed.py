@@ -72,11 +72,13 @@ class World:
         n = len(batch) // self.size
         return batch[self.rank * n : (self.rank + 1) * n]
 
-    def check_batch(self, batch_size: int) -> None:
-        if batch_size % self.size:
+    def check_batch(self, batch_size: int, pack: int = 1) -> None:
+        """Each process's share of the batch must be whole, and (--pack) a whole number of D's packs."""
+        if batch_size % (self.size * pack):
+            packs = f" of --pack {pack} pictures each" if pack > 1 else ""
             raise UsageError(
                 f"--batch-size {batch_size} is the global batch and must divide evenly among the "
-                f"{self.size} processes; pass a multiple of {self.size}"
+                f"{self.size} processes{packs}; pass a multiple of {self.size * pack}"
             )
 
     def device(self, device: torch.device) -> torch.device:

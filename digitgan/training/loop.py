@@ -112,7 +112,7 @@ def setup(
     earlier run aside."""
     first = resolve(overrides)  # reject bad values before touching the disk
     if fresh or "batch_size" in overrides:
-        world.check_batch(first.batch_size)
+        world.check_batch(first.batch_size, first.pack)
     if {"dataset", "train_images"} & overrides.keys():
         check_images(first)
     run_dir = ensure_writable(overrides.get("checkpoint_dir", TrainConfig.checkpoint_dir), "--checkpoint-dir")
@@ -122,7 +122,7 @@ def setup(
         archive_run(run_dir, force)
     saved, last_ckpt = checkpoints.load_latest(run_dir, quarantine=True) or (None, None)
     cfg = resolve(overrides, saved["config"] if saved else None)
-    world.check_batch(cfg.batch_size)
+    world.check_batch(cfg.batch_size, cfg.pack)
     if saved and (why := nothing_to_train(cfg, saved, last_ckpt)):
         return cfg, saved, last_ckpt, why
     ensure_writable(cfg.sample_dir, "--sample-dir")
