@@ -37,13 +37,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         beta1=5e-5,
         beta2=0.999,
         ema=0.0,
+        r1=0.0,
+        r1_every=1,
+        lr_decay=0.0,
         augment="off",
         eval_every=5000,
     ),  # its 150,000 steps: 30 evaluations, as cheap a share as the dcgan preset's 5
 }
 
-# What --conditional on changes from the dcgan preset's defaults (tuned in docs/conditional.md).
-CONDITIONAL: dict[str, Any] = dict(ema=0.995, r1=0.01, r1_every=16)
+# What --conditional on changes from the dcgan preset's defaults (tuned in docs/experiments.md).
+CONDITIONAL: dict[str, Any] = dict(r1=0.01, lr_decay=0.0)
 
 
 CACHE_ENV = "DCGAN_CACHE"
@@ -128,7 +131,9 @@ class TrainConfig:
     lr_d: float = setting(4e-3, "Adam learning rate of the discriminator")
     lr_g: float = setting(4e-3, "Adam learning rate of the generator")
     lr_decay: float = setting(
-        0.0, "fraction of --steps at the end over which both learning rates fall linearly to 0 (0: constant)"
+        0.5,
+        "fraction of --steps at the end over which both learning rates fall linearly to 0 (0: constant; 0 with "
+        "--conditional on)",
     )
     beta1: float = setting(0.5, "Adam beta1 of both networks")
     beta2: float = setting(0.999, "Adam beta2 of both networks")
@@ -179,12 +184,11 @@ class TrainConfig:
         born=True,
     )
     r1: float = setting(
-        0.0,
+        0.1,
         "gamma of the R1 gradient penalty on real pictures (Mescheder et al. 2018; 0: off; 0.01 with --conditional on)",
     )
     r1_every: int = setting(
-        1,
-        "lazy R1 and R2: every this many iterations, weighted by it (StyleGAN2 takes 16; 16 with --conditional on)",
+        16, "lazy R1 and R2: every this many iterations, weighted by it (StyleGAN2 takes 16; 1: every iteration)"
     )
     r2: float = setting(
         0.0, "gamma of the R2 gradient penalty on generated pictures (R3GAN pairs it with R1 at the same gamma; 0: off)"
@@ -202,9 +206,7 @@ class TrainConfig:
     keep: int = setting(3, "how many of the newest checkpoints to keep (best.pt is kept apart)")
     tensorboard: str = setting("on", "TensorBoard event files in CHECKPOINT_DIR/tensorboard/", ON_OFF)
     ema: float = setting(
-        0.999,
-        "per-iteration decay of the generator's weight average, which draws samples and is "
-        "scored (0: off; 0.995 with --conditional on)",
+        0.995, "per-iteration decay of the generator's weight average, which draws samples and is scored (0: off)"
     )
     channels_last: str = setting("auto", "NHWC memory format for pictures and conv weights (auto: on)", AUTO_ON_OFF)
     autocast: str = setting(

@@ -70,7 +70,9 @@ def tiny(tmp_path, cache_dir):
     """Overrides for a few real MNIST steps at a small batch, everything written under tmp_path; quality tracking
     and TensorBoard off (they cost seconds per run; tests/test_watch.py covers them)."""
     def make(**extra):
-        base = dict(steps=4, batch_size=8, checkpoint_every=2, sample_every=2, log_every=1, width=8,
+        # lr_decay 0: the rate is a function of --steps, so only a constant one lets a run stopped by a smaller
+        # --steps and continued by a larger equal a straight run (tests of the decay pass it)
+        base = dict(steps=4, batch_size=8, checkpoint_every=2, sample_every=2, log_every=1, width=8, lr_decay=0.0,
                     checkpoint_dir=str(tmp_path / "ck"), sample_dir=str(tmp_path / "samples"),
                     cache_dir=cache_dir, device="cpu", eval_every=0, tensorboard="off")  # on in their own tests
         return {**base, **extra}

@@ -41,9 +41,10 @@ def test_a_conditional_grid_has_a_row_per_class_and_a_column_per_z(tiny, tmp_pat
     assert Image.open(tmp_path / "samples" / "step_0000004.png").size == (10 * 34 + 2, 10 * 34 + 2)
 
 
-def test_conditional_runs_default_to_their_own_weight_average_and_r1_and_flags_still_rule():
+def test_conditional_runs_default_to_their_own_r1_and_a_constant_rate_and_flags_still_rule():
     on, off = resolve({"conditional": "on"}), resolve({})
-    assert (on.ema, on.r1, on.r1_every) == (0.995, 0.01, 16) and (off.ema, off.r1, off.r1_every) == (0.999, 0, 1)
+    assert (on.ema, on.r1, on.r1_every, on.lr_decay) == (0.995, 0.01, 16, 0)
+    assert (off.ema, off.r1, off.r1_every, off.lr_decay) == (0.995, 0.1, 16, 0.5)
     assert resolve({"conditional": "on", "ema": 0.9, "r1": 0}).ema == 0.9
     assert resolve({"conditional": "on", "r1": 0}).r1 == 0
 

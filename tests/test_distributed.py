@@ -37,7 +37,10 @@ def default_threads(monkeypatch):
 
 
 def flags(run_dir, cache_dir, **extra):
-    base = dict(steps=30, batch_size=32, width=8, lr_d=1e-5, lr_g=1e-5, log_every=1, sample_every=1000,
+    # A constant rate (a run stopped by a smaller --steps then continued must equal a straight one) and no R1 (its
+    # double backward sums in another order on two processes): the stabiliser test below turns R1 on itself.
+    base = dict(steps=30, batch_size=32, width=8, lr_d=1e-5, lr_g=1e-5, lr_decay=0.0, r1=0.0, log_every=1,
+                sample_every=1000,
                 checkpoint_every=1000, eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
                 checkpoint_dir=str(run_dir / "ck"), sample_dir=str(run_dir / "samples"))
     return cli_flags({**base, **extra})
