@@ -269,7 +269,7 @@ def _checkpoint_flags(p: argparse.ArgumentParser) -> None:
         help="CHECKPOINT_DIR/best.pt instead: the best headline figure (FID, or KID on small data) training measured",
     )
     p.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same images")
-    _setting(p, "device", "where to draw (auto: CUDA, else MPS, else the CPU)")
+    _setting(p, "device", "where to draw (auto: the accelerator torch.accelerator finds, else the CPU)")
 
 
 def _generator(args: argparse.Namespace) -> Generator:

@@ -74,8 +74,9 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
     speed.apply()
     torch.manual_seed(0)
     G, D = (m.to(device) for m in build_models(cfg, shape))
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **(optimizer or {}))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), **(optimizer or {}))
+    adam = optimizer or {"foreach": True}  # as the trainer runs it
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=cfg.lr_g if m is G else cfg.lr_d,
+                                     betas=(cfg.beta1, cfg.beta2), **adam) for m in (G, D))
     speed.place(G, D)
     G_step, D_step = prepare(G, D, speed)
     if compile_mode:

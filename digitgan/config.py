@@ -226,7 +226,11 @@ class TrainConfig:
         "on the same kind of CPU",
         born=True,
     )
-    device: str = setting("auto", "where to train (auto: CUDA, else MPS, else the CPU)", DEVICES)
+    device: str = setting(
+        "auto",
+        "where to train (auto: the accelerator torch.accelerator finds, CUDA, MPS or XPU, else the CPU)",
+        DEVICES,
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cache_dir", cache_home(self.cache_dir))  # the run records where its caches are

@@ -5,16 +5,17 @@ import copy
 import pytest
 import torch
 
-from digitgan.training import checkpoints
 from digitgan.config import resolve
+from digitgan.core.devices import Speed, pick_device, speed_settings
 from digitgan.data.sources import load_dataset
-from digitgan.core.devices import Speed, speed_settings
-from digitgan.nets.networks import build_models, sample_noise
+from digitgan.errors import UsageError
 from digitgan.nets.drawing import prepare_for_inference
-from digitgan.training.state import Averager
-from digitgan.training.objective import Objective
-from digitgan.training.steps import d_update, g_update, prepare
+from digitgan.nets.networks import build_models, sample_noise
+from digitgan.training import checkpoints
 from digitgan.training.loop import train
+from digitgan.training.objective import Objective
+from digitgan.training.state import Averager, TrainState
+from digitgan.training.steps import Batches, d_update, g_update, gradient_norm, prepare, update
 
 PLAIN = Speed(channels_last=False, autocast=None, compile=False, data_on_device=True, noise_on_device=True)
 
@@ -114,6 +115,21 @@ def test_auto_switches_are_the_measured_winners_on_every_device():
     assert not off.channels_last and off.autocast is None and not off.compile
 
 
+def test_device_auto_follows_torch_accelerator(monkeypatch):
+    """auto is the accelerator torch.accelerator finds (here: none, the CPU); one it found elsewhere (XPU, made up:
+    this machine has none) is taken by its type; a torch without torch.accelerator keeps the CUDA-MPS-CPU order."""
+    assert pick_device("auto") == torch.device("cpu") == pick_device("cpu")
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("xpu", 0))
+    assert pick_device("auto") == torch.device("xpu")
+    monkeypatch.delattr(torch, "accelerator")
+    assert pick_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("cuda")
+    with pytest.raises(UsageError, match="--device mps is not available"):
+        pick_device("mps")
+
+
 def test_weight_average_follows_with_warmup_then_lags():
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
     ema = Averager(model, decay=0.99)
@@ -147,3 +163,34 @@ def test_inference_preparation_keeps_the_generators_function():
     z = torch.randn(32, cfg.z_dim)
     with torch.no_grad():
         assert torch.allclose(G(z), fast(z), atol=1e-5)
+
+
+def _states_after(iterations, per_tensor_adam, cache_dir):
+    """A TrainState of the default preset (small) after some iterations of update(), with Adam as the trainer runs
+    it (foreach) or as the per-tensor loop that the CPU's Adam would run by default."""
+    cfg = resolve({"width": 8, "batch_size": 16, "cache_dir": cache_dir, "device": "cpu", "r1_every": 4})
+    speed = speed_settings(cfg, torch.device("cpu"))
+    data = load_dataset("mnist", "train", cache_dir=cache_dir)
+    state = TrainState(cfg, torch.device("cpu"), speed, len(data), data.shape)
+    batches, objective = Batches(data, cfg, torch.device("cpu"), speed), Objective.of(cfg, state.augmenter, None)
+    for _ in range(iterations):
+        state.set_hyperparameters()
+        if per_tensor_adam:
+            for group in (*state.opt_g.param_groups, *state.opt_d.param_groups):
+                group["foreach"] = False
+        update(state, state.G, state.D, batches, objective)
+    return state
+
+
+def test_the_trainers_fewer_operators_change_no_bit(cache_dir):
+    """Adam foreach and the gradient norm without per-tensor moves (bench/op_count.py) train the same weights,
+    bit for bit, as the per-tensor Adam and torch's get_total_norm."""
+    ours, loop = (_states_after(9, per_tensor, cache_dir) for per_tensor in (False, True))  # R1 on 3 of them
+    assert all(group["foreach"] for group in ours.opt_d.param_groups)
+    for a, b in zip(ours.state_dict()["discriminator"].values(), loop.state_dict()["discriminator"].values()):
+        assert torch.equal(a, b)
+    for a, b in zip(ours.G.parameters(), loop.G.parameters()):
+        assert torch.equal(a, b)
+    untrained = _states_after(0, False, cache_dir)
+    assert not any(torch.equal(a, b) for a, b in zip(ours.G.parameters(), untrained.G.parameters()))  # it trained
+    assert torch.equal(gradient_norm(ours.D), torch.nn.utils.get_total_norm([p.grad for p in ours.D.parameters()]))

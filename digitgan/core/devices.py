@@ -15,8 +15,13 @@ from ..errors import UsageError
 
 
 def pick_device(name: str) -> torch.device:
-    """auto: CUDA, else Apple's MPS, else the CPU; a named device must be present."""
+    """auto: the accelerator torch.accelerator names (CUDA, MPS, XPU, ...), else the CPU; on a torch without
+    torch.accelerator, CUDA, else Apple's MPS, else the CPU. A named device must be present."""
     if name == "auto":
+        accelerator = getattr(torch, "accelerator", None)
+        if accelerator is not None:
+            found = accelerator.current_accelerator() if accelerator.is_available() else None
+            return torch.device(found.type) if found is not None else torch.device("cpu")
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps" if torch.backends.mps.is_available() else "cpu")

@@ -86,8 +86,11 @@ def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
-    """The L2 norm of all of model's gradients together, left on the device (read back with the losses)."""
-    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    """The L2 norm of all of model's gradients together, left on the device (read back with the losses): the norm
+    of the tensors' norms, as torch.nn.utils.get_total_norm takes it, without its per-tensor detach and move
+    (a third of an iteration's operators)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def prepare(
