@@ -1,7 +1,8 @@
 """The CUDA path as a user meets it: both presets, plain and conditional, with the `auto` defaults (float32 eager,
-channels_last, data and noise on the device), and the default preset with bf16 autocast and torch.compile asked
-for; train, resume, sample, evaluate, export; a resume that repeats bit for bit under --deterministic on;
-torchrun with NCCL.
+channels_last, data and noise on the device: read back from the line the trainer prints), and the default preset
+with bf16 autocast and torch.compile asked for; train, resume (Adam's step counts go on from the checkpoint's),
+sample, evaluate, export, with the pictures, the figures and the exported ONNX model of the same checkpoint
+agreeing with the CPU's; a resume that repeats bit for bit under --deterministic on; torchrun with NCCL.
 
 Skipped where there is no CUDA. bench/gpu.py runs this module on the GPU machine, and its --dry-run runs it on
 the CPU with a few steps (DCGAN_TEST_DEVICE=cpu, DCGAN_TEST_STEPS), so that the module itself is known to work
@@ -18,6 +19,7 @@ import torch
 
 import dcgan
 import digitgan
+from digitgan.training import checkpoints
 from runs import cli_flags, same_state, training_state
 
 DEVICE = os.environ.get("DCGAN_TEST_DEVICE", "cuda")
@@ -39,13 +41,30 @@ def run_settings(tmp_path, cache_dir, **extra):
                    **(SMALL if DEVICE == "cpu" else {})), **extra}
 
 
+# What `auto` decides on each kind of run: float32 eager channels_last, unless the kind asks otherwise
+SPEED = {"bf16-compile": f"bf16 autocast, channels_last, {'compiled' if DEVICE == 'cuda' else 'eager'}"}
+SAME_PIXELS = 1e-3  # the same checkpoint drawn here and on the CPU, float32 both: kernels round differently
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_train_resume_sample_evaluate_export_with_the_auto_defaults(kind, tmp_path, cache_dir):
+def test_train_resume_sample_evaluate_export_with_the_auto_defaults(kind, tmp_path, cache_dir, capsys):
     settings = run_settings(tmp_path, cache_dir, **KINDS[kind])
+    half = settings["steps"]
     run = digitgan.train(**settings)
-    run = digitgan.train(**{**settings, "steps": 2 * settings["steps"]})  # resumes
+    said = capsys.readouterr().err
+    assert f"training on {DEVICE} (" in said
+    speed = SPEED.get(kind, "float32, channels_last, eager")
+    assert f": {speed}, data on the device, noise drawn on the device" in said
+    run = digitgan.train(**{**settings, "steps": 2 * half})  # resumes
+    assert f"(step {half} of {2 * half})" in capsys.readouterr().err
+    # it continued: Adam's step counts went on from the checkpoint's, they did not start over
+    cfg = run.config
+    state = checkpoints.load(run.checkpoints()[-1])
+    assert state["step"] == 2 * half
+    assert int(state["opt_d"]["state"][0]["step"]) == 2 * half * cfg.d_steps
+    assert int(state["opt_g"]["state"][0]["step"]) == 2 * half * cfg.g_steps
     rows = run.metrics()
-    assert rows[-1]["step"] == 2 * settings["steps"]
+    assert rows[-1]["step"] == 2 * half
     assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"]) for r in rows)
     scored = [r for r in rows if r["fid"] != ""]
     assert len(scored) == 2 and all(math.isfinite(r["fid"]) for r in scored)
@@ -55,10 +74,25 @@ def test_train_resume_sample_evaluate_export_with_the_auto_defaults(kind, tmp_pa
     assert images.shape == (20, 1, 32, 32) and images.dtype == torch.float32
     assert torch.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
     assert torch.equal(images, generator.sample(20, classes=classes, seed=1))  # a seed draws the same images
-    figures = digitgan.evaluate(generator, num=1000)
+    # the same checkpoint on the CPU: the same pictures and figures (FID within 1 %, the k-NN figures within a
+    # few of the 1,000 samples changing sides)
+    on_cpu = digitgan.load(run, device="cpu")
+    assert (images - on_cpu.sample(20, classes=classes, seed=1)).abs().max() <= SAME_PIXELS
+    figures = digitgan.evaluate(generator, num=1000, device=DEVICE)
+    there = digitgan.evaluate(on_cpu, num=1000, device="cpu")
     assert math.isfinite(figures["fid"]) and 0 <= figures["precision"] <= 1
-    assert dcgan.main(["export", "--checkpoint-dir", str(run.dir), "--out", str(tmp_path / "site")]) == 0
-    assert (tmp_path / "site" / "generator.onnx").stat().st_size > 0
+    assert math.isclose(figures["fid"], there["fid"], rel_tol=0.01)
+    assert all(abs(figures[k] - there[k]) <= 0.01 for k in ("precision", "recall", "coverage"))
+    site = tmp_path / "site"
+    assert dcgan.main(["export", "--checkpoint-dir", str(run.dir), "--out", str(site)]) == 0
+    # the exported model, run by onnxruntime on the CPU, draws what the trained one draws here
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(site / "generator.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {"z": generator.noise(20, seed=1).numpy()}
+    if kind == "conditional":
+        feeds["label"] = generator.labels(20, classes).numpy()
+    assert abs(session.run(["images"], feeds)[0] - images.numpy()).max() <= SAME_PIXELS
 
 
 def test_a_deterministic_resume_repeats_the_uninterrupted_run_bit_for_bit(tmp_path, cache_dir):

@@ -169,7 +169,8 @@ def test_the_terminal_shows_only_our_lines(tiny, tmp_path, capfd):
     assert lines[0] == (f"warning: skipping checkpoint {run['checkpoint_dir']}/ckpt_0000003.pt: UnpicklingError: not "
                         f"a checkpoint (its contents do not unpickle) (kept as ckpt_0000003.pt.corrupt); trying the "
                         f"previous one")
-    assert all(re.match(r"(resuming from|embedding the|step \d+: FID|records:|done:)", line) for line in lines[1:]), lines
+    ours = r"(training on|resuming from|embedding the|step \d+: FID|records:|done:)"
+    assert all(re.match(ours, line) for line in lines[1:]), lines
     done = subprocess.run([sys.executable, DCGAN, "export", "--checkpoint-dir", run["checkpoint_dir"], "--out",
                            str(tmp_path / "site")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr

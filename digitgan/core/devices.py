@@ -49,6 +49,25 @@ class Speed:
             for model in models:
                 channels_last(model)
 
+    def describe(self, device: torch.device) -> str:
+        """What a run computes with, every auto decided, in one line (printed as training starts)."""
+        where = (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else f"{torch.get_num_threads()} threads"
+            if device.type == "cpu"
+            else device.type
+        )
+        parts = [
+            "bf16 autocast" if self.autocast == torch.bfloat16 else "float32",
+            "channels_last" if self.channels_last else "NCHW",
+            "compiled" if self.compile else "eager",
+            "data on the device" if self.data_on_device else "batches copied from the host",
+            "noise drawn on the device" if self.noise_on_device else "noise drawn on the host",
+            *(["deterministic"] if self.deterministic else []),
+        ]
+        return f"{device.type} ({where}): {', '.join(parts)}"
+
     def apply(self) -> None:
         """Set the process-wide switches: deterministic algorithms when asked for, and TF32 off either way.
 

@@ -367,6 +367,8 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
                 f"free memory: each batch is copied over from the host instead (as --data-on-device off does)",
                 file=sys.stderr,
             )
+    if world.main:
+        print(f"training on {speed.describe(device)}", file=sys.stderr)
     batches = Batches(data, cfg, device, speed)
     counts = torch.bincount(data.labels, minlength=len(data.shape.classes)) if data.shape.classes else None
     state = TrainState(cfg, device, speed, len(data), data.shape, world.share, data.fingerprint, data.held_out, counts)
