@@ -54,7 +54,7 @@ class Speed:
         where = (
             torch.cuda.get_device_name(device)
             if device.type == "cuda"
-            else f"{torch.get_num_threads()} threads"
+            else f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}"
             if device.type == "cpu"
             else device.type
         )

@@ -367,8 +367,6 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
                 f"free memory: each batch is copied over from the host instead (as --data-on-device off does)",
                 file=sys.stderr,
             )
-    if world.main:
-        print(f"training on {speed.describe(device)}", file=sys.stderr)
     batches = Batches(data, cfg, device, speed)
     counts = torch.bincount(data.labels, minlength=len(data.shape.classes)) if data.shape.classes else None
     state = TrainState(cfg, device, speed, len(data), data.shape, world.share, data.fingerprint, data.held_out, counts)
@@ -397,6 +395,8 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
                 judge = judge_for(cfg, device)
                 if judge is not None:
                     records.reference({**judge.reference, "eval_num": judge.eval_num}, judge.headline)
+                # once the input has passed every check, so that a refusal stays one line
+                print(f"training on {speed.describe(device)}", file=sys.stderr)
             clock = Clock(state.elapsed, state.step)  # from the loop's start: a first Judge can embed for a minute
             pbar = tqdm(
                 total=cfg.steps,
