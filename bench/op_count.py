@@ -27,6 +27,7 @@ from digitgan.data.sources import load_dataset
 from digitgan.training.objective import Objective
 from digitgan.training.state import TrainState
 from digitgan.training.steps import Batches, prepare, update
+from time_to_quality import parse_set  # bench/, beside this file
 
 ITERATIONS = 16
 # Operators that only make a view, read a host scalar or return their input: no kernel on a GPU. (An item() here
@@ -34,22 +35,6 @@ ITERATIONS = 16
 NO_KERNEL = {"aten::" + name for name in (
     "detach", "view", "reshape", "_unsafe_view", "t", "transpose", "permute", "unsqueeze", "squeeze", "alias",
     "expand", "expand_as", "slice", "select", "view_as", "as_strided", "item", "to", "lift_fresh")}
-
-
-def parsed(sets: list[str]) -> dict[str, object]:
-    """--set NAME=VALUE pairs, each value as the field's type (int, float or str)."""
-    out: dict[str, object] = {}
-    for item in sets:
-        name, value = item.split("=", 1)
-        for kind in (int, float):
-            try:
-                out[name] = kind(value)
-                break
-            except ValueError:
-                pass
-        else:
-            out[name] = value
-    return out
 
 
 def top_level(event) -> bool:
@@ -92,7 +77,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a TrainConfig field")
     args = p.parse_args()
     torch.set_num_threads(1)
-    result = count(parsed(args.set))
+    result = count(parse_set(args.set))
     print(f"settings: {' '.join(args.set) or 'the default preset'}; torch {torch.__version__}; "
           f"{ITERATIONS} iterations profiled")
     print(f"top-level ATen operators per iteration: {result['top_level']:.1f} (with nested ones: {result['all']:.1f}); "

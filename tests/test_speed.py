@@ -173,11 +173,16 @@ def _states_after(iterations, per_tensor_adam, cache_dir):
     data = load_dataset("mnist", "train", cache_dir=cache_dir)
     state = TrainState(cfg, torch.device("cpu"), speed, len(data), data.shape)
     batches, objective = Batches(data, cfg, torch.device("cpu"), speed), Objective.of(cfg, state.augmenter, None)
-    for _ in range(iterations):
-        state.set_hyperparameters()
-        if per_tensor_adam:
+    if per_tensor_adam:  # update() puts the hyperparameters in at every step: undo foreach after it does
+        trainers = state.set_hyperparameters
+
+        def per_tensor():
+            trainers()
             for group in (*state.opt_g.param_groups, *state.opt_d.param_groups):
-                group["foreach"] = False
+                group["foreach"], group["fused"] = False, False
+
+        state.set_hyperparameters = per_tensor
+    for _ in range(iterations):
         update(state, state.G, state.D, batches, objective)
     return state
 

@@ -51,13 +51,11 @@ class Speed:
 
     def describe(self, device: torch.device) -> str:
         """What a run computes with, every auto decided, in one line (printed as training starts)."""
-        where = (
-            torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}"
-            if device.type == "cpu"
-            else device.type
-        )
+        where = device.type
+        if device.type == "cuda":
+            where = torch.cuda.get_device_name(device)
+        elif device.type == "cpu":
+            where = f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)}"
         parts = [
             "bf16 autocast" if self.autocast == torch.bfloat16 else "float32",
             "channels_last" if self.channels_last else "NCHW",
