@@ -26,7 +26,7 @@ from digitgan.data.sources import load_dataset  # noqa: E402
 from digitgan.quality.features import CPU_BATCH, imagenet_space  # noqa: E402
 from digitgan.quality.imagenet import fast_copy, load_efficientnet, to_input  # noqa: E402
 from digitgan.quality.judge import Judge  # noqa: E402
-from digitgan.quality.metrics import frechet_distance, gaussian, kid  # noqa: E402
+from digitgan.quality.metrics import fid as frechet, kid  # noqa: E402
 from digitgan.nets.networks import build_models  # noqa: E402
 from digitgan.nets.drawing import Generator, prepare_for_inference  # noqa: E402
 from throughput import gemm, gemm_rate, time_interleaved  # noqa: E402
@@ -82,7 +82,7 @@ def sizes(cache_dir: str) -> None:
         a, b = feats[:most], feats[most:2 * most]
         for n in (100, 250, 500, 1000, 2000, 5000):
             if n <= most:
-                fid = frechet_distance(*gaussian(a[:n]), *gaussian(b[:n]))
+                fid = frechet(a[:n], b[:n])
                 k, k_std = kid(a[:n], b[:n])
                 print(f"{name:<8}{n:>7}{fid:>10.3f}{k:>11.5f}{k_std:>10.5f}", flush=True)
 

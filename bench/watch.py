@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from digitgan.quality.evaluator import Evaluator  # noqa: E402
 from digitgan.quality.judge import Judge  # noqa: E402
-from digitgan.quality.metrics import frechet_distance, gaussian, kid, precision_recall_density_coverage  # noqa: E402
+from digitgan.quality.metrics import fid, kid, precision_recall_density_coverage  # noqa: E402
 from digitgan.training.records import animate, read_rows  # noqa: E402
 from digitgan.core.pictures import save_grid  # noqa: E402
 from digitgan import load  # noqa: E402
@@ -59,7 +59,7 @@ def profile_evaluation(checkpoint: str) -> None:
         kid(judge.test_feats, feats, real_terms=judge.kid_terms)  # the real side, once per run: not timed below
         parts = [timed(lambda: G.sample(n)), timed(lambda: judge.model.embed(images)),
                  timed(lambda: plain_embed(judge.model, images)),
-                 timed(lambda: frechet_distance(*gaussian(judge.test_feats), *gaussian(feats))),
+                 timed(lambda: fid(judge.test_feats, feats)),
                  timed(lambda: kid(judge.test_feats, feats, real_terms=judge.kid_terms)),
                  timed(lambda: precision_recall_density_coverage(judge.test_feats, feats, radii=judge.radii))]
         total = timed(lambda: judge.score_generator(G, n))

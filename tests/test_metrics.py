@@ -62,6 +62,19 @@ def test_frechet_distance_matches_the_closed_form():
     assert metrics.frechet_distance(*metrics.gaussian(x), *metrics.gaussian(y)) == pytest.approx(expected.item(), rel=0.02)
 
 
+@pytest.mark.parametrize("rows", [(30, 20), (20, 300), (300, 400)])
+def test_fid_from_fewer_pictures_than_dimensions_is_the_full_computation(rows):
+    """fid() takes tr((s1 s2)^1/2) from the smaller set's rows where it has fewer than the features' dimensions
+    (the emoji's classes in ImageNet features): the figure of the d x d computation done in float64."""
+    torch.manual_seed(0)
+    d = 200
+    mix = torch.randn(d, d) / d ** 0.5
+    x, y = torch.randn(rows[0], d) @ mix + 0.1, torch.randn(rows[1], d) @ (1.3 * mix)
+    full = metrics.frechet_distance(*metrics.gaussian(x.double()), *metrics.gaussian(y.double()))
+    assert metrics.fid(x, y) == pytest.approx(full, rel=1e-6)
+    assert metrics.fid(y, x) == pytest.approx(full, rel=1e-6)  # the same distance either way round
+
+
 def test_identical_sets_score_perfectly(judge):
     feats = judge.test_feats[:2000]  # any set will do; 2,000 keep the pairwise distances cheap
     same = metrics.precision_recall_density_coverage(feats, feats)
