@@ -271,9 +271,12 @@ def gpu_group(group: str, device: torch.device, images: torch.Tensor, rounds: in
     # every variant compiles the same forward code: past Dynamo's recompile limit (8) the later ones ran eager
     # (the first GPU run)
     torch._dynamo.config.recompile_limit = 64
+    traced = False
     for name, (overrides, adam, mode, tf32_on) in GPU_GROUPS[group].items():
-        overrides = {**overrides, **DRY} if dry_run else overrides
-        mode = "eager-backend" if dry_run and (mode or overrides.get("compile") == "on") else mode
+        if dry_run:  # Dynamo without Inductor, for the group's first compiled variant only (a few seconds each)
+            compiled = mode is not None or overrides.get("compile") == "on"
+            overrides = {**overrides, **DRY, **({"compile": "off"} if compiled else {})}
+            mode, traced = ("eager-backend" if compiled and not traced else None), traced or compiled
         try:
             started = time.perf_counter()
             it, cfg = make_iteration(overrides, device, images, adam, compile_mode=mode)

@@ -28,6 +28,9 @@ DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 SMALL = {"width": 8, "batch_size": 16}  # the dry run on the CPU: every preset this small
+# pictures per evaluation in training and for the GPU-against-CPU comparison; the dry run's are fewer (on the CPU
+# both sides are the CPU: it shows that the module runs, and KID's subsets of 1,000 would cost most of its time)
+EVAL_NUM, COMPARE_NUM = (500, 1000) if DEVICE == "cuda" else (100, 200)
 KINDS = {"dcgan": {}, "seed": {"preset": "seed"}, "conditional": {"conditional": "on"},
          # the dry run on the CPU leaves compiling to the GPU: Inductor's C++ build would take minutes here
          "bf16-compile": {"autocast": "bf16", "compile": "on" if DEVICE == "cuda" else "off"}}
@@ -35,7 +38,7 @@ KINDS = {"dcgan": {}, "seed": {"preset": "seed"}, "conditional": {"conditional":
 
 def run_settings(tmp_path, cache_dir, **extra):
     half = max(STEPS // 2, 1)
-    return {**dict(steps=half, eval_every=half, eval_num=500, sample_every=half, checkpoint_every=half,
+    return {**dict(steps=half, eval_every=half, eval_num=EVAL_NUM, sample_every=half, checkpoint_every=half,
                    log_every=min(50, half), device=DEVICE, cache_dir=cache_dir,
                    checkpoint_dir=str(tmp_path / "ck"), sample_dir=str(tmp_path / "samples"),
                    **(SMALL if DEVICE == "cpu" else {})), **extra}
@@ -75,11 +78,11 @@ def test_train_resume_sample_evaluate_export_with_the_auto_defaults(kind, tmp_pa
     assert torch.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
     assert torch.equal(images, generator.sample(20, classes=classes, seed=1))  # a seed draws the same images
     # the same checkpoint on the CPU: the same pictures and figures (FID within 1 %, the k-NN figures within a
-    # few of the 1,000 samples changing sides)
+    # few of the samples changing sides)
     on_cpu = digitgan.load(run, device="cpu")
     assert (images - on_cpu.sample(20, classes=classes, seed=1)).abs().max() <= SAME_PIXELS
-    figures = digitgan.evaluate(generator, num=1000, device=DEVICE)
-    there = digitgan.evaluate(on_cpu, num=1000, device="cpu")
+    figures = digitgan.evaluate(generator, num=COMPARE_NUM, device=DEVICE)
+    there = digitgan.evaluate(on_cpu, num=COMPARE_NUM, device="cpu")
     assert math.isfinite(figures["fid"]) and 0 <= figures["precision"] <= 1
     assert math.isclose(figures["fid"], there["fid"], rel_tol=0.01)
     assert all(abs(figures[k] - there[k]) <= 0.01 for k in ("precision", "recall", "coverage"))

@@ -22,7 +22,7 @@ def test_the_gpu_script_runs_every_step_end_to_end(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     names = [r["step"] for r in results]
-    assert names[:3] == ["env", "data", "cuda-tests"] and names[-1] == "suite" and len(names) == 14
+    assert names[:3] == ["env", "data", "cuda-tests"] and names[-1] == "suite" and len(names) == 13
     assert all(r["rc"] == 0 and not r["timed_out"] for r in results)
     tests = next(r for r in results if r["step"] == "cuda-tests")
     assert tests["passed"] == 6 and "skipped" not in tests  # the CUDA module really ran, on the CPU
@@ -31,7 +31,7 @@ def test_the_gpu_script_runs_every_step_end_to_end(tmp_path):
     assert sorted(r["variant"] for r in records) == sorted(v for group in GPU_GROUPS.values() for v in group)
     assert all("error" not in r and r["ms_per_it"] > 0 and r["flops_per_it"] > 0 for r in records)
     with open(out / "ttq.csv") as f:
-        assert {row["run"] for row in csv.DictReader(f)} == {"ttq-auto", "ttq-bf16", "ttq-bf16-compile"}
+        assert {row["run"] for row in csv.DictReader(f)} == {"ttq-auto", "ttq-bf16"}  # compiling: the GPU's
     exact = next(r for r in results if r["step"] == "exactness")["exactness"]
     assert len(exact) == 2 and all(" == " in line for line in exact)
     summary = (out / "summary.txt").read_text()
