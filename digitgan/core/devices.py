@@ -77,7 +77,9 @@ class Speed:
         if self.deterministic:
             # cuBLAS is deterministic only with a fixed workspace, read when its first handle is made
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(self.deterministic)
+        if torch.are_deterministic_algorithms_enabled() != self.deterministic:
+            # only on a change: the call imports Inductor's config (2.4 s of every run's start on the CPU)
+            torch.use_deterministic_algorithms(self.deterministic)
         torch.backends.cudnn.deterministic = self.deterministic
         torch.backends.cudnn.benchmark = False  # its choice of kernels can differ from run to run
         if self.deterministic and self.compile:  # inductor: no choosing between kernels by timing them
