@@ -78,7 +78,7 @@ class Speed:
             # cuBLAS is deterministic only with a fixed workspace, read when its first handle is made
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         if torch.are_deterministic_algorithms_enabled() != self.deterministic:
-            # only on a change: the call imports Inductor's config (2.4 s of every run's start on the CPU)
+            # only on a change: the call imports Inductor's config (0.4 s of each run's start on the CPU)
             torch.use_deterministic_algorithms(self.deterministic)
         torch.backends.cudnn.deterministic = self.deterministic
         torch.backends.cudnn.benchmark = False  # its choice of kernels can differ from run to run
