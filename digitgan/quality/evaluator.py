@@ -86,11 +86,16 @@ def accuracy(model: Evaluator, test: Dataset) -> float:
     return (probs.argmax(1) == test.labels).double().mean().item()
 
 
+LEAST_STEPS = 100  # fewer and the one-cycle schedule ends before the classifier learns (docs/quality.md)
+
+
 def classifier_epochs(src: Source, images: int, fixed: int, least: int, batch_size: int = 128) -> int:
     """How many epochs a classifier of src's pictures trains: on data with a shipped evaluator the fixed count (as
-    that evaluator was trained); on smaller data about 3,000 steps' worth of `images`, at least `least` and at most
-    60."""
-    return fixed if src.evaluator else max(least, min(60, 3000 * batch_size // images))
+    that evaluator was trained), or more where `images` are too few for LEAST_STEPS in it; on smaller data about
+    3,000 steps' worth of `images`, at least `least` and at most 60."""
+    if src.evaluator:
+        return max(fixed, -(-LEAST_STEPS // max(1, images // batch_size)))
+    return max(least, min(60, 3000 * batch_size // images))
 
 
 def fit_classifier(
