@@ -86,7 +86,7 @@ def accuracy(model: Evaluator, test: Dataset) -> float:
     return (probs.argmax(1) == test.labels).double().mean().item()
 
 
-LEAST_STEPS = 100  # fewer and the one-cycle schedule ends before the classifier learns (docs/quality.md)
+LEAST_STEPS = 60  # at ~22 the one-cycle schedule ends before the classifier learns (docs/quality.md)
 
 
 def classifier_epochs(src: Source, images: int, fixed: int, least: int, batch_size: int = 128) -> int:
