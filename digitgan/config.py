@@ -174,7 +174,8 @@ class TrainConfig:
     mbstd: int = setting(
         0,
         "D sees how much its batch varies: a channel of the features' std over groups of this "
-        "many samples (Karras et al. 2018; 0: off)",
+        "many samples (Karras et al. 2018; 0: off; with --conditional on, any number > 0: over the batch's "
+        "samples of each sample's class)",
         born=True,
     )
     pack: int = setting(

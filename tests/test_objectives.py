@@ -10,7 +10,7 @@ from digitgan.config import resolve
 from digitgan.training.distributed import World
 from digitgan.errors import UsageError
 from digitgan.training.objective import LOSSES, gradient_penalty
-from digitgan.nets.networks import DCGANDiscriminator, MinibatchStd
+from digitgan.nets.networks import DCGANDiscriminator, MinibatchStd, ProjectionDiscriminator
 from digitgan.training.records import read_rows
 from digitgan.training.loop import train
 from runs import same_state, training_state
@@ -116,6 +116,23 @@ def test_minibatch_std_tells_d_how_much_each_group_of_samples_varies():
     assert not torch.allclose(before[[0, 4, 6]], after[[0, 4, 6]]) and torch.equal(before[1::2], after[1::2])
     with pytest.raises(UsageError, match="needs --preset dcgan"):
         resolve({"preset": "seed", "mbstd": 4})
+
+
+def test_a_conditional_ds_minibatch_std_is_each_classs_own_spread():
+    x, y = torch.randn(8, 3, 4, 4), torch.tensor([0, 1, 0, 2, 1, 0, 1, 1])  # class 2: one sample
+    out = MinibatchStd(4, classes=3)(x, y)
+    assert out.shape == (8, 4, 4, 4) and torch.equal(out[:, :3], x)
+    for k in (0, 1):
+        want = x[y == k].var(0, unbiased=False).add(1e-8).sqrt().mean()
+        assert torch.allclose(out[y == k, 3], want.expand(int((y == k).sum()), 4, 4))
+    assert out[3, 3].max() < 1e-3  # alone in its class: no variety
+    torch.manual_seed(0)
+    d = ProjectionDiscriminator(8, 3, 32, 1, mbstd=4).eval()
+    images = torch.randn(8, 1, 32, 32)
+    changed = images.clone()
+    changed[0] = torch.randn(1, 32, 32)  # of class 0, with samples 2 and 5
+    before, after = d(images, y), d(changed, y)
+    assert not torch.allclose(before[[2, 5]], after[[2, 5]]) and torch.equal(before[y != 0], after[y != 0])
 
 
 @pytest.mark.parametrize("conditional", ["off", "on"])

@@ -90,17 +90,33 @@ class DCGANGenerator(nn.Module):
 class MinibatchStd(nn.Module):
     """Karras et al. 2018: one more channel, how much the batch varies (each feature's standard deviation over a
     group of samples, averaged over features and positions), so that D can tell a batch of too alike images from
-    a real one and G is pushed towards variety. Samples i, i + B/G, i + 2B/G, ... form a group."""
+    a real one and G is pushed towards variety. Samples i, i + B/G, i + 2B/G, ... form a group.
 
-    def __init__(self, group: int):
+    Given the classes (a conditional D), the spread is each sample's class's instead: the batch's samples of that
+    class form the group. Across a batch of mixed classes the spread is mostly between classes, the same for real
+    and generated batches; within one class it is the variety a conditional G lacks (docs/experiments.md)."""
+
+    def __init__(self, group: int, classes: int = 0):
         super().__init__()
-        self.group = group
+        self.group, self.classes = group, classes
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
+        if y is not None:
+            return torch.cat([x, self.class_std(x, y).to(x.dtype)[:, None, None, None].expand(b, 1, h, w)], 1)
         g = math.gcd(self.group, b)  # a batch that the group size does not divide: smaller groups
         std = (x.float().view(g, b // g, c, h, w).var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # (B/G,)
         return torch.cat([x, std.to(x.dtype).repeat(g)[:, None, None, None].expand(b, 1, h, w)], 1)  # (B, c+1, h, w)
+
+    def class_std(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(B,): the spread of the batch's samples of each sample's class (0 for a class's only sample)."""
+        with torch.autocast(x.device.type, enabled=False):  # sums of squares in float32, under bf16 too
+            member = nn.functional.one_hot(y, self.classes).float()  # (B, K)
+            count = member.sum(0).clamp(min=1)[:, None]  # (K, 1)
+            flat = x.float().flatten(1)  # (B, F)
+            mean = member.T @ flat / count  # (K, F)
+            var = member.T @ (flat - mean[y]) ** 2 / count  # (K, F)
+            return (var + 1e-8).sqrt().mean(1)[y]  # (B,)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -108,7 +124,7 @@ class DCGANDiscriminator(nn.Module):
     then (with mbstd) the minibatch standard deviation channel, and a 4x4 conv to one logit; with pack, one logit
     for each pack of that many pictures (Lin et al. 2018)."""
 
-    def __init__(self, width: int, resolution: int, channels: int, mbstd: int = 0, pack: int = 1):
+    def __init__(self, width: int, resolution: int, channels: int, mbstd: int = 0, pack: int = 1, classes: int = 0):
         super().__init__()
         self.pack = pack
         first = nn.Conv2d(channels * pack, width, 4, 2, 1, bias=False)
@@ -117,7 +133,7 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
             c *= 2
         if mbstd:
-            layers.append(MinibatchStd(mbstd))  # (B, c+1, 4, 4)
+            layers.append(MinibatchStd(mbstd, classes))  # (B, c+1, 4, 4)
             c += 1
         layers.append(nn.Conv2d(c, 1, 4, 1, 0, bias=False))  # (B, 1, 1, 1)
         self.net = nn.Sequential(*layers)
@@ -173,11 +189,13 @@ class ProjectionDiscriminator(DCGANDiscriminator):
     D's last features, added to the logit (a class-specific linear head on top of the shared one)."""
 
     def __init__(self, width: int, classes: int, resolution: int, channels: int, mbstd: int = 0):
-        super().__init__(width, resolution, channels, mbstd)
+        super().__init__(width, resolution, channels, mbstd, classes=classes)  # mbstd: the spread within classes
         self.embed = nn.Embedding(classes, self.features)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # with classes
-        h = self.net[:-1](x)  # (B, c, 4, 4), or c+1 channels with mbstd
+        h = x
+        for layer in list(self.net)[:-1]:
+            h = layer(h, y) if isinstance(layer, MinibatchStd) else layer(h)  # (B, c, 4, 4), or c+1 with mbstd
         return self.net[-1](h).view(-1) + (self.embed(y) * h.flatten(1)).sum(1)  # (B,)
 
 
