@@ -38,6 +38,7 @@ from digitgan.data.sampler import BatchSampler  # noqa: E402
 from digitgan.data.sources import load_dataset  # noqa: E402
 from digitgan.core.devices import pick_device, speed_settings  # noqa: E402
 from digitgan.nets.networks import build_models, sample_noise  # noqa: E402
+from digitgan.training.adam import Adam  # noqa: E402
 from digitgan.training.state import Averager  # noqa: E402
 from digitgan.training.objective import Objective  # noqa: E402
 from digitgan.training.steps import d_update, g_update, prepare  # noqa: E402
@@ -74,9 +75,10 @@ def make_iteration(overrides: dict[str, Any], device: torch.device, images: torc
     speed.apply()
     torch.manual_seed(0)
     G, D = (m.to(device) for m in build_models(cfg, shape))
-    adam = optimizer or {"foreach": True}  # as the trainer runs it
-    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=cfg.lr_g if m is G else cfg.lr_d,
-                                     betas=(cfg.beta1, cfg.beta2), **adam) for m in (G, D))
+    # the trainer's own Adam, or torch.optim's with the options given (fused, for-loop) to compare with it
+    opt_g, opt_d = ((torch.optim.Adam(m.parameters(), lr=lr, betas=(cfg.beta1, cfg.beta2), **optimizer) if optimizer
+                     else Adam(m.parameters(), lr=lr, betas=(cfg.beta1, cfg.beta2)))
+                    for m, lr in ((G, cfg.lr_g), (D, cfg.lr_d)))
     speed.place(G, D)
     G_step, D_step = prepare(G, D, speed)
     if compile_mode:

@@ -227,3 +227,35 @@ def test_a_rerun_with_the_time_budget_spent_trains_nothing(tiny, tmp_path, capsy
     assert snapshot(tmp_path) == before  # nothing trained, nothing written
     more = train({"checkpoint_dir": str(tmp_path / "ck"), "minutes": 0.04})
     assert checkpoints.load(more)["step"] > step
+
+
+def test_the_trainers_adam_steps_as_torch_optims_foreach_adam_bit_for_bit_and_loads_its_state():
+    from digitgan.config import resolve
+    from digitgan.nets.networks import build_models
+    from digitgan.training.adam import Adam
+    torch.manual_seed(0)
+    _, ours = build_models(resolve({"conditional": "on", "width": 8, "mbstd": 4}))  # Embedding, conv and BN tensors
+    theirs = [p.detach().clone().requires_grad_() for p in ours.parameters()]
+    params = list(ours.parameters())
+    a, b = Adam(params, lr=2e-3, betas=(0.5, 0.999)), torch.optim.Adam(theirs, lr=2e-3, betas=(0.5, 0.999), foreach=True)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(6):
+        for opt in (a, b):
+            opt.param_groups[0]["lr"] = 2e-3 * (1 - step / 10)  # as the schedule sets it
+        grads = [torch.randn(p.shape, generator=gen) for p in params]
+        for i, (p, q) in enumerate(zip(params, theirs)):
+            if not (step < 2 and i == 0):  # the first tensor gets no gradient for two steps: left as it was
+                p.grad, q.grad = grads[i].clone(), grads[i].clone()
+        a.step(), b.step()
+        a.zero_grad(), b.zero_grad()
+        assert all(torch.equal(p, q) for p, q in zip(params, theirs))
+    assert a.state[params[0]]["step"].item() == 4 and a.state[params[1]]["step"].item() == 6
+    mine, torchs = a.state_dict(), b.state_dict()
+    assert mine["param_groups"][0].keys() == torchs["param_groups"][0].keys()
+    assert all(torch.equal(mine["state"][i][k], torchs["state"][i][k]) for i in torchs["state"] for k in torchs["state"][i])
+    fresh = Adam(theirs, lr=0.0, betas=(0.9, 0.9))
+    fresh.load_state_dict(torchs)  # a checkpoint torch.optim wrote goes on in ours
+    for p, q in zip(params, theirs):
+        p.grad, q.grad = torch.ones_like(p), torch.ones_like(q)
+    a.step(), fresh.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, theirs))

@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..nets.augment import Augmenter
 from ..nets.networks import build_models, load_weights, sample_noise
 from . import checkpoints
+from .adam import Adam
 
 
 class Averager:
@@ -88,8 +89,8 @@ class TrainState:
         np.random.seed(cfg.seed)
         self.G, self.D = (m.to(device) for m in build_models(cfg, shape))
         speed.place(self.G, self.D)  # before the weight average copies G
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        self.opt_g = Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        self.opt_d = Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         self.ema = Averager(self.G, cfg.ema) if cfg.ema else None
         data_device = device if speed.data_on_device else torch.device("cpu")
         self.sampler = BatchSampler(num_images, cfg.batch_size, cfg.seed + 2, data_device)
@@ -136,16 +137,11 @@ class TrainState:
 
     def set_hyperparameters(self) -> None:
         """Put the config's learning rates (at this step's decay) and betas into both optimizers. A function of
-        the config and the step alone: a resumed run follows the same schedule, and flags typed on resume rule.
-
-        Adam runs foreach: a few operators over all of a network's tensors instead of seven per tensor (on a GPU
-        each is a kernel launch), the same bits as the per-tensor loop on the CPU; set here because a checkpoint
-        from before carries foreach=None in its saved groups."""
+        the config and the step alone: a resumed run follows the same schedule, and flags typed on resume rule."""
         scale = lr_scale(self.cfg, self.step)
         for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
             for group in opt.param_groups:
                 group["lr"], group["betas"] = lr * scale, (self.cfg.beta1, self.cfg.beta2)
-                group["foreach"] = True
 
     def _learned(self) -> dict[str, Any]:
         """The networks, the weight average and Adam's states: what training changes, and NaN could poison."""

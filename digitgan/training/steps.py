@@ -15,6 +15,7 @@ from ..core.devices import Speed, autocast
 from ..data.dataset import Dataset, to_float
 from ..data.freeze import CHUNK
 from ..nets.networks import call
+from .adam import Adam
 from .distributed import World, add_mean_over_processes, data_parallel
 from .objective import Objective
 from .records import METERED
@@ -24,7 +25,7 @@ from .state import TrainState
 def d_update(
     G: torch.nn.Module,
     D: torch.nn.Module,
-    opt: torch.optim.Optimizer,
+    opt: Adam,
     real: torch.Tensor,
     z: torch.Tensor,
     objective: Objective,
@@ -50,7 +51,7 @@ def d_update(
 def g_update(
     G: torch.nn.Module,
     D: torch.nn.Module,
-    opt: torch.optim.Optimizer,
+    opt: Adam,
     z: torch.Tensor,
     objective: Objective,
     y: torch.Tensor | None = None,
