@@ -27,20 +27,24 @@ KINDS = {"dcgan": {}, "seed": dict(preset="seed", width=4, batch_size=8, steps=4
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, cache_dir, shared_run):
-    """Each kind of model trained a few real steps (the dcgan kind: the suite's shared run), then exported, once
-    for the session: {kind: (checkpoint dir, export dir)}."""
-    def ck(d, kind):
-        return Path(shared_run["checkpoint_dir"]) if kind == "dcgan" else d / kind / "ck"
+    """Each kind of model trained a few real steps (the dcgan kind: the suite's shared run), then exported, each
+    once for the session when a test first asks for it (so two workers build two kinds at once rather than one
+    waiting for all): {kind: (checkpoint dir, export dir)}."""
+    class Exported(dict):
+        def __missing__(self, kind):
+            def ck(d):
+                return Path(shared_run["checkpoint_dir"]) if kind == "dcgan" else d / "ck"
 
-    def make(d):
-        for kind, extra in KINDS.items():
-            if extra:
-                train({**dict(steps=4, batch_size=8, width=8, sample_every=2, checkpoint_every=2, log_every=1,
-                              eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
-                              checkpoint_dir=str(ck(d, kind)), sample_dir=str(d / kind / "samples")), **extra})
-            assert dcgan.main(["export", "--checkpoint-dir", str(ck(d, kind)), "--out", str(d / kind / "site")]) == 0
-    d = once(tmp_path_factory, "exported", make)
-    return {kind: (ck(d, kind), d / kind / "site") for kind in KINDS}
+            def make(d):
+                if KINDS[kind]:
+                    train({**dict(steps=4, batch_size=8, width=8, sample_every=2, checkpoint_every=2, log_every=1,
+                                  eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
+                                  checkpoint_dir=str(ck(d)), sample_dir=str(d / "samples")), **KINDS[kind]})
+                assert dcgan.main(["export", "--checkpoint-dir", str(ck(d)), "--out", str(d / "site")]) == 0
+            d = once(tmp_path_factory, f"exported-{kind}", make)
+            self[kind] = (ck(d), d / "site")
+            return self[kind]
+    return Exported()
 
 
 def _trained_generator(ck):
