@@ -109,7 +109,7 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, std.to(x.dtype).repeat(g)[:, None, None, None].expand(b, 1, h, w)], 1)  # (B, c+1, h, w)
 
     def class_std(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B,): the spread of the batch's samples of each sample's class (0 for a class's only sample)."""
+        """(B,): the spread of the batch's samples of each sample's class (~0 for a class's only sample)."""
         with torch.autocast(x.device.type, enabled=False):  # sums of squares in float32, under bf16 too
             member = nn.functional.one_hot(y, self.classes).float()  # (B, K)
             count = member.sum(0).clamp(min=1)[:, None]  # (K, 1)

@@ -38,12 +38,10 @@ class Adam:
         self.param_groups: list[dict[str, Any]] = [dict(params=list(params), lr=lr, betas=betas, eps=eps, **_GROUP)]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self) -> None:
+        """Drops the gradients (the next backward writes fresh ones instead of adding to zeros)."""
         for p in self.param_groups[0]["params"]:
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
+            p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:

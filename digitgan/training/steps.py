@@ -38,7 +38,7 @@ def d_update(
     with autocast(real.device, objective.amp), torch.no_grad():
         fake = call(G, z, y_fake)
     loss, real_logits, fake_logits = objective.d_main(D, real, fake, y_real, y_fake)
-    opt.zero_grad(set_to_none=True)
+    opt.zero_grad()
     penalty = objective.d_reg(D, real, y_real, fake, y_fake) if reg else None
     loss.backward()
     if penalty is not None:
@@ -66,7 +66,7 @@ def g_update(
         with autocast(z.device, objective.amp):
             fake = call(G, z, y)
         loss = objective.g_main(D, fake, y, real, y_real)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
     norm = gradient_norm(G)
     opt.step()
