@@ -1,4 +1,4 @@
-"""Several processes (torchrun, DDP): what one iteration all-reduces, what that costs over a link, and the measured
+"""Several processes (torchrun): what one iteration all-reduces, what that costs over a link, and the measured
 speed of 1 process against 2 on this machine.
 
     python bench/distributed.py --volume          # bytes and collectives per iteration, both presets (no timing)
@@ -7,8 +7,8 @@ speed of 1 process against 2 on this machine.
 
 --volume measures the collective count by running one iteration of each preset in one process with hooks on the
 batch norms (each GlobalBatchNorm forward in training mode is 2 all-reduces, and 2 more in the backward where a
-gradient flows back through it) and adds DDP's gradient all-reduce of each network (one bucket each: both are far
-under DDP's 25 MB bucket). The link figures are a model, not a measurement: a ring all-reduce sends and receives
+gradient flows back through it) and adds the one all-reduce of the updated network's gradients per D or G step.
+The link figures are a model, not a measurement: a ring all-reduce sends and receives
 2 (N-1)/N times the buffer per process; the bandwidths and per-collective latencies are the assumptions printed.
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ def volume() -> None:
     for preset in ("dcgan", "seed"):
         g, d, bn_calls, bn_bytes = collectives_per_iteration(preset)
         cfg = resolve({"preset": preset})
-        grads = cfg.d_steps * d + cfg.g_steps * g  # DDP averages D's gradients each D step, G's each G step
+        grads = cfg.d_steps * d + cfg.g_steps * g  # D's gradients averaged each D step, G's each G step
         calls = bn_calls + cfg.d_steps + cfg.g_steps
         print(f"\n{preset}: G {g / 1e6:.2f} MB ({g // 4:,} parameters), D {d / 1e6:.2f} MB ({d // 4:,}); gradients "
               f"all-reduced per iteration {grads / 1e6:.2f} MB in {cfg.d_steps + cfg.g_steps} calls, plus "
@@ -135,6 +135,10 @@ def exactness(out: Path) -> None:
         one = run(f"one-{lr}", *lrs)
         print(f"lr {lr}: 1 process, channels_last on vs off: " + drift(one, run(f"cl-off-{lr}", *lrs, "--channels-last", "off")))
         print(f"lr {lr}: 1 process vs 2 processes (torchrun, gloo): " + drift(one, run(f"two-{lr}", *lrs, n=2)))
+    # R1 strong and at every step: its double backward through the global batch norm's all-reduces
+    r1 = ("--lr-d", "1e-5", "--lr-g", "1e-5", "--r1", "10", "--r1-every", "1")
+    print("lr 1e-5, R1 gamma 10 at every step: 1 process vs 2 processes: "
+          + drift(run("one-r1", *r1), run("two-r1", *r1, n=2)))
 
 
 if __name__ == "__main__":

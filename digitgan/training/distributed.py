@@ -1,9 +1,11 @@
 """Several processes under torchrun: the process group, each process's share of the global batch, batch norm over
-the global batch, and the networks' DistributedDataParallel wrappers.
+the global batch, and the gradients' mean over the processes.
 
 A plain `python dcgan.py` gets World() (one process, rank 0, no group): its methods hand everything back
 unchanged and nothing here touches torch.distributed. Under torchrun, even with one process, there is a process
-group and the networks train in their DistributedDataParallel wrappers; every rank runs the same loop on the same
+group, batch norm takes the global batch's statistics and each update averages its network's gradients over the
+processes in one all-reduce (DistributedDataParallel's math without its wrapper, whose constructor imports Dynamo,
+seconds a process, and whose hooks need no_sync in G's step through D); every rank runs the same loop on the same
 global batch indices and the same global noise (its streams are seeded alike) and keeps its slice, so the math is
 that of one process with the whole batch, and a checkpoint (written by rank 0 only) resumes on any number of
 processes.
@@ -12,15 +14,12 @@ processes.
 from __future__ import annotations
 
 import datetime
-import importlib
-import inspect
 import os
 import pickle
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn as nn
@@ -173,11 +172,6 @@ def join(backend: str, timeout: float, device: str) -> World:
     world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")), group=True)
     cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     group = "cpu:gloo,cuda:nccl" if backend == "nccl" or (backend == "auto" and cuda) else "gloo"
-    # DistributedDataParallel imports this module on first use; imported after the group exists, its functions'
-    # defaults (group=group.WORLD) would keep the group alive past destroy_process_group, its threads running
-    # into the interpreter's exit, where they abort the process now and then ("terminate called without an
-    # active exception")
-    importlib.import_module("torch.distributed.nn.functional")
     torch.distributed.init_process_group(group, timeout=datetime.timedelta(seconds=timeout))
     return world
 
@@ -215,7 +209,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 class _Sum(torch.autograd.Function):
     """The sum of a tensor over all processes. Each process's loss depends on every process's share, so the
-    gradient of the sum is the sum, over processes, of the gradients that reach it."""
+    gradient of the sum is the sum, over processes, of the gradients that reach it: the same all-reduce, itself
+    differentiable, as R1's double backward needs (a bare all_reduce there is a step autograd cannot see through,
+    which left out the other processes' share of R1's gradient through batch norm's statistics)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
@@ -225,9 +221,7 @@ class _Sum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        torch.distributed.all_reduce(grad)
-        return grad
+        return _Sum.apply(grad)
 
 
 def global_batchnorms(model: nn.Module) -> nn.Module:
@@ -249,25 +243,18 @@ def global_batchnorms(model: nn.Module) -> nn.Module:
     return model
 
 
-def data_parallel(model: nn.Module) -> nn.Module:
-    """model with global batch norm, in a DistributedDataParallel wrapper that averages gradients over the
-    processes. Buffers are not broadcast: the global statistics keep every rank's running statistics equal, and
-    broadcasting between D's two forward passes before one backward breaks autograd (pytorch/pytorch#175024)."""
-    from torch.nn.parallel import DistributedDataParallel
-
+def synced(model: nn.Module) -> nn.Module:
+    """model, in place, with global batch norm and rank 0's parameters and buffers on every process. Ranks start
+    alike already (their streams are seeded alike, a checkpoint is the same file): this makes it so whatever
+    happened. Gradients are averaged by the update steps (mean_over_processes)."""
     global_batchnorms(model)
-    device = next(model.parameters()).device
-    # A weight with one input channel (D's first conv) is both contiguous and channels_last: DDP warns that its
-    # gradient's strides differ from its bucket's, a cost of one copy of a few hundred numbers.
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    # torch >= 2.13 renames broadcast_buffers; its forward_sync_buffers=False still syncs once at the start,
-    # harmless here (every rank starts from the same buffers)
-    off: dict[str, Any] = (
-        {"forward_sync_buffers": False}
-        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-        else {"broadcast_buffers": False}
-    )
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **off)
+    tensors = [*model.parameters(), *model.buffers()]
+    with torch.no_grad():
+        for t in tensors:
+            flat = t.contiguous()  # a channels_last weight goes as a contiguous copy and comes back
+            torch.distributed.broadcast(flat, 0)
+            t.copy_(flat)
+    return model
 
 
 def _portable(e: Exception) -> Exception:
@@ -280,22 +267,20 @@ def _portable(e: Exception) -> Exception:
 
 
 def unwrapped(module: nn.Module) -> nn.Module:
-    """The eager module under DistributedDataParallel's and torch.compile's wrappers."""
-    while True:
-        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
-        if inner is None:
-            return module
-        module = inner
+    """The eager module under torch.compile's wrapper (module itself where there is none)."""
+    return cast(nn.Module, getattr(module, "_orig_mod", module))
 
 
 @torch.no_grad()
-def add_mean_over_processes(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...]) -> None:
-    """param.grad += grad for each, the grads first averaged over torchrun's processes (as DDP averages the loss's)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        flat = torch.cat([g.flatten() for g in grads])
-        torch.distributed.all_reduce(flat)
-        flat /= torch.distributed.get_world_size()
-        grads = flat.split([g.numel() for g in grads])
-    for p, g in zip(params, grads):
-        assert p.grad is not None  # the loss's backward made it
-        p.grad.add_(g.view_as(p.grad))
+def mean_over_processes(model: nn.Module) -> None:
+    """Each of model's gradients replaced by its mean over torchrun's processes, all in one all-reduce; nothing
+    without a process group. Each process's loss is the mean over its share of the global batch, so the mean of
+    their gradients is the gradient of the whole batch's loss."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])  # logical order, whatever each gradient's memory format
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view(g.shape))

@@ -129,8 +129,7 @@ class Objective:
     ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
         """Dreg: (D's weights, the gradients of r1_every * (gamma1/2 * R1 + gamma2/2 * R2) in them; R2 on fake, the
         D step's generated images), taken through the eager D apart from the loss's (compiled graphs have no
-        double backward, and DDP's hooks would average them or not depending on what ran before; the update step
-        averages them over the processes)."""
+        double backward); the update step adds them to the loss's and averages the sum over the processes."""
         eager = unwrapped(D)
         params: list[torch.Tensor] = [p for p in eager.parameters() if p.requires_grad]
         terms = [

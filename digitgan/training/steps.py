@@ -16,7 +16,7 @@ from ..data.dataset import Dataset, to_float
 from ..data.freeze import CHUNK
 from ..nets.networks import call
 from .adam import Adam
-from .distributed import World, add_mean_over_processes, data_parallel
+from .distributed import World, mean_over_processes, synced
 from .objective import Objective
 from .records import METERED
 from .state import TrainState
@@ -42,7 +42,9 @@ def d_update(
     penalty = objective.d_reg(D, real, y_real, fake, y_fake) if reg else None
     loss.backward()
     if penalty is not None:
-        add_mean_over_processes(*penalty)
+        params, grads = penalty
+        torch._foreach_add_([cast(torch.Tensor, p.grad) for p in params], list(grads))
+    mean_over_processes(D)
     norm = gradient_norm(D)
     opt.step()
     return loss, real_logits, fake_logits, norm
@@ -61,13 +63,13 @@ def g_update(
     """One generator step (Gmain; real: images for a loss that compares with them); returns (loss, the gradient's
     norm) on the device. D's weights are frozen for it: their gradients would be thrown away, and computing them is
     a third of D's backward."""
-    no_sync = getattr(D, "no_sync", contextlib.nullcontext)  # DDP's: G's step must not average D's gradients
-    with frozen(D), no_sync():
+    with frozen(D):
         with autocast(z.device, objective.amp):
             fake = call(G, z, y)
         loss = objective.g_main(D, fake, y, real, y_real)
         opt.zero_grad()
         loss.backward()
+    mean_over_processes(G)
     norm = gradient_norm(G)
     opt.step()
     return loss, norm
@@ -97,14 +99,13 @@ def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
 def prepare(
     G: torch.nn.Module, D: torch.nn.Module, speed: Speed, world: World | None = None
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The (G, D) the update steps call: compiled when asked, and under torchrun in their own
-    DistributedDataParallel wrappers with global batch norm. The state stays in G and D (already in channels_last
-    where the speed settings ask for it: TrainState puts them there)."""
-    compiled = lambda m: cast(torch.nn.Module, torch.compile(m))  # a module still, for DDP and unwrapped()
-    G_step, D_step = (compiled(G), compiled(D)) if speed.compile else (G, D)
+    """The (G, D) the update steps call: compiled when asked; under torchrun, G and D first get global batch norm
+    and rank 0's weights (synced). The state stays in G and D (already in channels_last where the speed settings
+    ask for it: TrainState puts them there)."""
     if world is not None and world.group:
-        G_step, D_step = data_parallel(G_step), data_parallel(D_step)
-    return G_step, D_step
+        synced(G), synced(D)
+    compiled = lambda m: cast(torch.nn.Module, torch.compile(m))  # a module still, for unwrapped()
+    return (compiled(G), compiled(D)) if speed.compile else (G, D)
 
 
 def copied(pixels: torch.Tensor, device: torch.device, chunk_bytes: int = CHUNK) -> torch.Tensor:
