@@ -40,8 +40,8 @@ def flags(run_dir, cache_dir, **extra):
     # A constant rate (a run stopped by a smaller --steps then continued must equal a straight one), and R1 at
     # every step and strong enough for D's gradient norm to show a wrong share of it: its double backward runs
     # through the global batch norm's all-reduces.
-    base = dict(steps=30, batch_size=32, width=8, lr_d=1e-5, lr_g=1e-5, lr_decay=0.0, r1=10.0, r1_every=1, log_every=1,
-                sample_every=1000,
+    base = dict(steps=30, batch_size=32, width=8, lr_d=1e-5, lr_g=1e-5, lr_decay=0.0, r1=10.0, r1_every=1,
+                log_every=1, sample_every=1000,
                 checkpoint_every=1000, eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
                 checkpoint_dir=str(run_dir / "ck"), sample_dir=str(run_dir / "samples"))
     return cli_flags({**base, **extra})
@@ -258,7 +258,7 @@ def test_two_processes_train_on_colour_pictures_at_64_pixels(tmp_path, cache_dir
 
 
 def test_every_stabiliser_and_ada_train_on_two_processes_and_resume(tmp_path, cache_dir):
-    """R1's double backward beside DDP's hooks, ADA's p kept the same on every rank (its tally summed over them),
+    """R1 and R2 lazily (every other step) beside the loss, ADA's p kept the same on every rank (its tally summed over them),
     spectral norm, the minibatch std (its groups within each process's share), R3GAN's pairing loss (G's step
     through D on real images too), R2 and PacGAN's packs (whole within each process's share): a 2-process run trains, and resumes on 2 processes bit for bit."""
     options = dict(loss="rpgan", r1=1.0, r2=1.0, r1_every=2, augment="ada", spectral_norm="d", mbstd=2, lr_d=4e-3,
