@@ -176,6 +176,27 @@ def test_ctrl_c_to_the_process_group_stops_cleanly(tmp_path, cache_dir):
     assert len(saved) == 1 and err.count("SIGINT: stopped at step") == 1 and not rank_tracebacks(err)
 
 
+SURVIVOR = """
+import os, signal, sys
+from digitgan.training.loop import StopRequest
+try:
+    with StopRequest(escalate=False):  # as under torchrun
+        raise RuntimeError("Connection closed by peer")  # a collective failed: another rank died
+except RuntimeError:
+    os.kill(os.getpid(), signal.SIGTERM)  # torchrun ends the others, while this one is on its way out
+    print("training stopped: another process of this run failed", file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def test_a_survivor_of_a_lost_rank_lives_through_torchruns_sigterm_to_print_its_line(tmp_path):
+    script = tmp_path / "survivor.py"
+    script.write_text(SURVIVOR)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(DCGAN).parent)})
+    assert done.returncode == 1 and done.stderr.startswith("training stopped: "), (done.returncode, done.stderr)
+
+
 def _start_and_wait_for_checkpoint(tmp_path, cache_dir, extra_flags=(), torchrun_flags=()):
     cmd = torchrun(2, *flags(tmp_path, cache_dir, steps=100_000, checkpoint_every=10), *extra_flags,
                    extra=torchrun_flags)
@@ -207,7 +228,7 @@ def test_a_lost_rank_ends_the_run_instead_of_a_hang_and_a_rerun_resumes(tmp_path
         os.kill(lost, signal.SIGCONT)  # torchrun's SIGTERM waits in it; else torchrun SIGKILLs it after 30 s
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
-    line = next(line for line in err.splitlines() if line.startswith("training stopped: "))
+    line = next((line for line in err.splitlines() if line.startswith("training stopped: ")), err[-3000:])
     assert "another process of this run failed or stopped answering" in line
     assert ("Timed out" in line) == (sig == signal.SIGSTOP)
     if sig == signal.SIGKILL:  # the rerun resumes (the same path after either kind of loss)

@@ -40,11 +40,14 @@ EVAL_SHARE_HINT = 0.1  # evaluations costing more than this share of the trainin
 
 
 class StopRequest:
-    """Turns the first SIGINT/SIGTERM into a flag the loop checks after each step; a second one interrupts."""
+    """Turns the first SIGINT/SIGTERM into a flag the loop checks after each step; a second one interrupts. Under
+    torchrun (escalate off: it passes a Ctrl-C on to processes that had it already) the flag stays for the rest of
+    the process: when a rank dies, torchrun sends SIGTERM to the others, and a survivor whose collective has just
+    failed must live to print its one line instead of dying silently on the way out."""
 
     def __init__(self, escalate: bool = True) -> None:
         self.signal: int | None = None
-        self.escalate = escalate  # off under torchrun: it passes a Ctrl-C on to processes that had it already
+        self.escalate = escalate
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
@@ -58,6 +61,8 @@ class StopRequest:
         self.signal = sig
 
     def __exit__(self, *exc: Any) -> None:
+        if not self.escalate:
+            return
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
 
