@@ -245,8 +245,8 @@ def global_batchnorms(model: nn.Module) -> nn.Module:
 
 def synced(model: nn.Module) -> nn.Module:
     """model, in place, with global batch norm and rank 0's parameters and buffers on every process. Ranks start
-    alike already (their streams are seeded alike, a checkpoint is the same file): this makes it so whatever
-    happened. Gradients are averaged by the update steps (mean_over_processes)."""
+    alike already (their streams are seeded alike, a checkpoint is the same file); the broadcast guarantees it.
+    Gradients are averaged by the update steps (mean_over_processes)."""
     global_batchnorms(model)
     tensors = [*model.parameters(), *model.buffers()]
     with torch.no_grad():

@@ -103,7 +103,8 @@ def prepare(
     and rank 0's weights (synced). The state stays in G and D (already in channels_last where the speed settings
     ask for it: TrainState puts them there)."""
     if world is not None and world.group:
-        synced(G), synced(D)
+        for model in (G, D):
+            synced(model)
     compiled = lambda m: cast(torch.nn.Module, torch.compile(m))  # a module still, for unwrapped()
     return (compiled(G), compiled(D)) if speed.compile else (G, D)
 
