@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digitgan.config import TrainConfig  # noqa: E402
-from digitgan.core.pictures import plot_curves  # noqa: E402
+from digitgan.core.charts import plot_curves  # noqa: E402
 from digitgan.quality.metrics import CSV_KEYS  # noqa: E402
 from digitgan.training.records import read_rows  # noqa: E402
 from digitgan.training.loop import train  # noqa: E402

@@ -153,7 +153,7 @@ def test_every_cache_is_read_only_if_it_matches_its_digest(tmp_path, capsys):
 
 def test_the_terminal_shows_only_our_lines(tiny, tmp_path, capfd):
     """A refused checkpoint, a resume whose quality panel is still empty at a save, and an export of a conditional
-    model: torch's pickle and exporter warnings and matplotlib's legend warning used to show up here. Any warning
+    model: torch's pickle and exporter warnings (and a chart library's legend warning) used to show up here. Any warning
     that got past our code would be recorded below; the export runs as a real process, because torch's log lines
     go to the stderr it found at import time."""
     run = tiny(conditional="on", eval_every=4, eval_num=300, checkpoint_every=1)

@@ -1,4 +1,4 @@
-"""Pictures: sample grids (PNG), animations (GIF) and the loss / metric curves (matplotlib)."""
+"""Pictures: sample grids (PNG) and animations (GIF); the loss / metric curves are charts.py's."""
 
 from __future__ import annotations
 
@@ -55,35 +55,4 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float) -> Path
             f, format="GIF", save_all=True, append_images=ims[1:], duration=round(1000 / fps), loop=0
         ),
     )
-    return path
-
-
-def plot_curves(
-    rows: Sequence[dict[str, float]],
-    path: str | Path,
-    panels: Sequence[tuple[str, Sequence[str]]],
-    log_first: bool = False,
-    xlabel: str = "step",
-) -> Path:
-    """One panel per (title, columns) against rows' "step", from CSV rows; empty columns are skipped."""
-    from matplotlib.figure import Figure  # not pyplot: its global backend is a notebook's, not ours to switch
-
-    path = Path(path)
-    height = 3 * len(panels)  # inches; fixed margins in inches too (tight_layout cost more than the drawing)
-    fig = Figure(figsize=(8, height))
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.5 / height, top=1 - 0.35 / height, hspace=0.3)
-    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
-    for ax, (title, columns) in zip(axes[:, 0], panels):
-        for col in columns:
-            pts = [(r["step"], r[col]) for r in rows if r.get(col) not in (None, "")]
-            if pts:
-                ax.plot(*zip(*pts), label=col)
-        ax.set_title(title)
-        if log_first and ax is axes[0, 0]:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # a panel with nothing logged yet gets no legend (and no warning)
-            ax.legend(loc="upper right")
-    axes[-1, 0].set_xlabel(xlabel)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     return path

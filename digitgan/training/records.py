@@ -29,8 +29,9 @@ import torch
 from PIL import Image
 
 from ..config import TrainConfig
+from ..core.charts import plot_curves
 from ..core.files import append_line, atomic_write, check_out_dir, set_aside
-from ..core.pictures import captioned, grid, plot_curves, save_gif, save_grid
+from ..core.pictures import captioned, grid, save_gif, save_grid
 from ..data.dataset import to_float
 from ..data.shape import GridLayout
 from ..errors import UsageError, WriteError
@@ -342,8 +343,7 @@ class RunRecords:
 
     def plot(self, metrics: bool, last: bool) -> None:
         """At a checkpoint: losses.png, and metrics.png when quality is tracked, drawn again at the session's last
-        save and at most every PLOT_EVERY seconds before it (a figure costs a tenth of a second); TensorBoard's
-        events flushed to disk."""
+        save and at most every PLOT_EVERY seconds before it; TensorBoard's events flushed to disk."""
         if last or time.monotonic() - self.plotted >= PLOT_EVERY:
             plot_curves(self.rows, self.run_dir / "losses.png", LOSS_PANELS)
             if metrics:
