@@ -274,6 +274,7 @@ def gpu_group(group: str, device: torch.device, images: torch.Tensor, rounds: in
     # (the first GPU run)
     torch._dynamo.config.recompile_limit = 64
     traced = False
+    flops_of: dict[str, dict[str, int]] = {}
     for name, (overrides, adam, mode, tf32_on) in GPU_GROUPS[group].items():
         if dry_run:  # Dynamo without Inductor, for the group's first compiled variant only (a few seconds each)
             compiled = mode is not None or overrides.get("compile") == "on"
@@ -286,7 +287,12 @@ def gpu_group(group: str, device: torch.device, images: torch.Tensor, rounds: in
             it()  # the first call compiles, where compiling is asked for
             wait(device)
             setup = time.perf_counter() - started
-            flops = count_flops(make_iteration({**overrides, "compile": "off"}, device, images, adam)[0])["Global"]
+            # counted once per shape of work: precision, layout, compiling and the optimiser change no FLOP count
+            work = repr({k: v for k, v in dataclasses.asdict(cfg).items()
+                         if k not in ("autocast", "channels_last", "compile", "deterministic")})
+            if work not in flops_of:
+                flops_of[work] = count_flops(make_iteration({**overrides, "compile": "off"}, device, images, adam)[0])
+            flops = flops_of[work]["Global"]
         except Exception as e:  # a variant that does not run is a finding, not the end of the group
             info[name] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
             continue
