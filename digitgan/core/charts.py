@@ -41,10 +41,11 @@ def _ticks(low: float, high: float, most: int) -> list[float]:
 
 def _log_ticks(low: float, high: float) -> list[float]:
     """Ticks of a log axis over [10**low, 10**high] (log10 bounds): the powers of ten, with 2 and 5 times them
-    where the range spans under two decades."""
-    marks = (1, 2, 5) if high - low < 2 else (1,)
-    ticks = [m * 10.0**e for e in range(math.floor(low), math.ceil(high) + 1) for m in marks]
-    return [t for t in ticks if low - 1e-9 <= math.log10(t) <= high + 1e-9] or [10**low, 10**high]
+    where fewer than three powers fall in the range."""
+    inside = lambda ticks: [t for t in ticks if low - 1e-9 <= math.log10(t) <= high + 1e-9]
+    powers = range(math.floor(low), math.ceil(high) + 1)
+    ticks = inside([10.0**e for e in powers])
+    return ticks if len(ticks) >= 3 else inside([m * 10.0**e for e in powers for m in (1, 2, 5)]) or [10**low, 10**high]
 
 
 def _label(value: float, step: float) -> str:
