@@ -49,13 +49,12 @@ def _log_ticks(low: float, high: float) -> list[float]:
     return ticks if len(ticks) >= 3 else inside([m * 10.0**e for e in powers for m in (1, 2, 5)]) or [10**low, 10**high]
 
 
-def _label(value: float, step: float) -> str:
-    """A tick's text with as many decimals as the ticks' spacing needs."""
-    if abs(value) >= 1e6 or 0 < abs(value) < 1e-4:
-        return f"{value:.3g}"
+def _labels(ticks: list[float]) -> list[str]:
+    """The ticks' texts, with as many decimals as their spacing needs."""
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
     power = math.floor(math.log10(step) + 1e-9)
     halves = round(step / 10**power, 3) == 2.5  # 0.25 needs a decimal more than 0.2
-    return f"{value:.{max(0, -power + halves)}f}"
+    return [f"{t:.3g}" if abs(t) >= 1e6 or 0 < abs(t) < 1e-4 else f"{t:.{max(0, -power + halves)}f}" for t in ticks]
 
 
 def _bounds(values: list[float]) -> tuple[float, float]:
@@ -143,6 +142,7 @@ def plot_curves(
     box_h = (height - TOP - BOTTOM - GAP * (len(panels) - 1)) / len(panels)
     px = lambda x: left + (x - x0) / (x1 - x0) * (right - left)
     x_ticks = _ticks(x0, x1, max(2, (right - left) // (s * 70)))
+    x_texts = _labels(x_ticks)
 
     for i, ((title, _), panel) in enumerate(zip(panels, lines)):
         top = (TOP + i * (box_h + GAP)) * s
@@ -157,19 +157,18 @@ def plot_curves(
         draw.text(((left + right) / 2, top - 6 * s), title, fill="black", font=title_font, anchor="md")
         # y ticks: grid line, tick mark and label
         y_ticks = [math.log10(t) for t in _log_ticks(y0, y1)] if log else _ticks(y0, y1, 6)
-        for y in y_ticks:
+        y_texts = [f"{10**y:g}" for y in y_ticks] if log else _labels(y_ticks)
+        for y, text in zip(y_ticks, y_texts):
             at = py(y)
             draw.line([(left, at), (right, at)], fill="#ebebeb", width=s)
             draw.line([(left - 4 * s, at), (left, at)], fill="black", width=s)
-            text = f"{10**y:g}" if log else _label(y, y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 1.0)
             draw.text((left - 6 * s, at), text, fill="black", font=small, anchor="rm")
-        for x in x_ticks:
+        for x, text in zip(x_ticks, x_texts):
             at = px(x)
             draw.line([(at, top), (at, bottom)], fill="#ebebeb", width=s)
             draw.line([(at, bottom), (at, bottom + 4 * s)], fill="black", width=s)
             if i == len(panels) - 1:
-                step = x_ticks[1] - x_ticks[0] if len(x_ticks) > 1 else 1.0
-                draw.text((at, bottom + 6 * s), _label(x, step), fill="black", font=small, anchor="ma")
+                draw.text((at, bottom + 6 * s), text, fill="black", font=small, anchor="ma")
         # the curves (inside the box: the axes' ranges have a margin)
         drawn, ink = [], [np.empty((0, 2))]
         for k, (col, runs) in enumerate(panel):
