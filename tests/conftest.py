@@ -98,6 +98,32 @@ def shared_run(tmp_path_factory, cache_dir):
 
 
 @pytest.fixture(scope="session")
+def exported(tmp_path_factory, cache_dir, shared_run):
+    """Each kind of runs.EXPORT_KINDS trained a few real steps (the dcgan kind: the suite's shared run), then
+    exported, each once for the session when a test first asks for it (so two workers build two kinds at once
+    rather than one waiting for all): {kind: (checkpoint dir, export dir)}."""
+    import dcgan
+    from digitgan.training.loop import train
+    from runs import EXPORT_KINDS, once
+
+    class Exported(dict):
+        def __missing__(self, kind):
+            def ck(d):
+                return Path(shared_run["checkpoint_dir"]) if kind == "dcgan" else d / "ck"
+
+            def make(d):
+                if EXPORT_KINDS[kind]:
+                    train({**dict(steps=4, batch_size=8, width=8, sample_every=2, checkpoint_every=2, log_every=1,
+                                  eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
+                                  checkpoint_dir=str(ck(d)), sample_dir=str(d / "samples")), **EXPORT_KINDS[kind]})
+                assert dcgan.main(["export", "--checkpoint-dir", str(ck(d)), "--out", str(d / "site")]) == 0
+            d = once(tmp_path_factory, f"exported-{kind}", make)
+            self[kind] = (ck(d), d / "site")
+            return self[kind]
+    return Exported()
+
+
+@pytest.fixture(scope="session")
 def judge(cache_dir):
     """The MNIST evaluator with the test set's features and the real-data reference (read from the cache)."""
     from digitgan.quality.judge import Judge

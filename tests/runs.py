@@ -116,3 +116,11 @@ def once(tmp_path_factory, name, build):
             build(d)
             (d / ".built").touch()
     return d
+
+
+# The kinds of model `exported` (conftest.py) trains and exports: tests/test_export.py checks each against
+# onnxruntime, tests/test_site.py serves two of them to a browser
+EXPORT_KINDS = {"dcgan": {}, "seed": dict(preset="seed", width=4, batch_size=8, steps=4),
+                # long enough for the class to change the digits by more than the 2 grey levels the page test allows
+                "conditional": dict(conditional="on", steps=40, batch_size=16, sample_every=20, checkpoint_every=20),
+                "spectral-norm": dict(conditional="on", spectral_norm="both")}  # baked into plain weights on export

@@ -16,37 +16,9 @@ import dcgan
 from digitgan.config import resolve
 from digitgan.nets.networks import build_models
 from digitgan.share.samples import load_generator
-from digitgan.training.loop import train
-from runs import once
+from runs import EXPORT_KINDS as KINDS
 
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
-KINDS = {"dcgan": {}, "seed": dict(preset="seed", width=4, batch_size=8, steps=4),
-         "conditional": dict(conditional="on"),
-         "spectral-norm": dict(conditional="on", spectral_norm="both")}  # baked into plain weights on export
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory, cache_dir, shared_run):
-    """Each kind of model trained a few real steps (the dcgan kind: the suite's shared run), then exported, each
-    once for the session when a test first asks for it (so two workers build two kinds at once rather than one
-    waiting for all): {kind: (checkpoint dir, export dir)}."""
-    class Exported(dict):
-        def __missing__(self, kind):
-            def ck(d):
-                return Path(shared_run["checkpoint_dir"]) if kind == "dcgan" else d / "ck"
-
-            def make(d):
-                if KINDS[kind]:
-                    train({**dict(steps=4, batch_size=8, width=8, sample_every=2, checkpoint_every=2, log_every=1,
-                                  eval_every=0, tensorboard="off", device="cpu", cache_dir=cache_dir,
-                                  checkpoint_dir=str(ck(d)), sample_dir=str(d / "samples")), **KINDS[kind]})
-                assert dcgan.main(["export", "--checkpoint-dir", str(ck(d)), "--out", str(d / "site")]) == 0
-            d = once(tmp_path_factory, f"exported-{kind}", make)
-            self[kind] = (ck(d), d / "site")
-            return self[kind]
-    return Exported()
-
-
 def _trained_generator(ck):
     """The sampling generator exactly as trained: the weight average, unfolded, in eval mode."""
     state = torch.load(sorted(ck.glob("ckpt_*.pt"))[-1], weights_only=True)
@@ -80,22 +52,23 @@ def test_onnx_matches_pytorch_on_the_same_noise(exported, kind):
 def test_safetensors_load_without_the_checkpoint(exported, kind):
     ck, site = exported[kind]
     meta = json.loads((site / "generator.json").read_text())
-    assert meta["step"] == 4 and meta["config"]["conditional"] == ("off" if kind == "dcgan" else "on")
+    last = KINDS[kind].get("steps", 4)
+    assert meta["step"] == last and meta["config"]["conditional"] == ("off" if kind == "dcgan" else "on")
     G, cfg, step = load_generator(checkpoint=str(site / "generator.safetensors"), device="cpu")
     H, _, _ = load_generator(str(ck), device="cpu")
     z, y = torch.randn(5, cfg.z_dim), (None if kind == "dcgan" else torch.arange(5))
     with torch.no_grad():
         a, b = (G(z) if y is None else G(z, y)), (H(z) if y is None else H(z, y))
-    assert step == 4 and torch.equal(a, b)
+    assert step == last and torch.equal(a, b)
 
 
 def test_the_folder_holds_the_page_its_runtime_and_the_record(exported):
     _, site = exported["conditional"]
     for name in ("index.html", "page.js", "style.css", "ort.wasm.min.js", "ort-wasm-simd-threaded.wasm",
-                 "ort-wasm-simd-threaded.mjs", "run.json", "grids/step_0000004.png", "progress.gif", "real.png"):
+                 "ort-wasm-simd-threaded.mjs", "run.json", "grids/step_0000040.png", "progress.gif", "real.png"):
         assert (site / name).is_file(), name
     run = json.loads((site / "run.json").read_text())
-    assert [g["step"] for g in run["grids"]] == [2, 4]
+    assert [g["step"] for g in run["grids"]] == [20, 40]  # (its sample_every and steps)
     assert run["fixed"]["n"] == 100 and run["fixed"]["labels"] == [c for c in range(10) for _ in range(10)]
     assert len(run["fixed"]["z"]) == 100 * run["config"]["z_dim"]
 

@@ -39,31 +39,41 @@ def browser():
     driver.quit()
 
 
+def _serve(site):
+    proc = subprocess.Popen([sys.executable, DCGAN, "serve", str(site), "--port", "0"], stdout=subprocess.PIPE,
+                            text=True)
+    return re.search(r"http://\S+/", proc.stdout.readline()).group(0), proc
+
+
 def _site(tmp_path_factory, cache_dir, **extra):
     d = tmp_path_factory.mktemp("site")
     train({**dict(steps=6, batch_size=8, width=8, sample_every=3, checkpoint_every=3, log_every=1, eval_every=0,
                   tensorboard="off", device="cpu", cache_dir=cache_dir, checkpoint_dir=str(d / "ck"),
                   sample_dir=str(d / "samples")), **extra})
     assert dcgan.main(["export", "--checkpoint-dir", str(d / "ck"), "--out", str(d / "site")]) == 0
-    proc = subprocess.Popen([sys.executable, DCGAN, "serve", str(d / "site"), "--port", "0"],
-                            stdout=subprocess.PIPE, text=True)
-    url = re.search(r"http://\S+/", proc.stdout.readline()).group(0)
+    url, proc = _serve(d / "site")
     return d, url, proc
 
 
+def _served(exported, kind):
+    """The page of a model tests/test_export.py exports too (conftest.py's `exported`): its checkpoint directory,
+    its trainer's grids, its export, its URL, and the server."""
+    ck, site = exported[kind]
+    url, proc = _serve(site)
+    return ck, Path(json.loads((ck / "config.json").read_text())["sample_dir"]), site, url, proc
+
+
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory, cache_dir):
-    d, url, proc = _site(tmp_path_factory, cache_dir)
-    yield d, url
+def plain(exported):
+    *served, proc = _served(exported, "dcgan")  # the suite's shared run
+    yield served
     proc.terminate()
 
 
 @pytest.fixture(scope="module")
-def conditional(tmp_path_factory, cache_dir):
-    # long enough for the class to change the digits by more than the 2 grey levels the comparison allows
-    d, url, proc = _site(tmp_path_factory, cache_dir, conditional="on", steps=40, sample_every=20,
-                         checkpoint_every=20, batch_size=16)
-    yield d, url
+def conditional(exported):
+    *served, proc = _served(exported, "conditional")
+    yield served
     proc.terminate()
 
 
@@ -95,12 +105,13 @@ def pick(driver, picker, text):
 
 
 def test_the_page_draws_the_trainers_grid_and_new_digits(browser, plain):
-    d, url = plain
+    ck, samples, site, url = plain
     load(browser, url)
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     # The fixed-noise grid drawn in the browser is the trainer's PNG of that step, within 2 grey levels
     mine = canvas(browser, "fixed")
-    trainers = np.asarray(Image.open(d / "samples" / "step_0000006.png").convert("L"))
+    step = json.loads((site / "generator.json").read_text())["step"]
+    trainers = np.asarray(Image.open(samples / f"step_{step:07d}.png").convert("L"))
     assert mine.shape == trainers.shape
     assert np.abs(mine.astype(int) - trainers.astype(int)).max() <= 2
     # "new pictures" draws another grid, from new noise: what PyTorch draws from that noise
@@ -112,20 +123,22 @@ def test_the_page_draws_the_trainers_grid_and_new_digits(browser, plain):
         time.sleep(0.05)
     z = browser.execute_script("return window.lastDraw.z")
     assert z != first
-    G, cfg, _ = load_generator(str(d / "ck"), device="cpu")
+    G, cfg, _ = load_generator(str(ck), device="cpu")
     expected = grid(draw(G, torch.tensor(z, dtype=torch.float32).view(64, cfg.z_dim)), 8)
     assert np.abs(canvas(browser, "live").astype(int) - expected).max() <= 2
     # the walk's slider redraws it
     walk = canvas(browser, "walk")
     browser.execute_script("const t = document.getElementById('t'); t.value = 100; t.dispatchEvent(new Event('input'));")
-    time.sleep(1.0)
-    assert (canvas(browser, "walk") != walk).any()
+    deadline = time.time() + 20
+    while (canvas(browser, "walk") == walk).all():
+        assert time.time() < deadline, "the walk was not redrawn"
+        time.sleep(0.05)
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_the_class_picker_passes_the_class_it_shows(browser, conditional):
     from selenium.webdriver.support.select import Select
-    d, url = conditional
+    ck, _, site, url = conditional
     load(browser, url)
     picker = Select(browser.find_element("id", "class"))
     assert [o.text for o in picker.options] == ["every class"] + [f"{c}s" for c in range(10)]
@@ -134,7 +147,7 @@ def test_the_class_picker_passes_the_class_it_shows(browser, conditional):
     last = browser.execute_script("return window.lastDraw")
     assert last["labels"] == [7] * 64
     # What `sample --class 7` draws from the same noise, laid out as the page does
-    G, cfg, _ = load_generator(str(d / "ck"), device="cpu")
+    G, cfg, _ = load_generator(str(ck), device="cpu")
     z = torch.tensor(last["z"], dtype=torch.float32).view(64, cfg.z_dim)
     sevens = grid(draw(G, z, torch.full((64,), 7)), 8)
     threes = grid(draw(G, z, torch.full((64,), 3)), 8)
@@ -143,7 +156,7 @@ def test_the_class_picker_passes_the_class_it_shows(browser, conditional):
     # the 10x10 grid: row c drawn as class c from 10 shared z
     assert canvas(browser, "styles").shape == (10 * 34 + 2, 10 * 34 + 2)
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    assert json.loads((d / "site" / "generator.json").read_text())["conditional"] is True
+    assert json.loads((site / "generator.json").read_text())["conditional"] is True
 
 
 @pytest.fixture(scope="module")
