@@ -46,6 +46,18 @@ def pytest_collection_modifyitems(items):
     items.sort(key=order)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_temp(tmp_path_factory):
+    """The temporary files of the processes the tests start (a folder per torchrun launch, chromium's profiles)
+    go under pytest's own temporary folder, which pytest clears after a few sessions, not into /tmp for good."""
+    d = tmp_path_factory.getbasetemp() / "tmp"
+    d.mkdir(exist_ok=True)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TMPDIR", str(d))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> str:
     """The repository's data cache: MNIST (made by `make data`; fetched here if missing) and the MNIST evaluator's
