@@ -52,10 +52,9 @@ def own_temp(tmp_path_factory):
     go under pytest's own temporary folder, which pytest clears after a few sessions, not into /tmp for good."""
     d = tmp_path_factory.getbasetemp() / "tmp"
     d.mkdir(exist_ok=True)
-    patch = pytest.MonkeyPatch()
-    patch.setenv("TMPDIR", str(d))
-    yield
-    patch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(d))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from digitgan.core.pictures import grid
 from digitgan.nets.drawing import draw
 from digitgan.share.samples import load_generator
 from digitgan.training.loop import train
+from runs import wait_for
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.needs(bool(CHROMIUM and DRIVER), "Debian's chromium and chromium-driver",
@@ -129,10 +130,7 @@ def test_the_page_draws_the_trainers_grid_and_new_digits(browser, plain):
     # the walk's slider redraws it
     walk = canvas(browser, "walk")
     browser.execute_script("const t = document.getElementById('t'); t.value = 100; t.dispatchEvent(new Event('input'));")
-    deadline = time.time() + 20
-    while (canvas(browser, "walk") == walk).all():
-        assert time.time() < deadline, "the walk was not redrawn"
-        time.sleep(0.05)
+    wait_for(lambda: (canvas(browser, "walk") != walk).any(), timeout=20)
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
