@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import re
 import statistics
 import subprocess
@@ -120,15 +121,29 @@ def drift(a: Path, b: Path) -> str:
     return f"{at(5)}, {at(7)}, {at(10)}, {at(50)} (the largest up to each step)"
 
 
+def norm_differences(a: Path, b: Path) -> str:
+    """How far the gradient norms of two runs' CSVs lie apart, step by step: the median and the largest relative
+    difference of each network's, and at how many steps it is over 1e-5."""
+    rows = [list(csv.DictReader(open(p / "ck" / "metrics.csv"))) for p in (a, b)]
+    parts = []
+    for key in ("grad_norm_d", "grad_norm_g"):
+        diff = [abs(float(r[key]) - float(s[key])) / abs(float(r[key])) for r, s in zip(*rows)]
+        parts.append(f"{key} median {statistics.median(diff):.1e}, largest {max(diff):.1e}, "
+                     f"{sum(d > 1e-5 for d in diff)} of {len(diff)} steps over 1e-5")
+    return "; ".join(parts)
+
+
 def exactness(out: Path) -> None:
     """50 steps (width 8, batch 32, a CSV row per step) run twice, differing in summation order only."""
-    def run(name: str, *extra: str, n: int = 1) -> Path:
+    def run(name: str, *extra: str, n: int = 1, threads: str | None = None) -> Path:
         flags = ["train", "--steps", "50", "--batch-size", "32", "--width", "8", "--log-every", "1", "--eval-every",
                  "0", "--tensorboard", "off", "--sample-every", "1000", "--device", "cpu", "--fresh", "--force",
                  "--checkpoint-dir", str(out / name / "ck"), "--sample-dir", str(out / name / "s"), *extra]
         cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)] if n > 1
                else [sys.executable]) + ["dcgan.py", *flags]
-        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # torchrun's 1 a rank
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT,
+                       env={**env, **({"OMP_NUM_THREADS": threads} if threads else {})})
         return out / name
     for lr in ("4e-3", "1e-5"):
         lrs = ("--lr-d", lr, "--lr-g", lr)
@@ -137,8 +152,14 @@ def exactness(out: Path) -> None:
         print(f"lr {lr}: 1 process vs 2 processes (torchrun, gloo): " + drift(one, run(f"two-{lr}", *lrs, n=2)))
     # R1 strong and at every step: its double backward through the global batch norm's all-reduces
     r1 = ("--lr-d", "1e-5", "--lr-g", "1e-5", "--r1", "10", "--r1-every", "1")
-    print("lr 1e-5, R1 gamma 10 at every step: 1 process vs 2 processes: "
-          + drift(run("one-r1", *r1), run("two-r1", *r1, n=2)))
+    one, two = run("one-r1", *r1, threads="2"), run("two-r1", *r1, n=2)
+    print("lr 1e-5, R1 gamma 10 at every step: 1 process vs 2 processes: " + drift(one, two))
+    # tests/test_distributed.py's setting: the gradient norms, with the plain process on 1 thread or on 2
+    single = run("one-r1-1thread", *r1, threads="1")
+    for name, (a, b) in {"1 process on 2 threads vs 2 processes": (one, two),
+                         "1 process on 1 thread vs 2 processes": (single, two),
+                         "1 process on 1 thread vs on 2 threads": (single, one)}.items():
+        print(f"lr 1e-5, R1 gamma 10 at every step, gradient norms, {name}: {norm_differences(a, b)}")
 
 
 if __name__ == "__main__":

@@ -102,11 +102,11 @@ def test_two_processes_train_like_one_with_the_same_global_batch(two, tmp_path, 
     assert worst(one, both) <= 1e-5  # losses and D's outputs at every one of the 30 steps
     # Gradient norms are taken after the processes' mean: they show a sum where a mean belongs, or R1's gradient
     # without the other process's share through batch norm (5e-3 off), where Adam's steps at lr 1e-5 would hide it.
-    # Their median: at 4 of the 30 steps G's norm is up to 6e-4 off between one process on one thread and two
-    # processes, as it is between one process on one thread and on two (the batch computed in other blocks), while
-    # a wrong share is off at every step.
+    # Their median, per network: at some steps a norm is up to 7e-4 off between one process on one thread and two
+    # processes, and 1e-4 between one process on two threads and two (the batch computed in other blocks; over 50
+    # steps the medians are 2e-6 and 4e-7: bench/distributed.py --exactness), while a wrong share is off at every step.
     medians = {k: statistics.median(differences(one, both, (k,))) for k in ("grad_norm_d", "grad_norm_g")}
-    assert max(medians.values()) <= 1e-5, medians
+    assert max(medians.values()) <= 1e-4, medians
     # Rank 0 alone writes: one set of files, one closing line
     assert sorted(p.name for p in (d2 / "ck").iterdir()) == ["ckpt_0000030.pt", "config.json", "losses.png",
                                                            "metrics.csv", "train.lock"]
