@@ -112,9 +112,14 @@ def scaling(steps: int, rounds: int, out: Path) -> None:
               f"({statistics.median(rates) / base:.2f}x one process)")
 
 
+def metrics(run: Path) -> list[dict[str, str]]:
+    with open(run / "ck" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
 def drift(a: Path, b: Path) -> str:
     """The largest relative difference of the losses and D's outputs between two runs' CSVs, by step."""
-    rows = [list(csv.DictReader(open(p / "ck" / "metrics.csv"))) for p in (a, b)]
+    rows = [metrics(p) for p in (a, b)]
     worst = [max(abs(float(r[k]) - float(s[k])) / abs(float(r[k])) for k in ("d_loss", "g_loss", "d_real", "d_fake"))
              for r, s in zip(*rows)]
     at = lambda n: f"step {n}: {max(worst[:n]):.1e}"
@@ -124,7 +129,7 @@ def drift(a: Path, b: Path) -> str:
 def norm_differences(a: Path, b: Path) -> str:
     """How far the gradient norms of two runs' CSVs lie apart, step by step: the median and the largest relative
     difference of each network's, and at how many steps it is over 1e-5."""
-    rows = [list(csv.DictReader(open(p / "ck" / "metrics.csv"))) for p in (a, b)]
+    rows = [metrics(p) for p in (a, b)]
     parts = []
     for key in ("grad_norm_d", "grad_norm_g"):
         diff = [abs(float(r[key]) - float(s[key])) / abs(float(r[key])) for r, s in zip(*rows)]
