@@ -170,7 +170,8 @@ def million(out: Path, n: int) -> None:
     """A mapped cache of n 64x64 RGB pictures (smooth random ones, two classes) written directly in the cache's
     format, then training on it: the start, 100 steps, and their memory."""
     from digitgan.data.folder import Folder
-    from digitgan.data.freeze import holdout_size, write_cache_files
+    from digitgan.data.cache import write_cache_files
+    from digitgan.data.freeze import holdout_size
 
     pics = out / "million"
     for label in ("a", "b"):  # one (never read) file a class: the folder's listing names the cache
@@ -203,11 +204,11 @@ def million(out: Path, n: int) -> None:
 def check(out: Path, rounds: int) -> None:
     """The integrity check's cost: seconds to read the mapped cache in DIR/cache-million the first time (its
     .checked removed, so every byte is hashed), and again (known intact)."""
-    from digitgan.data.freeze import read_frozen
+    from digitgan.data.cache import read_frozen
 
     stem = next((out / "cache-million").glob("folder-*.json")).with_suffix("")
     size = stem.with_suffix(".pixels").stat().st_size
-    code = ("import sys, time; from pathlib import Path; from digitgan.data.freeze import read_frozen; "
+    code = ("import sys, time; from pathlib import Path; from digitgan.data.cache import read_frozen; "
             "t = time.perf_counter(); assert read_frozen(Path(sys.argv[1])) is not None; "
             "print(time.perf_counter() - t)")
     first, again = [], []

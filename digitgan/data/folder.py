@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError
-from .freeze import FREEZE_VERSION, Freezing, FrozenSource, Pictures, reasons
+from .cache import reasons
+from .freeze import FREEZE_VERSION, Freezing, FrozenSource, Pictures
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 

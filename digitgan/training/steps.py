@@ -12,8 +12,8 @@ import torch
 
 from ..config import TrainConfig
 from ..core.devices import Speed, autocast
+from ..data.cache import CHUNK
 from ..data.dataset import Dataset, to_float
-from ..data.freeze import CHUNK
 from ..nets.networks import call
 from .adam import Adam
 from .distributed import World, mean_over_processes, synced
