@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from digitgan.config import BACKENDS, PRESETS, TrainConfig, about, cache_home, choices, flag
 from digitgan.errors import ProcessLost, TrainingStopped, UsageError, WriteError
@@ -73,7 +73,22 @@ def program() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=program(), description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", parser_class=Parser)
+    for add in (
+        _train_command,
+        _sample_command,
+        _evaluate_command,
+        _animate_command,
+        _interpolate_command,
+        _export_command,
+        _serve_command,
+        _train_evaluator_command,
+        _data_command,
+    ):
+        add(sub)
+    return parser
 
+
+def _train_command(sub: Any) -> None:
     train = sub.add_parser("train", help="train, or resume from the newest checkpoint (the default command)")
     for f in dataclasses.fields(TrainConfig):
         # Flags default to None so that only what the user typed overrides a preset or a saved run; TrainConfig
@@ -112,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "long a process waits for the others before the run stops instead of hanging (default: 300)",
     )
 
+
+def _sample_command(sub: Any) -> None:
     sample = sub.add_parser("sample", help="write a grid (.png) or raw array (.npy) of generated pictures")
     _generator_flags(sample, num=64)
     sample.add_argument(
@@ -130,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "class only, by label (7) or Fashion-MNIST name (sneaker); default: a balanced set",
     )
 
+
+def _evaluate_command(sub: Any) -> None:
     evaluate = sub.add_parser(
         "evaluate",
         help="score generated images against the test set (the emoji's or a "
@@ -156,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="generated images CAS trains on (default: 60000, the size of the real training set)",
     )
 
+
+def _animate_command(sub: Any) -> None:
     animate = sub.add_parser(
         "animate",
         help="an animated GIF of the run's grids in step order, each with its step "
@@ -165,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--out", default=None, help="the GIF to write (default: SAMPLE_DIR/progress.gif)")
     animate.add_argument("--fps", type=_fps, default=4.0, help="frames (grids) per second (default: 4)")
 
+
+def _interpolate_command(sub: Any) -> None:
     walk = sub.add_parser(
         "interpolate",
         help="latent walks: spherical interpolation between random noise "
@@ -181,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the grid (.png); the GIF is written beside it as .gif, a conditional model's style grid as _style.png",
     )
 
+
+def _export_command(sub: Any) -> None:
     export = sub.add_parser(
         "export",
         help="a folder to share: generator.onnx, generator.safetensors + .json, and "
@@ -192,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", default=None, help="this checkpoint file instead")
     export.add_argument("--best", action="store_true", help="CHECKPOINT_DIR/best.pt instead")
 
+
+def _serve_command(sub: Any) -> None:
     serve = sub.add_parser("serve", help="serve an exported folder on a local web server and print its URL")
     serve.add_argument("folder", help="a folder written by export")
     serve.add_argument(
@@ -201,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=8000, help="the port to listen on (0: any free one)")
 
+
+def _train_evaluator_command(sub: Any) -> None:
     trainer = sub.add_parser(
         "train-evaluator",
         help="train the classifier that gives class figures: for MNIST and "
@@ -224,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _setting(trainer, "cache_dir")
 
+
+def _data_command(sub: Any) -> None:
     data = sub.add_parser(
         "data",
         help="fetch, verify and cache a dataset, and the evaluator's test-set features and real-data "
@@ -240,7 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(data, "data_dir")
     _setting(data, "cache_dir")
     _setting(data, "workers")
-    return parser
 
 
 def _setting(p: argparse.ArgumentParser, name: str, help: str = "") -> None:

@@ -22,7 +22,7 @@ import pytest
 from digitgan.training.distributed import World, join
 from digitgan.errors import UsageError
 from digitgan.training.lock import RunLock
-from digitgan.training.loop import setup
+from digitgan.training.start import claim_run
 from runs import cli_flags, once, same_state, training_state, wait_for
 
 DCGAN = str(Path(__file__).resolve().parent.parent / "dcgan.py")
@@ -250,11 +250,11 @@ def test_a_lost_rank_ends_the_run_instead_of_a_hang_and_a_rerun_resumes(tmp_path
 def test_bad_input_is_one_line_from_rank_0_and_exit_2(two, tmp_path, cache_dir):
     # What rank 0's setup refuses, before it makes any directory (its one line reaches every rank as below)
     with pytest.raises(UsageError) as e:
-        setup({"batch_size": 33, "checkpoint_dir": str(tmp_path / "ck")}, False, False, World(0, 2), RunLock())
+        claim_run({"batch_size": 33, "checkpoint_dir": str(tmp_path / "ck")}, False, False, World(0, 2), RunLock())
     assert str(e.value) == "--batch-size 33 is the global batch and must divide evenly among the 2 processes; " \
                            "pass a multiple of 2"
     with pytest.raises(UsageError, match="among the 2 processes of --pack 2 pictures each; pass a multiple of 4"):
-        setup({"batch_size": 34, "pack": 2, "checkpoint_dir": str(tmp_path / "ck")}, False, False, World(0, 2),
+        claim_run({"batch_size": 34, "pack": 2, "checkpoint_dir": str(tmp_path / "ck")}, False, False, World(0, 2),
               RunLock())
     assert not (tmp_path / "ck").exists()
     with pytest.raises(UsageError) as e:  # refused before any process group is made

@@ -39,6 +39,19 @@ def test_each_stage_says_what_it_holds_and_may_import():
             assert doc and len(doc.splitlines()) <= 2 and "Imports" in doc, package.name
 
 
+def test_no_function_is_over_80_lines_and_the_loop_holds_only_the_loop():
+    """Every function reads in a minute (80 lines at most); the training loop's function holds the loop, and what a
+    run needs before its first batch is set up in training/start.py."""
+    long = [f"{path.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in [ROOT / "dcgan.py", *(ROOT / "digitgan").rglob("*.py")]
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 80]
+    assert long == []
+    loop = ast.parse((ROOT / "digitgan" / "training" / "loop.py").read_text())
+    called = {n.func.id for n in ast.walk(loop) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert not called & {"resolve", "load_dataset", "pick_device", "speed_settings", "TrainState"}
+
+
 def code_of(path: Path) -> ast.Module:
     """A module's syntax tree without its docstrings: what runs, not what is said."""
     tree = ast.parse(path.read_text())

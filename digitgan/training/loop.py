@@ -1,6 +1,6 @@
-"""The training loop, read top to bottom: set up, loop (update, log, sample, save), finish. Everything a checkpoint
-holds lives in state.TrainState, what is minimised in objective.Objective, the update steps in steps.py, the run
-directory's records in records.RunRecords."""
+"""The training loop, read top to bottom: set up (start.py), loop (update, log, sample, save), finish. Everything a
+checkpoint holds lives in state.TrainState, what is minimised in objective.Objective, the update steps in steps.py,
+the run directory's records in records.RunRecords."""
 
 from __future__ import annotations
 
@@ -11,17 +11,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from ..config import TrainConfig, resolve
-from ..core.devices import fits_on, pick_device, speed_settings
-from ..core.files import ensure_writable
-from ..data.sources import check_images, load_dataset
+from ..config import TrainConfig
 from ..errors import ProcessLost, TrainingStopped, WriteError
 from ..nets.drawing import Generator, prepare_for_inference
 from ..nets.networks import call
@@ -30,10 +27,10 @@ from ..quality.metrics import CSV_KEYS
 from . import checkpoints
 from .distributed import World, join
 from .lock import RunLock
-from .objective import Objective
-from .records import METERED, RunRecords, animate, archive_run
+from .records import METERED, RunRecords, animate
+from .start import NothingToTrain, Start, start
 from .state import TrainState
-from .steps import Batches, Meter, prepare, update
+from .steps import Meter, update
 
 D_WINS_LOSS = 1e-3  # D loss below this means D separates real from fake almost perfectly
 EVAL_SHARE_HINT = 0.1  # evaluations costing more than this share of the training time get a hint at the end
@@ -78,18 +75,6 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         model.train(was_training)
 
 
-def nothing_to_train(cfg: TrainConfig, saved: dict[str, Any], path: Path | None) -> str | None:
-    """Why a rerun has nothing to train (the steps are reached, or the time budget is spent), or None."""
-    if saved["step"] >= cfg.steps:
-        return f"nothing to train: {path} is at step {saved['step']} and --steps is {cfg.steps}; raise --steps to go on"
-    if cfg.minutes and saved["elapsed"] >= 60 * cfg.minutes:
-        return (
-            f"the time budget of {cfg.minutes:g} minutes is spent ({saved['elapsed'] / 60:.2f} minutes trained, "
-            f"up to step {saved['step']} in {path}); raise --minutes, or pass --minutes 0 for no limit"
-        )
-    return None
-
-
 def health(means: list[float], d_won_steps: int, cfg: TrainConfig, step: int) -> str | None:
     """What is wrong with the run judging by its mean losses, or None."""
     if not all(math.isfinite(m) for m in means):
@@ -107,32 +92,6 @@ def stopped(
 ) -> TrainingStopped:
     last = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was saved"
     return kind(f"{problem}; {last}. {advice}")
-
-
-def setup(
-    overrides: dict[str, Any], fresh: bool, force: bool, world: World, lock: RunLock
-) -> tuple[TrainConfig, dict[str, Any] | None, Path | None, str | None]:
-    """The run's config, the checkpoint it resumes from and its path, and why there is nothing to train (or
-    None); makes the run's directories and takes the run's lock before it reads them, and for --fresh moves an
-    earlier run aside."""
-    first = resolve(overrides)  # reject bad values before touching the disk
-    if fresh or "batch_size" in overrides:
-        world.check_batch(first.batch_size, first.pack)
-    if {"dataset", "train_images"} & overrides.keys():
-        check_images(first)
-    run_dir = ensure_writable(overrides.get("checkpoint_dir", TrainConfig.checkpoint_dir), "--checkpoint-dir")
-    lock.acquire(run_dir)
-    overrides = {**overrides, "checkpoint_dir": str(run_dir)}
-    if fresh:
-        archive_run(run_dir, force)
-    saved, last_ckpt = checkpoints.load_latest(run_dir, quarantine=True) or (None, None)
-    cfg = resolve(overrides, saved["config"] if saved else None)
-    world.check_batch(cfg.batch_size, cfg.pack)
-    if saved and (why := nothing_to_train(cfg, saved, last_ckpt)):
-        return cfg, saved, last_ckpt, why
-    ensure_writable(cfg.sample_dir, "--sample-dir")
-    lock.name_holder()
-    return cfg, saved, last_ckpt, None
 
 
 class Clock:
@@ -352,41 +311,20 @@ def train(
 
 
 def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lock: RunLock) -> Path | None:
-    """train() in this process: set up, loop (update, log, sample, save), finish."""
-    cfg, saved, last_ckpt, why = world.on_main(lambda: setup(overrides, fresh, force, world, lock))
-    if why:
+    """train() in this process: set up (start.py), then the loop."""
+    run = start(overrides, fresh, force, world, lock)
+    if isinstance(run, NothingToTrain):
         if world.main:
-            print(why, file=sys.stderr)
-        return last_ckpt
-    device = world.device(pick_device(cfg.device))
-    speed = speed_settings(cfg, device)
-    speed.apply()
-    data = world.main_first(
-        lambda: load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.cache_dir, cfg.resolution, cfg.channels)
-    ).subset(cfg.train_images)
-    if speed.data_on_device and not fits_on(device, data.pixels.nbytes):
-        speed = replace(speed, data_on_device=False)
-        if world.main:
-            print(
-                f"note: the training set ({data.pixels.nbytes / 1e9:.1f} GB) would take over half of {device}'s "
-                f"free memory: each batch is copied over from the host instead (as --data-on-device off does)",
-                file=sys.stderr,
-            )
-    batches = Batches(data, cfg, device, speed)
-    counts = torch.bincount(data.labels, minlength=len(data.shape.classes)) if data.shape.classes else None
-    state = TrainState(cfg, device, speed, len(data), data.shape, world.share, data.fingerprint, data.held_out, counts)
-    objective = Objective.of(cfg, state.augmenter, speed.autocast)
-    if saved:
-        state.load_state_dict(saved)
-        if world.main:
-            print(f"resuming from {last_ckpt} (step {state.step} of {cfg.steps})", file=sys.stderr)
-    G_step, D_step = prepare(state.G, state.D, speed, world)
-    meter, clock, saver, start_step = (
-        Meter(device),
-        Clock(state.elapsed, state.step),
-        Saver(cfg.checkpoint_dir, cfg.keep, last_ckpt),
-        state.step,
-    )
+            print(run.why, file=sys.stderr)
+        return run.last_ckpt
+    return loop(run, world)
+
+
+def loop(run: Start, world: World) -> Path | None:
+    """Update, log, sample and save until the run's steps, its time budget or a stop signal; then finish."""
+    cfg, state = run.cfg, run.state
+    meter, saver, start_step = Meter(run.device), Saver(cfg.checkpoint_dir, cfg.keep, run.last_ckpt), state.step
+    clock = Clock(state.elapsed, state.step)
     records: RunRecords | None = None  # rank 0's alone: the one process that writes the run's files
     judge: Judge | None = None
     pbar: tqdm | None = None
@@ -395,25 +333,12 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
     try:
         with saver.failures_as_stops(world), StopRequest(escalate=not world.group) as stop:
             if world.main:  # the one process that writes the run's files, and evaluates
-                records = RunRecords(cfg, state.step)
-                records.real_grid(data.pixels, data.labels, state.layout)
-                judge = judge_for(cfg, device)
-                if judge is not None:
-                    records.reference({**judge.reference, "eval_num": judge.eval_num}, judge.headline)
-                # once the input has passed every check, so that a refusal stays one line
-                print(f"training on {speed.describe(device)}", file=sys.stderr)
+                records, judge = open_records(run)
             clock = Clock(state.elapsed, state.step)  # from the loop's start: a first Judge can embed for a minute
-            pbar = tqdm(
-                total=cfg.steps,
-                initial=state.step,
-                unit="it",
-                dynamic_ncols=True,
-                mininterval=1.0,
-                disable=not world.main,
-            )
+            pbar = progress_bar(cfg, state.step, world)
             while True:
                 # update
-                meter.add(update(state, G_step, D_step, batches, objective))
+                meter.add(update(state, run.G_step, run.D_step, run.batches, run.objective))
                 pbar.update(1)
                 out_of_time, stop_signal = world.agree(
                     state.step % cfg.log_every == 0, clock.spent(cfg.minutes), stop.signal
@@ -421,18 +346,7 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
                 due = Due.at(cfg, state.step, out_of_time, stop_signal)
                 # log: the only host read-back
                 if due.row:
-                    row = read_row(state, meter, clock, world, saver, due.save)
-                    pbar.set_postfix(
-                        D=f"{row['d_loss']:.3f}",
-                        G=f"{row['g_loss']:.3f}",
-                        Dx=f"{row['d_real']:.2f}",
-                        DGz=f"{row['d_fake']:.2f}",
-                    )
-                    if due.evaluate and judge is not None and records is not None:  # rank 0: the others wait
-                        with clock.pause():
-                            evaluate_and_keep_best(judge, state, records, row, pbar.write)
-                    if records is not None:
-                        records.log(row)
+                    log_row(state, meter, clock, world, saver, due, pbar, judge, records)
                 # sample
                 if records is not None and due.grid:
                     draw_grid(state, records)
@@ -456,3 +370,43 @@ def _train(overrides: dict[str, Any], fresh: bool, force: bool, world: World, lo
         report(state, clock, start_step, records.board_seconds, saver, out_of_time, stop_signal)
     world.finish()
     return saver.last
+
+
+def open_records(run: Start) -> tuple[RunRecords, Judge | None]:
+    """Rank 0's records of the run (with the real images' grid and, where evaluations are on, their reference) and
+    the Judge of its evaluations; then the line saying where it trains, once the input has passed every check (so
+    that a refusal stays one line)."""
+    records = RunRecords(run.cfg, run.state.step)
+    records.real_grid(run.data.pixels, run.data.labels, run.state.layout)
+    judge = judge_for(run.cfg, run.device)
+    if judge is not None:
+        records.reference({**judge.reference, "eval_num": judge.eval_num}, judge.headline)
+    print(f"training on {run.speed.describe(run.device)}", file=sys.stderr)
+    return records, judge
+
+
+def progress_bar(cfg: TrainConfig, step: int, world: World) -> tqdm:
+    return tqdm(total=cfg.steps, initial=step, unit="it", dynamic_ncols=True, mininterval=1.0, disable=not world.main)
+
+
+def log_row(
+    state: TrainState,
+    meter: Meter,
+    clock: Clock,
+    world: World,
+    saver: Saver,
+    due: Due,
+    pbar: tqdm,
+    judge: Judge | None,
+    records: RunRecords | None,
+) -> None:
+    """The CSV row of this step: the means read back (the loop's one host read), shown on the progress bar,
+    scored when an evaluation is due (rank 0; the others wait) and written (rank 0)."""
+    row = read_row(state, meter, clock, world, saver, due.save)
+    pbar.set_postfix(D=f"{row['d_loss']:.3f}", G=f"{row['g_loss']:.3f}", Dx=f"{row['d_real']:.2f}",
+                     DGz=f"{row['d_fake']:.2f}")  # fmt: skip
+    if due.evaluate and judge is not None and records is not None:
+        with clock.pause():
+            evaluate_and_keep_best(judge, state, records, row, pbar.write)
+    if records is not None:
+        records.log(row)
