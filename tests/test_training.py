@@ -250,8 +250,8 @@ def test_the_trainers_adam_steps_as_torch_optims_foreach_adam_bit_for_bit_and_lo
         a.step(), b.step()
         a.zero_grad(), b.zero_grad()
         assert all(torch.equal(p, q) for p, q in zip(params, theirs))
-    assert a.state[params[0]]["step"].item() == 4 and a.state[params[1]]["step"].item() == 6
     mine, torchs = a.state_dict(), b.state_dict()
+    assert mine["state"][0]["step"].item() == 4 and mine["state"][1]["step"].item() == 6
     assert mine["param_groups"][0].keys() == torchs["param_groups"][0].keys()
     assert all(torch.equal(mine["state"][i][k], torchs["state"][i][k]) for i in torchs["state"] for k in torchs["state"][i])
     fresh = Adam(theirs, lr=0.0, betas=(0.9, 0.9))
