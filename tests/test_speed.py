@@ -144,7 +144,9 @@ def test_weight_average_follows_with_warmup_then_lags():
     assert torch.allclose(ema.model[0].weight, before + 0.9 + 0.01 * 1.1, atol=1e-6)
     model[1].num_batches_tracked.fill_(7)
     ema.update(10_001)
-    assert ema.model[1].num_batches_tracked.item() == 7  # integer buffers are copied, not averaged
+    assert ema.model[1].num_batches_tracked.item() == 0  # integer buffers are not averaged, nor copied each step
+    ema.copy_counters()
+    assert ema.model[1].num_batches_tracked.item() == 7  # but copied when a checkpoint is written
     assert not any(p.requires_grad for p in ema.model.parameters())
 
 

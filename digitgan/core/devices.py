@@ -19,6 +19,11 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """t on the device (copied without waiting for it), itself where it is there already (no operator)."""
+    return t if t.device == device else t.to(device, non_blocking=True)
+
+
 def pick_device(name: str) -> torch.device:
     """auto: the accelerator torch.accelerator names (CUDA, MPS, XPU, ...), else the CPU; on a torch without
     torch.accelerator, CUDA, else Apple's MPS, else the CPU. A named device must be present."""

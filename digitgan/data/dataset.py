@@ -18,7 +18,7 @@ SUBSET_SEED = 2025  # --train-images' pick: the same images whatever the run's -
 
 def to_float(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 pixels -> float32 in [-1, 1]: 0 (the background) -> -1, 255 -> 1."""
-    return pixels.float().div_(127.5).sub_(1.0)
+    return torch.div(pixels, 127.5).sub_(1.0)  # the division promotes to float32: no separate conversion
 
 
 def as_images(batch: torch.Tensor) -> torch.Tensor:

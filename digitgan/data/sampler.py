@@ -22,16 +22,22 @@ class BatchSampler:
         self.generator = torch.Generator().manual_seed(seed)
         self.order = self._shuffle()
         self.pos = 0
+        self._cut()
 
     def _shuffle(self) -> torch.Tensor:
         # Drawn on the CPU (the same order on every device), moved once per epoch, not once per batch.
         return torch.randperm(self.n, generator=self.generator).to(self.device)
 
+    def _cut(self) -> None:
+        """The order's batches from pos on, as views made in one operator (not one slice a batch)."""
+        self._start, self._batches = self.pos, self.order[self.pos :].split(self.batch_size)
+
     def next(self) -> torch.Tensor:
         if self.pos + self.batch_size > self.n:
             self.order = self._shuffle()
             self.pos = 0
-        idx = self.order[self.pos : self.pos + self.batch_size]
+            self._cut()
+        idx = self._batches[(self.pos - self._start) // self.batch_size]
         self.pos += self.batch_size
         return idx
 
@@ -41,3 +47,4 @@ class BatchSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.order, self.pos = state["order"].to(self.device), state["pos"]
+        self._cut()

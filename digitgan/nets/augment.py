@@ -35,12 +35,19 @@ class Randoms:
         return self.share(torch.randint(0, high, (self.total, *shape), generator=self.gen, device=self.gen.device))
 
 
+def like(t: torch.Tensor, x: torch.Tensor, dtype: bool = False) -> torch.Tensor:
+    """t on x's device (and with dtype, in x's dtype): itself where it is already (no operator)."""
+    if t.device == x.device and (not dtype or t.dtype == x.dtype):
+        return t
+    return t.to(x.device, x.dtype) if dtype else t.to(x.device)
+
+
 def translate(x: torch.Tensor, max_shift: int, r: Randoms, fill: float = 0.0) -> torch.Tensor:
     """Each image moved by up to max_shift pixels each way (independently in y and x), the uncovered border
     filled with `fill`; differentiable in x."""
     b, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4, value=fill)
-    dy, dx = (r.randint(2 * max_shift + 1).to(x.device) for _ in "yx")
+    dy, dx = (like(r.randint(2 * max_shift + 1), x) for _ in "yx")
     rows = (torch.arange(h, device=x.device) + dy[:, None])[:, :, None]  # (B, H, 1)
     cols = (torch.arange(w, device=x.device) + dx[:, None])[:, None, :]  # (B, 1, W)
     return padded[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
@@ -50,7 +57,7 @@ def cutout(x: torch.Tensor, r: Randoms) -> torch.Tensor:
     """Each image with a square of half its side, at a random place (it may reach past the border), set to 0."""
     _, _, h, w = x.shape
     side = h // 2
-    cy, cx = (r.randint(n + 1 - side % 2, 1, 1).to(x.device) - side // 2 for n in (h, w))
+    cy, cx = (like(r.randint(n + 1 - side % 2, 1, 1), x) - side // 2 for n in (h, w))
     ys, xs = torch.arange(h, device=x.device)[None, :, None], torch.arange(w, device=x.device)[None, None, :]
     inside = (ys >= cy) & (ys < cy + side) & (xs >= cx) & (xs < cx + side)  # (B, H, W)
     return x * (~inside).unsqueeze(1).to(x.dtype)
@@ -58,7 +65,7 @@ def cutout(x: torch.Tensor, r: Randoms) -> torch.Tensor:
 
 def colour(x: torch.Tensor, r: Randoms) -> torch.Tensor:
     """Brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5), each image its own."""
-    u = [r.rand(1, 1, 1).to(x.device, x.dtype) for _ in range(3)]  # each (B, 1, 1, 1)
+    u = [like(r.rand(1, 1, 1), x, dtype=True) for _ in range(3)]  # each (B, 1, 1, 1)
     x = x + (u[0] - 0.5)
     grey = x.mean(1, keepdim=True)
     x = (x - grey) * (2 * u[1]) + grey
@@ -81,7 +88,7 @@ def augment(
         cutout,
     ]
     for transform in steps:
-        chosen = (r.rand(1, 1, 1).to(x.device) < p).to(x.dtype)
+        chosen = (like(r.rand(1, 1, 1), x) < p).to(x.dtype)
         x = x + chosen * (transform(x, r) - x)
     return x.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) else x
 
@@ -114,9 +121,10 @@ class Augmenter:
         sign(r_t - target) (summed over the processes under torchrun, so every process keeps the same p)."""
         if self.mode != "ada":
             return
-        self.tally += torch.stack(
-            [real_logits.detach().float().sign().sum(), torch.tensor(float(len(real_logits)), device=self.tally.device)]
-        )
+        with torch.no_grad():
+            self.tally += torch.stack(
+                [real_logits.sign().sum(), torch.tensor(float(len(real_logits)), device=self.tally.device)]
+            )
         self.steps += 1
         if self.steps % ADA_INTERVAL == 0:
             if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -24,6 +24,11 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     impl = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # never given an output_size
+        """x: (B, C, H, W), or (B, C) for a 1x1 map (a generator's z: no reshape on the way in)."""
+        if x.dim() == 2 and (self.impl if self.impl != "auto" else self._auto(x)) == "matmul":
+            return self._projected(x)
+        if x.dim() == 2:
+            x = x.reshape(*x.shape, 1, 1)  # (B, C, 1, 1)
         impl = self.impl if self.impl != "auto" else self._auto(x)
         if impl == "fft" and self.stride == (1, 1):
             return self._fft_forward(x)
@@ -34,7 +39,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     def _auto(self, x: torch.Tensor) -> str:
         if self.stride == (1, 1) and min(self.kernel_size) >= 16:
             return "fft"
-        if x.device.type == "cpu" and (x.shape[-2] * x.shape[-1] == 1 or self.out_channels == 1):
+        if x.device.type == "cpu" and (x.dim() == 2 or x.shape[-2] * x.shape[-1] == 1 or self.out_channels == 1):
             return "matmul"
         return "direct"
 
@@ -46,13 +51,19 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         b, c, h, w = x.shape
         padding = cast(tuple[int, int], self.padding)  # a number per side, never "same"
         (kh, kw), (sy, sx), (py, px) = self.kernel_size, self.stride, padding
+        if h == w == 1:
+            return self._projected(x.reshape(b, c))
         cols = x.permute(0, 2, 3, 1).reshape(b * h * w, c) @ self.weight.reshape(c, -1)  # (B*H*W, C_out*kh*kw)
-        if h == w == 1:  # nothing overlaps: the product already is the image
-            out = cols.view(b, self.out_channels, kh, kw)[..., py : kh - py, px : kw - px]
-            return self._add_bias(out)
         cols = cols.view(b, h * w, -1).transpose(1, 2)  # (B, C_out*kh*kw, H*W)
         size = ((h - 1) * sy - 2 * py + kh, (w - 1) * sx - 2 * px + kw)
         return self._add_bias(F.fold(cols, size, self.kernel_size, padding=padding, stride=self.stride))
+
+    def _projected(self, x: torch.Tensor) -> torch.Tensor:
+        """A 1x1 map, (B, C): nothing overlaps, so the product with the weights already is the image."""
+        padding = cast(tuple[int, int], self.padding)
+        (kh, kw), (py, px) = self.kernel_size, padding
+        out = (x @ self.weight.reshape(self.in_channels, -1)).view(-1, self.out_channels, kh, kw)
+        return self._add_bias(out[..., py : kh - py, px : kw - px] if py or px else out)
 
     def _add_bias(self, out: torch.Tensor) -> torch.Tensor:
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)

@@ -64,6 +64,37 @@ class SeedDiscriminator(nn.Module):
         return self.net(x).view(-1)  # (B,)
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d (the same call, the same numbers) whose batch counter, num_batches_tracked (kept for the
+    checkpoints' layout; the momentum's update does not read it), is counted on the host and added to every
+    layer's at once by count_batches(): one operator an iteration, not one per layer and forward. Compiled, it
+    counts in its graph as nn.BatchNorm2d does."""
+
+    pending = 0  # training forwards not yet added to num_batches_tracked
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            if torch.compiler.is_compiling():
+                assert self.num_batches_tracked is not None
+                self.num_batches_tracked.add_(1)
+            else:
+                self.pending += 1
+        assert self.momentum is not None  # an exponential average: the counter plays no part in it
+        return nn.functional.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
+        )
+
+
+def count_batches(*models: nn.Module) -> None:
+    """Add each BatchNorm2d's pending training forwards to its num_batches_tracked, in one operator."""
+    layers = [m for model in models for m in model.modules() if isinstance(m, BatchNorm2d) and m.pending]
+    if layers:
+        counters = [m.num_batches_tracked for m in layers]
+        torch._foreach_add_([c for c in counters if c is not None], [m.pending for m in layers])
+        for m in layers:
+            m.pending = 0
+
+
 def _levels(resolution: int) -> int:
     """Stride-2 steps between the 4x4 map and the image: 3 at 32x32, 4 at 64x64 (Radford et al.'s DCGAN)."""
     return resolution.bit_length() - 3
@@ -76,15 +107,15 @@ class DCGANGenerator(nn.Module):
     def __init__(self, z_dim: int, width: int, resolution: int, channels: int):
         super().__init__()
         c = width * 2 ** (_levels(resolution) - 1)
-        layers = [ConvTranspose2d(z_dim, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU()]  # (B, c, 4, 4)
+        layers = [ConvTranspose2d(z_dim, c, 4, 1, 0, bias=False), BatchNorm2d(c), nn.ReLU()]  # (B, c, 4, 4)
         for _ in range(_levels(resolution) - 1):  # each: (B, c, s, s) -> (B, c/2, 2s, 2s)
-            layers += [ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU()]
+            layers += [ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), BatchNorm2d(c // 2), nn.ReLU()]
             c //= 2
         layers += [ConvTranspose2d(c, channels, 4, 2, 1, bias=False), nn.Tanh()]  # (B, channels, res, res)
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z[:, :, None, None])  # (B, z_dim, 1, 1)
+        return self.net(z)  # (B, z_dim): the first layer takes it as a 1x1 map
 
 
 class MinibatchStd(nn.Module):
@@ -130,7 +161,7 @@ class DCGANDiscriminator(nn.Module):
         first = nn.Conv2d(channels * pack, width, 4, 2, 1, bias=False)
         layers, c = [first, nn.LeakyReLU(0.2)], width  # (B/pack, w, res/2, res/2)
         for _ in range(_levels(resolution) - 1):  # each: (B, c, s, s) -> (B, 2c, s/2, s/2)
-            layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
+            layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
             c *= 2
         if mbstd:
             layers.append(MinibatchStd(mbstd, classes))  # (B, c+1, 4, 4)
@@ -154,11 +185,12 @@ class ClassBatchNorm2d(nn.Module):
 
     def __init__(self, channels: int, classes: int):
         super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.bn = BatchNorm2d(channels, affine=False)
         self.gain, self.shift = nn.Embedding(classes, channels), nn.Embedding(classes, channels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.bn(x) * self.gain(y)[:, :, None, None] + self.shift(y)[:, :, None, None]
+        shape = (-1, self.gain.embedding_dim, 1, 1)  # (B, C, 1, 1): one view, not two unsqueezes
+        return self.bn(x) * self.gain(y).view(shape) + self.shift(y).view(shape)
 
 
 class ConditionalDCGANGenerator(DCGANGenerator):
@@ -178,7 +210,7 @@ class ConditionalDCGANGenerator(DCGANGenerator):
             self.net[i] = ClassBatchNorm2d(norm.num_features, classes)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # with classes
-        x = z[:, :, None, None]  # (B, z_dim, 1, 1)
+        x = z  # (B, z_dim): the first layer takes it as a 1x1 map
         for layer in self.net:
             x = layer(x, y) if isinstance(layer, ClassBatchNorm2d) else layer(x)
         return x

@@ -49,6 +49,9 @@ class Adam:
         # foreach operators turn a Python scalar into one)
         self.scales = torch.zeros(2, len(params_), device=device)
         self._rows = (list(self.scales[0].unbind()), list(self.scales[1].unbind()))  # made once: views that stay
+        # written through numpy (no operator), then copied to the device in one (on the CPU: the scales themselves)
+        self._staging = self.scales if device.type == "cpu" else torch.zeros(2, len(params_))
+        self._values = self._staging.numpy()  # made once: Tensor.numpy() is an operator
 
     def zero_grad(self) -> None:
         """Drops the gradients (the next backward writes fresh ones instead of adding to zeros)."""
@@ -78,7 +81,9 @@ class Adam:
             # p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), in torch.optim's order
             values[0][i], values[1][i] = (1 - beta2**t) ** 0.5, -lr / (1 - beta1**t)
         if taking:
-            self.scales.copy_(torch.tensor(values, dtype=self.scales.dtype), non_blocking=True)
+            self._values[:] = values  # float64 to float32 as a foreach operator rounds a Python scalar
+            if self._staging is not self.scales:  # from pageable memory: the host may write it again at once
+                self.scales.copy_(self._staging, non_blocking=True)
         return taking
 
     @torch.no_grad()

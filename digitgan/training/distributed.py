@@ -67,7 +67,9 @@ class World:
         return line.split(". ")[0]
 
     def share(self, batch: torch.Tensor) -> torch.Tensor:
-        """This process's rows of a global batch (the whole batch for one process)."""
+        """This process's rows of a global batch (the whole batch, itself, for one process)."""
+        if self.size == 1:
+            return batch
         n = len(batch) // self.size
         return batch[self.rank * n : (self.rank + 1) * n]
 

@@ -73,12 +73,17 @@ def rp_g(fake: Logits, real: Logits | None) -> torch.Tensor:
 LOSSES = {"bce": Loss(bce_d, bce_g), "hinge": Loss(hinge_d, hinge_g), "rpgan": Loss(rp_d, rp_g, g_sees_real=True)}
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """x in float32: itself when it is already (no operator), as under full precision it always is."""
+    return x if x.dtype == torch.float32 else x.float()
+
+
 def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """E[|grad_x D(x)|^2] over a batch (R1 on real images, R2 on generated ones), differentiable in D's weights
     (so its gradient trains D)."""
     images = images.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(images).float().sum(), images, create_graph=True)
-    return grad.float().square().sum((1, 2, 3)).mean()
+    (grad,) = torch.autograd.grad(as_float(D(images)).sum(), images, create_graph=True)
+    return as_float(grad).square().sum((1, 2, 3)).mean()
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,8 @@ class Objective:
     ) -> tuple[torch.Tensor, Logits, Logits]:
         """Dmain: (D's loss, its logits on the real images, on the generated ones)."""
         with autocast(real.device, self.amp):
-            real_logits = self._seen(D, real, y_real).float()
-            fake_logits = self._seen(D, fake, y_fake).float()
+            real_logits = as_float(self._seen(D, real, y_real))
+            fake_logits = as_float(self._seen(D, fake, y_fake))
         return self.terms.d(real_logits, fake_logits), real_logits, fake_logits
 
     def d_reg(
@@ -153,6 +158,6 @@ class Objective:
     ) -> torch.Tensor:
         """Gmain: G's loss on D's view of the generated images (and of real ones, for a loss that compares)."""
         with autocast(fake.device, self.amp):
-            fake_logits = self._seen(D, fake, y).float()
-            real_logits = self._seen(D, real, y_real).float() if self.terms.g_sees_real and real is not None else None
+            fake_logits = as_float(self._seen(D, fake, y))
+            real_logits = as_float(self._seen(D, real, y_real)) if self.terms.g_sees_real and real is not None else None
         return self.terms.g(fake_logits, real_logits)

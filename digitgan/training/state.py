@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..core.devices import Speed
+from ..core.devices import Speed, on
 from ..data.sampler import BatchSampler
 from ..data.shape import GridLayout, Shape
 from ..data.sources import augmentation
 from ..errors import UsageError
 from ..nets.augment import Augmenter
-from ..nets.networks import build_models, load_weights, sample_noise
+from ..nets.networks import build_models, count_batches, load_weights, sample_noise
 from . import checkpoints
 from .adam import Adam
 
@@ -34,13 +34,21 @@ class Averager:
         # Split once: floats are averaged, integer buffers (BatchNorm's batch counter) copied.
         self._avg = [a for a, _ in pairs if a.is_floating_point()]
         self._src = [p for a, p in pairs if a.is_floating_point()]
-        self._copies = [(a, p) for a, p in pairs if not a.is_floating_point()]
+        self._copies = (
+            [a for a, _ in pairs if not a.is_floating_point()],
+            [p for a, p in pairs if not a.is_floating_point()],
+        )
 
     @torch.no_grad()
     def update(self, step: int) -> None:
         torch._foreach_lerp_(self._avg, self._src, 1 - min(self.decay, (1 + step) / (10 + step)))
-        for a, p in self._copies:
-            a.copy_(p)
+
+    @torch.no_grad()
+    def copy_counters(self) -> None:
+        """The integer buffers (batch norms' batch counters: nothing reads them but a checkpoint) as the model's
+        now: copied when saved, not at every step."""
+        if self._copies[0]:
+            torch._foreach_copy_(*self._copies)
 
 
 def lr_scale(cfg: TrainConfig, step: int) -> float:
@@ -123,7 +131,7 @@ class TrainState:
         elif self.cfg.conditional == "on":
             y = torch.randint(len(self.shape.classes), (n,), generator=self.noise_gen, device=self.noise_device)
         z, y = self.share(z), y if y is None else self.share(y)
-        return z.to(self.device, non_blocking=True), y if y is None else y.to(self.device, non_blocking=True)
+        return on(z, self.device), y if y is None else on(y, self.device)
 
     def _fake_label_weights(self, class_counts: torch.Tensor | None) -> torch.Tensor | None:
         """How often G draws each class in training (--fake-labels): the training set's class counts, or None for
@@ -145,6 +153,9 @@ class TrainState:
 
     def _learned(self) -> dict[str, Any]:
         """The networks, the weight average and Adam's states: what training changes, and NaN could poison."""
+        count_batches(self.G, self.D)  # the batch counters, counted on the host (networks.BatchNorm2d)
+        if self.ema:
+            self.ema.copy_counters()
         return dict(
             generator=self.G.state_dict(),
             **({"generator_ema": self.ema.model.state_dict()} if self.ema else {}),

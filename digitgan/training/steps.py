@@ -4,14 +4,13 @@ batches of training images (Batches), and the values a CSV row averages (Meter).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import functools
 from typing import cast
 
 import torch
 
 from ..config import TrainConfig
-from ..core.devices import Speed, autocast
+from ..core.devices import Speed, autocast, on
 from ..data.cache import CHUNK
 from ..data.dataset import Dataset, to_float
 from ..nets.networks import call
@@ -38,12 +37,12 @@ def d_update(
     with autocast(real.device, objective.amp), torch.no_grad():
         fake = call(G, z, y_fake)
     loss, real_logits, fake_logits = objective.d_main(D, real, fake, y_real, y_fake)
-    opt.zero_grad()
     penalty = objective.d_reg(D, real, y_real, fake, y_fake) if reg else None
-    loss.backward()
+    params = trained(D)
+    grads = gradients(loss, params)
     if penalty is not None:
-        params, grads = penalty
-        torch._foreach_add_([cast(torch.Tensor, p.grad) for p in params], list(grads))
+        torch._foreach_add_(grads, list(penalty[1]))
+    set_gradients(params, grads)
     mean_over_processes(D)
     norm = gradient_norm(D)
     opt.step()
@@ -61,31 +60,53 @@ def g_update(
     y_real: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One generator step (Gmain; real: images for a loss that compares with them); returns (loss, the gradient's
-    norm) on the device. D's weights are frozen for it: their gradients would be thrown away, and computing them is
-    a third of D's backward."""
-    with frozen(D):
-        with autocast(z.device, objective.amp):
-            fake = call(G, z, y)
-        loss = objective.g_main(D, fake, y, real, y_real)
-        opt.zero_grad()
-        loss.backward()
+    norm) on the device. The gradient is taken in G's weights alone: D's, a third of D's backward, are never
+    computed."""
+    with autocast(z.device, objective.amp):
+        fake = call(G, z, y)
+    loss = objective.g_main(D, fake, y, real, y_real)
+    params = trained(G)
+    set_gradients(params, gradients(loss, params))
     mean_over_processes(G)
     norm = gradient_norm(G)
     opt.step()
     return loss, norm
 
 
-@contextlib.contextmanager
-def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The model with no gradients for its parameters (they still pass gradients through to its input)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p in params:
-            p.requires_grad_(True)
+def trained(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The weights a step trains."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def gradients(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The loss's gradient in each of params (None for one it does not depend on), straight from the autograd
+    engine: the values loss.backward() would leave in .grad, without its detach of each one on the way in."""
+    return list(torch.autograd.grad(loss, params, _one(loss.device, loss.dtype), allow_unused=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _one(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The gradient a backward pass starts from, made once rather than at every step."""
+    return torch.ones((), device=device, dtype=dtype)
+
+
+def set_gradients(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+    """Each parameter's .grad (what the processes' mean, the norm and Adam read): replaced, never added to, and in
+    the parameter's memory layout, as loss.backward() leaves it (the layout orders the sum a gradient's norm takes)."""
+    for p, g in zip(params, grads):
+        p.grad = g if g is None or same_layout(g, p) else laid_out_as(g, p)
+
+
+def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors of one shape lie alike in memory (the strides of dimensions longer than one)."""
+    return all(x == y for x, y, n in zip(a.stride(), b.stride(), a.shape) if n > 1)
+
+
+def laid_out_as(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """g's values in p's memory layout."""
+    if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last):
+        return g.contiguous(memory_format=torch.channels_last)
+    return torch.empty_strided(p.shape, p.stride(), dtype=g.dtype, device=g.device).copy_(g)
 
 
 def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
@@ -131,15 +152,15 @@ class Batches:
 
     def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The images at idx on the training device, float32 in [-1, 1], with their labels for a conditional run."""
-        real = to_float(self.pixels[idx].to(self.device, non_blocking=True))
+        real = to_float(on(self.pixels[idx], self.device))
         if self.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        return real, self.labels[idx].to(self.device, non_blocking=True) if self.conditional else None
+        return real, on(self.labels[idx], self.device) if self.conditional else None
 
 
 def update(
     state: TrainState, G_step: torch.nn.Module, D_step: torch.nn.Module, batches: Batches, objective: Objective
-) -> torch.Tensor:
+) -> list[torch.Tensor]:
     """One iteration: cfg.d_steps discriminator updates, cfg.g_steps generator updates, the weight average. Returns
     what a CSV row averages (METERED: the last updates' losses, D's mean outputs on real and generated images (under
     rpgan, on each against its partner), the gradient norms, the augmentation's p), on the device: nothing is read
@@ -162,9 +183,9 @@ def update(
     if state.ema:
         state.ema.update(state.step)
     state.step += 1
-    return torch.stack(
-        [loss_d, loss_g, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean(), d_norm, g_norm, state.augmenter.p]
-    ).detach()
+    with torch.no_grad():
+        d_real, d_fake = real_logits.sigmoid().mean(), fake_logits.sigmoid().mean()
+    return [loss_d, loss_g, d_real, d_fake, d_norm, g_norm, state.augmenter.p]
 
 
 class Meter:
@@ -172,15 +193,16 @@ class Meter:
     read, and over the processes) only when a CSV row is due: the loop's one host sync."""
 
     def __init__(self, device: torch.device):
-        self.sums, self.count = torch.zeros(len(METERED), device=device), 0
+        self.sums, self.count = list(torch.zeros(len(METERED), device=device).unbind()), 0
 
-    def add(self, values: torch.Tensor) -> None:
-        self.sums += values
+    @torch.no_grad()  # the losses are added without their graphs
+    def add(self, values: list[torch.Tensor]) -> None:
+        torch._foreach_add_(self.sums, values)  # one operator, whatever the number of values
         self.count += 1
 
     def read(self, world: World) -> tuple[list[float], int]:
         """(the means, how many steps they cover), and a fresh start."""
-        means = world.mean(self.sums / self.count).tolist()
-        self.sums.zero_()
+        means = world.mean(torch.stack(self.sums) / self.count).tolist()
+        torch._foreach_zero_(self.sums)
         count, self.count = self.count, 0
         return means, count
