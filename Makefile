@@ -57,10 +57,18 @@ stacked-mnist: data
 	$(PY) dcgan.py data --dataset stacked-mnist
 
 # The colour tests train on the emoji of npm's emoji-datasource-google (fetched with npm pack, checksummed, frozen
-# into the cache at both resolutions).
+# into the cache at 32 and 64 pixels), and at 128 on the same emoji drawn by Debian's fonts-noto-color-emoji (its
+# .deb fetched with apt-get download, as dcgan.py would fetch it, checksummed, never installed).
+EMOJI_FONT := fonts-noto-color-emoji=2.042-0+deb12u1
 emoji: venv
 	$(PY) dcgan.py data --dataset emoji --resolution 32
 	$(PY) dcgan.py data --dataset emoji --resolution 64
+	@if [ ! -f $(CACHE)/fonts-noto-color-emoji_2.042-0+deb12u1_all.deb ]; then \
+	  mkdir -p $(CACHE) && (cd $(CACHE) && apt-get download -qq $(EMOJI_FONT) 2>/dev/null) || \
+	  { $(call apt_install,,the package lists are,the 128-pixel emoji tests); cd $(CACHE) && apt-get download -qq $(EMOJI_FONT); } || \
+	  echo "note: could not fetch $(EMOJI_FONT): make test's 128-pixel emoji tests will fail"; \
+	fi
+	$(PY) dcgan.py data --dataset emoji --resolution 128
 
 # The ImageNet feature space's test names real photos: the samples in Debian's python3-skimage, read from its .deb
 # (fetched, not installed; tests/photos.py checks its SHA-256).

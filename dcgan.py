@@ -406,7 +406,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     from digitgan.data.sources import source
     from digitgan.quality.judge import Judge
 
-    src, cache = source(args.dataset), cache_home(args.cache_dir)
+    src, cache = source(args.dataset, args.resolution), cache_home(args.cache_dir)
     src.prepare(Request(args.resolution, args.channels, cache, args.data_dir, args.workers), print)
     if args.data_dir:  # files of the user's: nothing of them is cached
         return

@@ -159,7 +159,7 @@ def test_the_class_picker_passes_the_class_it_shows(browser, conditional):
 
 @pytest.fixture(scope="module")
 def colour(tmp_path_factory, cache_dir):
-    d, url, proc = _site(tmp_path_factory, cache_dir, dataset="emoji", resolution=64, conditional="on", width=4,
+    d, url, proc = _site(tmp_path_factory, cache_dir, dataset="emoji", resolution=128, conditional="on", width=4,
                          steps=6, sample_every=3)
     yield d, url
     proc.terminate()
@@ -173,15 +173,15 @@ def canvas_rgb(driver, id):
     return np.array(data, np.uint8).reshape(h, w, 4)[..., :3]
 
 
-def test_the_page_draws_a_colour_64_pixel_model_and_names_its_classes(browser, colour):
+def test_the_page_draws_a_colour_128_pixel_model_and_names_its_classes(browser, colour):
     from selenium.webdriver.support.select import Select
     d, url = colour
     load(browser, url)
     info = json.loads((d / "site" / "generator.json").read_text())
-    assert (info["resolution"], info["channels"], info["classes"][0]) == (64, 3, "Smileys & Emotion")
+    assert (info["resolution"], info["channels"], info["classes"][0]) == (128, 3, "Smileys & Emotion")
     mine = canvas_rgb(browser, "fixed")  # the trainer's RGB grid of that step, within 2 levels
     trainers = np.asarray(Image.open(d / "samples" / "step_0000006.png").convert("RGB"))
-    assert mine.shape == trainers.shape == (10 * 66 + 2, 10 * 66 + 2, 3)
+    assert mine.shape == trainers.shape == (10 * 130 + 2, 8 * 130 + 2, 3)  # a row per class, 8 a row at 128 px
     assert np.abs(mine.astype(int) - trainers.astype(int)).max() <= 2
     picker = Select(browser.find_element("id", "class"))
     assert [o.text for o in picker.options] == ["every class", *info["classes"]]

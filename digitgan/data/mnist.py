@@ -193,6 +193,8 @@ class Digits(Source):
     """MNIST or Fashion-MNIST: a test set of its own, ten classes, a shipped evaluator."""
 
     test_set = "test set"
+    max_resolution = 64
+    resolution_note = " (28-pixel digits, padded to 32 and scaled up)"
 
     def __init__(self, name: str, title: str, classes: tuple[str, ...], installed: str = ""):
         # installed: the folder of the IDX files a system package puts in place; else the files come from the wheel

@@ -10,6 +10,7 @@ import torch
 
 GRID_SIDE = 8  # an unconditional grid: 8 x 8 samples
 GRID_CLASSES = 10  # a conditional grid: a row for each of the first 10 classes, 10 samples a row
+GRID_PIXELS = 1024  # at most about this wide: fewer samples a row past 128 pixels (a grid file stays a few MB)
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,10 @@ class Shape:
         return Shape(int(d["resolution"]), int(d["channels"]), tuple(d["classes"]))
 
     def grid(self, conditional: bool) -> GridLayout:
-        """The layout of a run's grids: 8 x 8, or for a conditional run a row per class (the first 10)."""
+        """The layout of a run's grids: 8 x 8, or for a conditional run a row per class (the first 10) of 10; fewer
+        a row where that would be wider than GRID_PIXELS (4 x 4 at 256 pixels)."""
+        fits = max(4, GRID_PIXELS // self.resolution)
         if conditional and self.classes:
-            return GridLayout(min(len(self.classes), GRID_CLASSES), GRID_CLASSES, True)
-        return GridLayout(GRID_SIDE, GRID_SIDE, False)
+            return GridLayout(min(len(self.classes), GRID_CLASSES), min(GRID_CLASSES, fits), True)
+        side = min(GRID_SIDE, fits)
+        return GridLayout(side, side, False)

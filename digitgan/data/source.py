@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageError
 from .dataset import Dataset
 from .shape import Shape
 
@@ -34,6 +35,16 @@ class Source:
     test_set = "held-out images"  # the real images quality figures compare with
     evaluator_shape: Shape | None = None  # the shape the shipped evaluator quality/evaluators/NAME reads, if any
     augment = "off"  # what --augment auto means for it
+    max_resolution = 256  # the largest --resolution it is trained at (its pictures' own size, scaled up no further)
+    resolution_note = ""  # where a larger side could come from, for the refusal
+
+    def check_resolution(self, resolution: int) -> None:
+        """Refuse a resolution past what this data holds, in one line saying what to pass."""
+        if resolution > self.max_resolution:
+            raise UsageError(
+                f"--resolution {resolution}: {self.title}, at most {self.max_resolution} pixels{self.resolution_note}; "
+                f"pass --resolution {self.max_resolution} or less"
+            )
 
     def load(self, split: str, resolution: int, channels: int, cache_dir: str, data_dir: str = "") -> Dataset:
         """One split ("train" or "test") as a Dataset, at the resolution, with the channels asked for (0: the data's

@@ -20,9 +20,12 @@ from .stacked import STACKED_MNIST
 BUILT_IN: dict[str, Source] = {s.name: s for s in (MNIST, FASHION_MNIST, STACKED_MNIST, EMOJI)}
 
 
-def source(dataset: str) -> Source:
-    """What --dataset names: a built-in source, else a folder of pictures."""
-    return BUILT_IN.get(dataset) or Folder(dataset)
+def source(dataset: str, resolution: int = 0) -> Source:
+    """What --dataset names: a built-in source, else a folder of pictures; with a resolution, refused (one line)
+    where the data do not go that far."""
+    src = BUILT_IN.get(dataset) or Folder(dataset)
+    src.check_resolution(resolution)
+    return src
 
 
 def load_dataset(
@@ -36,7 +39,7 @@ def load_dataset(
     """One split ("train" or "test") of a dataset at the resolution, with the channels asked for (0: the data's
     own). Sources with no test set of their own (the emoji, folders) give a seeded hold-out as "test", kept out of
     "train"."""
-    return source(dataset).load(split, resolution, channels, cache_home(cache_dir), data_dir)
+    return source(dataset, resolution).load(split, resolution, channels, cache_home(cache_dir), data_dir)
 
 
 def check_images(cfg: Any) -> None:
@@ -45,7 +48,7 @@ def check_images(cfg: Any) -> None:
     (freezing them on the way, into cfg.cache_dir)."""
     summary: list[str] = []  # said once the pictures are known to be enough
     asked = Request(cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir, cfg.workers)
-    src = source(cfg.dataset)
+    src = source(cfg.dataset, cfg.resolution)
     total, n, classes = src.sizes(asked, summary.append)
     if cfg.conditional == "on" and not classes:
         what = "put its pictures into two or more subfolders, one per class" if isinstance(src, Folder) else ""

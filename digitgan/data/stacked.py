@@ -33,6 +33,8 @@ def stack(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> tuple[np
 class StackedMNIST(Source):
     name = "stacked-mnist"
     title = "Stacked MNIST"
+    max_resolution = 64
+    resolution_note = " (28-pixel digits, padded to 32 and scaled up)"
     test_set = "test set"
     evaluator_shape = Shape(PADDED, 3)  # read a channel at a time by MNIST's evaluator
 

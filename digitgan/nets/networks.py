@@ -95,22 +95,35 @@ def count_batches(*models: nn.Module) -> None:
             m.pending = 0
 
 
+CHANNEL_CAP = 8  # the widest layers' channels, in widths: reached at 64 px, kept from there on up
+
+
 def _levels(resolution: int) -> int:
-    """Stride-2 steps between the 4x4 map and the image: 3 at 32x32, 4 at 64x64 (Radford et al.'s DCGAN)."""
+    """Stride-2 steps between the 4x4 map and the image: 3 at 32x32, 4 at 64x64 (Radford et al.'s DCGAN), one more
+    per doubling."""
     return resolution.bit_length() - 3
 
 
+def _channels(width: int, resolution: int) -> list[int]:
+    """The channels of the maps from 4x4 up to half the resolution: width * 2^k, halving per doubling of the side
+    (width at half the resolution), at most CHANNEL_CAP * width (so that past 64 px the top layers do not grow
+    without bound: 32 and 64 px are Radford et al.'s, uncapped)."""
+    levels = _levels(resolution)
+    return [width * min(2 ** (levels - 1 - i), CHANNEL_CAP) for i in range(levels)]
+
+
 class DCGANGenerator(nn.Module):
-    """Radford et al. 2015: project z to a 4x4 map of 2^(levels-1) * width channels, then one stride-2 transposed
-    conv per doubling of the side, halving the channels, up to the image's resolution and channels."""
+    """Radford et al. 2015: project z to a 4x4 map, then one stride-2 transposed conv per doubling of the side,
+    halving the channels (under a cap: _channels), up to the image's resolution and channels."""
 
     def __init__(self, z_dim: int, width: int, resolution: int, channels: int):
         super().__init__()
-        c = width * 2 ** (_levels(resolution) - 1)
+        chans = _channels(width, resolution)
+        c = chans[0]
         layers = [ConvTranspose2d(z_dim, c, 4, 1, 0, bias=False), BatchNorm2d(c), nn.ReLU()]  # (B, c, 4, 4)
-        for _ in range(_levels(resolution) - 1):  # each: (B, c, s, s) -> (B, c/2, 2s, 2s)
-            layers += [ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), BatchNorm2d(c // 2), nn.ReLU()]
-            c //= 2
+        for out in chans[1:]:  # each: (B, c, s, s) -> (B, out, 2s, 2s)
+            layers += [ConvTranspose2d(c, out, 4, 2, 1, bias=False), BatchNorm2d(out), nn.ReLU()]
+            c = out
         layers += [ConvTranspose2d(c, channels, 4, 2, 1, bias=False), nn.Tanh()]  # (B, channels, res, res)
         self.net = nn.Sequential(*layers)
 
@@ -151,18 +164,20 @@ class MinibatchStd(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """The generator mirrored: one stride-2 conv per halving of the side, doubling the channels, down to 4x4,
+    """The generator mirrored: one stride-2 conv per halving of the side, doubling the channels (under the same
+    cap), down to 4x4,
     then (with mbstd) the minibatch standard deviation channel, and a 4x4 conv to one logit; with pack, one logit
     for each pack of that many pictures (Lin et al. 2018)."""
 
     def __init__(self, width: int, resolution: int, channels: int, mbstd: int = 0, pack: int = 1, classes: int = 0):
         super().__init__()
         self.pack = pack
-        first = nn.Conv2d(channels * pack, width, 4, 2, 1, bias=False)
-        layers, c = [first, nn.LeakyReLU(0.2)], width  # (B/pack, w, res/2, res/2)
-        for _ in range(_levels(resolution) - 1):  # each: (B, c, s, s) -> (B, 2c, s/2, s/2)
-            layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
-            c *= 2
+        chans = _channels(width, resolution)[::-1]  # from half the resolution down to 4x4
+        first = nn.Conv2d(channels * pack, chans[0], 4, 2, 1, bias=False)
+        layers, c = [first, nn.LeakyReLU(0.2)], chans[0]  # (B/pack, w, res/2, res/2)
+        for out in chans[1:]:  # each: (B, c, s, s) -> (B, out, s/2, s/2)
+            layers += [nn.Conv2d(c, out, 4, 2, 1, bias=False), BatchNorm2d(out), nn.LeakyReLU(0.2)]
+            c = out
         if mbstd:
             layers.append(MinibatchStd(mbstd, classes))  # (B, c+1, 4, 4)
             c += 1

@@ -16,7 +16,7 @@ from ..config import TrainConfig, resolve
 from ..core.devices import Speed, fits_on, pick_device, speed_settings
 from ..core.files import ensure_writable, sweep
 from ..data.dataset import Dataset
-from ..data.sources import check_images, load_dataset
+from ..data.sources import check_images, load_dataset, source
 from . import checkpoints
 from .distributed import World
 from .lock import RunLock
@@ -98,6 +98,8 @@ def claim_run(overrides: dict[str, Any], fresh: bool, force: bool, world: World,
         world.check_batch(asked.batch_size, asked.pack)
     if {"dataset", "train_images"} & overrides.keys():
         check_images(asked)
+    elif "resolution" in overrides:
+        source(asked.dataset, asked.resolution)  # a side its data do not reach: refused before the disk is touched
     run_dir = ensure_writable(asked.checkpoint_dir, "--checkpoint-dir")
     lock.acquire(run_dir)
     sweep(run_dir)  # what a trainer killed mid-write left
