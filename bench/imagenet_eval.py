@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from digitgan.config import resolve  # noqa: E402
 from digitgan.data.sources import load_dataset  # noqa: E402
 from digitgan.quality.features import CPU_BATCH, imagenet_space  # noqa: E402
-from digitgan.quality.imagenet import fast_copy, load_efficientnet, to_input  # noqa: E402
+from digitgan.nets.efficientnet import fast_copy, load_efficientnet, to_input  # noqa: E402
 from digitgan.quality.judge import Judge  # noqa: E402
 from digitgan.quality.metrics import fid as frechet, kid  # noqa: E402
 from digitgan.nets.networks import build_models  # noqa: E402

@@ -59,7 +59,7 @@ def folder(work: Path, n: int) -> Path:
 def data_command(pics: Path, cache: Path, env: dict[str, str]) -> subprocess.Popen:
     """`dcgan data` of the folder into a fresh cache (EfficientNet's wheel linked in: no download)."""
     from digitgan.config import cache_home
-    from digitgan.quality.imagenet import WHEEL
+    from digitgan.nets.efficientnet import WHEEL
 
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)

@@ -14,7 +14,8 @@ from .errors import UsageError
 
 ON_OFF = ("on", "off")
 AUTO_ON_OFF = ("auto", "on", "off")
-FEATURE_SPACES = ("auto", "evaluator", "imagenet")  # --features, besides the path of a TorchScript file (features.py)
+# --features, besides the path of a TorchScript file (quality/features.py)
+FEATURE_SPACES = ("auto", "evaluator", "imagenet", "classifier")
 BACKENDS = ("auto", "nccl", "gloo")  # torchrun's process group (train --backend)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 RESOLUTIONS = (32, 64, 128, 256)
@@ -47,6 +48,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # What --conditional on changes from the dcgan preset's defaults (tuned in docs/experiments.md).
 CONDITIONAL: dict[str, Any] = dict(r1=0.01, lr_decay=0.0)
+# What --discriminator projected changes (Sauer et al.'s recipe, docs/projected.md): the hinge loss, no gradient
+# penalty (it would go back through the feature network), DiffAugment, Adam at 2e-4 with betas (0, 0.99)
+PROJECTED: dict[str, Any] = dict(loss="hinge", r1=0.0, augment="diff", lr_d=2e-4, lr_g=2e-4, beta1=0.0, beta2=0.99)
 
 
 CACHE_ENV = "DCGAN_CACHE"
@@ -168,9 +172,28 @@ class TrainConfig:
     )
     features: str = setting(
         "auto",
-        "the quality figures' feature space: auto, evaluator, imagenet or PATH.pt (a "
-        "TorchScript module; auto: the shipped evaluator where it reads the data, MNIST and "
-        "Fashion-MNIST at 32x32 grey, ImageNet features otherwise)",
+        "the quality figures' feature space: auto, evaluator, imagenet, classifier (the one train-evaluator trained "
+        "on the emoji's or a labelled folder's classes) or PATH.pt (a TorchScript module; auto: the shipped "
+        "evaluator where it reads the data, MNIST and Fashion-MNIST at 32x32 grey, ImageNet features otherwise)",
+    )
+    init: str = setting(
+        "",
+        "start a new run from another run's G, D and weight average (a run directory: its newest checkpoint; or a "
+        "checkpoint file): fine-tuning, with fresh optimizers from step 0; the networks must have the same shapes",
+        born=True,
+    )
+    discriminator: str = setting(
+        "dcgan",
+        "D's kind: dcgan (Radford et al.'s, the generator mirrored, trained from scratch) or projected (small heads on "
+        "a frozen ImageNet network's features at four scales, mixed at random, Sauer et al. 2021: docs/projected.md)",
+        ("dcgan", "projected"),
+        born=True,
+    )
+    projected_side: int = setting(
+        0,
+        "the side the projected D's feature network reads the pictures at, scaled (0: twice the resolution, at "
+        "least 128, at most 256)",
+        born=True,
     )
     spectral_norm: str = setting(
         "off",
@@ -275,12 +298,12 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
-        for name in ("minutes", "eval_every", "r1", "r2", "train_images", "mbstd", "workers"):
+        for name in ("minutes", "eval_every", "r1", "r2", "train_images", "mbstd", "workers", "projected_side"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must be zero (off) or positive, not {getattr(self, name)}")
         if self.features not in FEATURE_SPACES and not self.features.endswith(".pt"):
             raise UsageError(
-                f"--features must be auto, evaluator, imagenet or the path of a TorchScript .pt file, "
+                f"--features must be auto, evaluator, imagenet, classifier or the path of a TorchScript .pt file, "
                 f"not {self.features!r}"
             )
         if self.eval_num < 2 and self.eval_num != 0:
@@ -304,9 +327,22 @@ class TrainConfig:
                 f"{self.pack} pictures at a time"
             )
         for name, value in (
+            ("mbstd", self.mbstd),
+            ("pack", self.pack > 1),
+            ("spectral_norm", self.spectral_norm != "off"),
+        ):
+            if value and self.discriminator == "projected":
+                raise UsageError(
+                    f"--{flag(name)} {getattr(self, name)} is an option of the dcgan discriminator; the projected one "
+                    f"has heads of its own (spectrally normalised): pass --discriminator dcgan, or leave it out"
+                )
+        if self.projected_side and not (32 <= self.projected_side <= 512):
+            raise UsageError(f"--projected-side must be 0 (auto) or from 32 to 512, not {self.projected_side}")
+        for name, value in (
             ("conditional", self.conditional == "on"),
             ("mbstd", self.mbstd),
             ("pack", self.pack > 1),
+            ("discriminator", self.discriminator == "projected"),
         ):
             if value and self.preset == "seed":
                 raise UsageError(
@@ -348,7 +384,8 @@ def resolve(overrides: dict[str, Any], saved: dict[str, Any] | None = None) -> T
         if preset not in PRESETS:
             raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
         conditional = CONDITIONAL if overrides.get("conditional") == "on" else {}
-        return TrainConfig(**{**PRESETS[preset], **conditional, **overrides})
+        projected = PROJECTED if overrides.get("discriminator") == "projected" else {}
+        return TrainConfig(**{**PRESETS[preset], **conditional, **projected, **overrides})
     for name in IDENTITY_FIELDS:
         then = saved.get(name, getattr(TrainConfig, name))  # a field newer than the checkpoint: its default then
         if name in overrides and overrides[name] != then:

@@ -15,7 +15,7 @@ from digitgan.data.cache import read_frozen
 from digitgan.data.emoji import EMOJI_PACKAGE
 from digitgan.data.freeze import FREEZE_VERSION, holdout_split
 from digitgan.data.sources import load_dataset
-from digitgan.quality.imagenet import WHEEL
+from digitgan.nets.efficientnet import WHEEL
 from runs import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -316,6 +316,13 @@ def test_a_labelled_folder_gets_class_figures_from_a_classifier_trained_on_it(tm
     assert len(result["per_class_recall"]) == 2 and 0 <= result["class_recall"] <= 1  # each class's diversity
     assert (result["cas_num"], result["cas_real_num"]) == (40, 25) and 0 <= result["cas"] <= 1
     assert "CAS" in capsys.readouterr().out
+    # the same classifier as a feature space of its own: a space no ImageNet network made
+    assert dcgan.main(["evaluate", "--checkpoint-dir", str(tmp_path / "ck"), "--num", "20", "--features", "classifier",
+                       "--json", str(out)]) == 0
+    mine = json.loads(out.read_text())
+    assert mine["features"] == f"pics-{result['classifier']}" and mine["headline"] == "kid"
+    assert "classifier train-evaluator trained on pics's classes" in mine["features_about"]
+    assert mine["real_reference"]["features"] == mine["features"] and 0 <= mine["precision"] <= 1
 
 
 def test_train_images_trains_on_a_fixed_pick_and_keeps_the_hold_out_whole(tmp_path, cache_dir, tiny, capsys):

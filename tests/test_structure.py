@@ -114,7 +114,7 @@ def test_a_new_kind_of_data_is_one_source_and_every_stage_takes_it(tmp_path, cac
 
     import digitgan
     from digitgan.data import sources
-    from digitgan.quality.imagenet import WHEEL
+    from digitgan.nets.efficientnet import WHEEL
 
     monkeypatch.setitem(sources.BUILT_IN, "stripes", Stripes())
     cache = tmp_path / "cache"

@@ -1,2 +1,2 @@
-"""The networks and what they see: generators and discriminators, the transposed convolutions' formulations, the
-augmentation of D's input, and the trained generator that draws. Imports config, errors, core and data."""
+"""The networks and what they see: generators and discriminators (one on a pretrained ImageNet network's features),
+the convolutions' formulations, D's augmentation, the generator that draws. Imports config, errors, core and data."""

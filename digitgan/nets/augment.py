@@ -123,7 +123,7 @@ class Augmenter:
             return
         with torch.no_grad():
             self.tally += torch.stack(
-                [real_logits.sign().sum(), torch.tensor(float(len(real_logits)), device=self.tally.device)]
+                [real_logits.sign().sum(), torch.tensor(float(real_logits.numel()), device=self.tally.device)]
             )
         self.steps += 1
         if self.steps % ADA_INTERVAL == 0:

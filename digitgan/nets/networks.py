@@ -14,6 +14,8 @@ from ..data.shape import Shape
 from ..data.sources import known_shape
 from ..errors import UsageError
 from .convs import ConvTranspose2d, SameConvTranspose2d, set_conv_impl
+from .efficientnet import load_efficientnet
+from .projected import MIX_SEED, FrozenFeatures, ProjectedDiscriminator
 
 
 class SeedGenerator(nn.Module):
@@ -274,7 +276,19 @@ def _init_dcgan(m: nn.Module) -> None:
 
 def build_models(cfg: TrainConfig, shape: Shape | None = None) -> tuple[nn.Module, nn.Module]:
     """A freshly initialised (generator, discriminator) pair for images of the data's shape (default: the shape the
-    config's dataset is known to have); draws from torch's global RNG."""
+    config's dataset is known to have); draws from torch's global RNG (a projected D: from a stream of its own)."""
+    g, d = _built(cfg, shape, discriminator=True)
+    assert d is not None
+    return g, d
+
+
+def build_generator(cfg: TrainConfig, shape: Shape | None = None) -> nn.Module:
+    """The generator of build_models alone, for weights to be loaded into (a projected D is not built: it would
+    load its feature network for nothing)."""
+    return _built(cfg, shape, discriminator=False)[0]
+
+
+def _built(cfg: TrainConfig, shape: Shape | None, discriminator: bool) -> tuple[nn.Module, nn.Module | None]:
     shape = shape or known_shape(cfg)
     size = dict(resolution=shape.resolution, channels=shape.channels)
     g: nn.Module
@@ -305,6 +319,8 @@ def build_models(cfg: TrainConfig, shape: Shape | None = None) -> tuple[nn.Modul
     if cfg.spectral_norm == "both":
         spectral_normed(g, discriminator=False)
     set_conv_impl(g, cfg.conv_impl)
+    if cfg.discriminator == "projected":
+        return g, projected(cfg, shape) if discriminator else None
     return g, d
 
 
@@ -329,6 +345,27 @@ def bake_spectral_norm(model: nn.Module) -> nn.Module:
         if torch.nn.utils.parametrize.is_parametrized(m, "weight"):
             torch.nn.utils.parametrize.remove_parametrizations(m, "weight")
     return model
+
+
+def projected_side(cfg: TrainConfig, shape: Shape) -> int:
+    """The side the projected D's feature network reads pictures at: --projected-side, or twice the resolution
+    (at least 128, at most 256)."""
+    return cfg.projected_side or min(max(2 * shape.resolution, 128), 256)
+
+
+def projected(cfg: TrainConfig, shape: Shape) -> ProjectedDiscriminator:
+    """The projected discriminator of a run: the wheel's feature network, the mixing drawn from the run's seed, the
+    heads initialised from a stream of their own (the same heads whatever else the process drew)."""
+    net, _ = load_efficientnet(cfg.cache_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + MIX_SEED + 1)
+        return ProjectedDiscriminator(
+            FrozenFeatures(net),
+            projected_side(cfg, shape),
+            shape.channels,
+            cfg.seed,
+            len(shape.classes) if cfg.conditional == "on" else 0,
+        )
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:

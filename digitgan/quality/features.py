@@ -4,7 +4,9 @@ goes into every output, so no figure can be taken for Inception FID or compared 
     evaluator  the shipped MNIST / Fashion-MNIST classifier's 128-d features (and its class probabilities):
                32x32 grey digits only; Stacked MNIST's three channels read apart (3 x 128-d), with each
                picture's mode (the three digits) for the mode figures
-    imagenet   EfficientNet-Lite0's 1280-d ImageNet features at 224x224 (imagenet.py): any pictures
+    imagenet   EfficientNet-Lite0's 1280-d ImageNet features at 224x224 (nets/efficientnet.py): any pictures
+    classifier the 128-d features of the classifier `train-evaluator` trained on these data's own classes (the
+               emoji, a labelled folder): a space no ImageNet network, and so no projected D, has seen
     PATH.pt    a TorchScript module of the user's: (B, C, R, R) images in [-1, 1] -> (B, D) features
     auto       evaluator where it applies (MNIST, Fashion-MNIST at 32x32 grey), imagenet otherwise
 """
@@ -51,6 +53,11 @@ def choose(features: str, src: Source, shape: Shape) -> str:
     """The space --features names for these data: auto resolved, evaluator refused where it cannot read them."""
     if features == "auto":
         return "evaluator" if src.evaluator_reads(shape) else "imagenet"
+    if features == "classifier" and src.evaluator:
+        raise UsageError(
+            f"--features classifier: {src.name} has a shipped evaluator, which is its classifier: pass --features "
+            f"evaluator (or auto)"
+        )
     if features == "evaluator" and not src.evaluator_reads(shape):
         readable: dict[str, list[str]] = {}  # a shape: the data read at it
         for s in BUILT_IN.values():
@@ -80,7 +87,27 @@ def feature_space(features: str, src: Source, shape: Shape, cache_dir: str, devi
         return per_channel_space(model, f"{name}-evaluator-per-channel:{digest}", name, shape.channels)
     if choice == "imagenet":
         return imagenet_space(cache_dir, device)
+    if choice == "classifier":
+        return classifier_space(src, shape, cache_dir, device)
     return torchscript_space(choice, device)
+
+
+def classifier_space(src: Source, shape: Shape, cache_dir: str, device: torch.device | str) -> FeatureSpace:
+    from .evaluator import FEATURES, load_classifier
+
+    classifier = load_classifier(src.name, cache_dir, device, shape.resolution, shape.channels)
+    if classifier is None:
+        raise UsageError(
+            f"--features classifier: no classifier of {src.name} at {shape.describe()} yet: train it with `python "
+            f"dcgan.py train-evaluator --dataset {src.name} --resolution {shape.resolution}` (minutes, once)"
+        )
+    kind = Path(src.name).name
+    return FeatureSpace(
+        f"{kind}-{classifier.name}",
+        f"the {FEATURES}-d features of the classifier train-evaluator trained on {kind}'s classes",
+        classifier.embed,
+        2000,
+    )
 
 
 def per_channel_space(model: Evaluator, name: str, title: str, channels: int) -> FeatureSpace:
@@ -111,7 +138,7 @@ def per_channel_space(model: Evaluator, name: str, title: str, channels: int) ->
 
 
 def imagenet_space(cache_dir: str, device: torch.device | str) -> FeatureSpace:
-    from .imagenet import FEATURES, fast_copy, load_efficientnet, to_input
+    from ..nets.efficientnet import FEATURES, fast_copy, load_efficientnet, to_input
 
     model, digest = load_efficientnet(cache_dir, say=lambda line: print(line, file=sys.stderr))
     fast = fast_copy(model).to(device)
@@ -136,7 +163,9 @@ def imagenet_space(cache_dir: str, device: torch.device | str) -> FeatureSpace:
 def torchscript_space(path: str, device: torch.device | str) -> FeatureSpace:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UsageError(f"--features {path}: no such file (pass auto, evaluator, imagenet or a TorchScript .pt file)")
+        raise UsageError(
+            f"--features {path}: no such file (pass auto, evaluator, imagenet, classifier or a TorchScript .pt file)"
+        )
     blob = file.read_bytes()
     try:
         model = torch.jit.load(io.BytesIO(blob), map_location=device).eval()

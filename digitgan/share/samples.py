@@ -20,7 +20,7 @@ from ..core.pictures import save_grid
 from ..data.sources import saved_shape
 from ..errors import UsageError
 from ..nets.drawing import prepare_for_inference
-from ..nets.networks import build_models, load_weights
+from ..nets.networks import build_generator, load_weights
 from ..training import checkpoints
 from ..training.lock import trainer
 
@@ -73,7 +73,7 @@ def load_generator(
                 file=sys.stderr,
             )
     cfg = resolve({}, state["config"])
-    generator, _ = build_models(cfg, saved_shape(state))
+    generator = build_generator(cfg, saved_shape(state))
     load_weights(generator, state.get("generator_ema", state["generator"]))
     loaded = prepare_for_inference(generator, cfg, pick_device(device)), cfg, state["step"]
     return (*loaded, state) if with_state else loaded

@@ -21,25 +21,25 @@ from ..core.devices import autocast
 from ..nets.networks import call
 from .distributed import unwrapped
 
-Logits = torch.Tensor
+Logits = torch.Tensor  # (B,), or (B, heads) from a D of several heads, each judged on its own
 
 
 @functools.lru_cache(maxsize=16)
-def _target(value: float, n: int, device: torch.device) -> torch.Tensor:
-    """A constant target for BCE, made once per batch size and device rather than at every step."""
-    return torch.full((n,), value, device=device)
+def _target(value: float, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A constant target for BCE, made once per logits' shape and device rather than at every step."""
+    return torch.full(shape, value, device=device)
 
 
 def bce_d(real: Logits, fake: Logits) -> torch.Tensor:
     """The non-saturating loss of Goodfellow et al. (D: real is 1, generated is 0)."""
     return F.binary_cross_entropy_with_logits(
-        real, _target(1.0, len(real), real.device)
-    ) + F.binary_cross_entropy_with_logits(fake, _target(0.0, len(fake), fake.device))
+        real, _target(1.0, tuple(real.shape), real.device)
+    ) + F.binary_cross_entropy_with_logits(fake, _target(0.0, tuple(fake.shape), fake.device))
 
 
 def bce_g(fake: Logits, real: Logits | None) -> torch.Tensor:
     """G maximises log D(G(z))."""
-    return F.binary_cross_entropy_with_logits(fake, _target(1.0, len(fake), fake.device))
+    return F.binary_cross_entropy_with_logits(fake, _target(1.0, tuple(fake.shape), fake.device))
 
 
 def hinge_d(real: Logits, fake: Logits) -> torch.Tensor:

