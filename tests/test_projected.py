@@ -89,7 +89,12 @@ def test_init_starts_a_new_run_from_another_runs_networks(tmp_path, cache_dir, c
     for model, key in ((run.state.G, "generator"), (run.state.D, "discriminator"),
                        (run.state.ema.model, "generator_ema")):
         assert same_state(model.state_dict(), saved[key])
-    # other shapes: one line, exit 2; and a run that exists already is not started over from another
+    # a source that is not there, other shapes: one line, exit 2, nothing made; and a run that exists already is not
+    # started over from another
+    missing = {**new, "init": str(tmp_path / "nowhere"), "checkpoint_dir": str(tmp_path / "d")}
+    assert dcgan.main(["train", *cli_flags(missing)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "no such run directory or checkpoint file" in line and not (tmp_path / "d").exists()
     argv = ["train", *cli_flags({**new, "width": 8, "checkpoint_dir": str(tmp_path / "c")})]
     assert dcgan.main(argv) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()

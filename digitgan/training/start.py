@@ -23,7 +23,7 @@ from .distributed import World
 from .lock import RunLock
 from .objective import Objective
 from .records import archive_run
-from .state import TrainState
+from .state import TrainState, init_source
 from .steps import Batches, prepare
 
 
@@ -105,6 +105,8 @@ def claim_run(overrides: dict[str, Any], fresh: bool, force: bool, world: World,
         check_images(asked)
     elif "resolution" in overrides:
         source(asked.dataset, asked.resolution)  # a side its data do not reach: refused before the disk is touched
+    if overrides.get("init"):
+        init_source(asked.init)  # likewise a source that is not there
     run_dir = ensure_writable(asked.checkpoint_dir, "--checkpoint-dir")
     lock.acquire(run_dir)
     sweep(run_dir)  # what a trainer killed mid-write left

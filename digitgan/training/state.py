@@ -218,7 +218,7 @@ class TrainState:
         """This new run's networks (G, D and the weight average) as another run trained them, from its newest
         checkpoint or a checkpoint file; the optimizers, step, streams and data stay this run's. Refused in one line
         where the networks' shapes differ. Returns the checkpoint's path."""
-        where = Path(source).expanduser()
+        where = init_source(source)
         found = checkpoints.load_latest(where) if where.is_dir() else (checkpoints.load(where), where)
         if found is None:
             raise UsageError(f"--init {source}: no checkpoint in that folder; pass a run directory or a .pt file")
@@ -261,3 +261,11 @@ class TrainState:
     def nonfinite(self) -> list[str]:
         """The parts of the state that hold NaN or inf (empty: it can be saved as a good checkpoint)."""
         return checkpoints.nonfinite(self._learned())
+
+
+def init_source(source: str) -> Path:
+    """--init's run directory or checkpoint file, refused in one line when it is not there."""
+    where = Path(source).expanduser()
+    if not where.exists():
+        raise UsageError(f"--init {source}: no such run directory or checkpoint file; pass one of a trained run")
+    return where
