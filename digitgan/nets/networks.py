@@ -319,7 +319,7 @@ def _built(cfg: TrainConfig, shape: Shape | None, discriminator: bool) -> tuple[
     if cfg.spectral_norm == "both":
         spectral_normed(g, discriminator=False)
     set_conv_impl(g, cfg.conv_impl)
-    if cfg.discriminator == "projected":
+    if cfg.discriminator == "projected":  # the DCGAN D above was still drawn: G starts the same whichever D judges it
         return g, projected(cfg, shape) if discriminator else None
     return g, d
 
