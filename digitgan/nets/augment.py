@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..core.devices import on
+
 ADA_TARGET = 0.6  # the r_t ADA steers towards
 ADA_INTERVAL = 4  # D steps between adjustments of p
 ADA_IMAGES = 500_000  # p can move from 0 to 1 over this many real images
@@ -37,9 +39,8 @@ class Randoms:
 
 def like(t: torch.Tensor, x: torch.Tensor, dtype: bool = False) -> torch.Tensor:
     """t on x's device (and with dtype, in x's dtype): itself where it is already (no operator)."""
-    if t.device == x.device and (not dtype or t.dtype == x.dtype):
-        return t
-    return t.to(x.device, x.dtype) if dtype else t.to(x.device)
+    t = on(t, x.device)
+    return t if not dtype or t.dtype == x.dtype else t.to(x.dtype)
 
 
 def translate(x: torch.Tensor, max_shift: int, r: Randoms, fill: float = 0.0) -> torch.Tensor:
