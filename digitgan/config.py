@@ -111,7 +111,8 @@ class TrainConfig:
     train_images: int = setting(
         0,
         "train on a seeded pick of this many of the training images (0: all): the "
-        "small-data regime; the test set or hold-out stays whole",
+        "small-data regime; the test set or hold-out stays whole. Negative: all but the pick of that many, "
+        "to pretrain a model that --init then fine-tunes on the pick",
         born=True,
     )
     workers: int = setting(
@@ -298,7 +299,7 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{flag(name)} must be a positive integer, not {getattr(self, name)}")
-        for name in ("minutes", "eval_every", "r1", "r2", "train_images", "mbstd", "workers", "projected_side"):
+        for name in ("minutes", "eval_every", "r1", "r2", "mbstd", "workers", "projected_side"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{flag(name)} must be zero (off) or positive, not {getattr(self, name)}")
         if self.features not in FEATURE_SPACES and not self.features.endswith(".pt"):

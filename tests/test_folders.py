@@ -334,13 +334,17 @@ def test_train_images_trains_on_a_fixed_pick_and_keeps_the_hold_out_whole(tmp_pa
     rows = {bytes(p.numpy()) for p in full.pixels}
     held = {bytes(p.numpy()) for p in load_dataset("emoji", "test", cache_dir=cache_dir, resolution=32).pixels}
     assert all(bytes(p.numpy()) in rows and bytes(p.numpy()) not in held for p in pick.pixels)  # none held out
+    rest = full.subset(-200)  # the others, to pretrain on before fine-tuning on the pick
+    assert sorted(bytes(p.numpy()) for p in torch.cat([pick.pixels, rest.pixels])) == sorted(
+        bytes(p.numpy()) for p in full.pixels)  # together, each training image once (some emoji look alike)
     run = digitgan.train(**tiny(dataset="emoji", train_images=200, seed=5, steps=2))
     saved = torch.load(run.dir / "ckpt_0000002.pt", weights_only=False)
     assert saved["data"]["images"] == 200 and saved["data"]["held_out"] == len(load_dataset("emoji", "test",
                                                                                              cache_dir=cache_dir))
     assert saved["data"]["fingerprint"] == pick.fingerprint
     capsys.readouterr()
-    for n, says in ((4000, "emoji has 3407 training images; pass at most"), (6, "fewer than a batch")):
+    for n, says in ((4000, "emoji has 3407 training images; pass at most"), (-4000, "pass at most"),
+                    (6, "fewer than a batch"), (-3400, "fewer than a batch")):
         argv = ["train", *cli_flags(tiny(dataset="emoji", train_images=n, checkpoint_dir=str(tmp_path / "no")))]
         assert dcgan.main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -63,8 +63,11 @@ class Dataset:
         return self.known_fingerprint or fingerprint(self.pixels.numpy(), self.labels.numpy(), self.shape.classes)
 
     def subset(self, n: int) -> Dataset:
-        """n of its images (all of them for 0), drawn with a fixed seed and kept in their order."""
+        """n of its images (all of them for 0), drawn with a fixed seed and kept in their order; for n < 0 the
+        others: all but the pick of -n, the images to pretrain on before fine-tuning on that pick (--init)."""
         if not n or n >= len(self):
             return self
-        pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n].sort().values
-        return Dataset(self.pixels[pick], self.labels[pick], f"{self.name}-{n}", self.shape, self.held_out)
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(SUBSET_SEED))
+        pick = (order[:n] if n > 0 else order[-n:]).sort().values
+        name = f"{self.name}-{n}" if n > 0 else f"{self.name}-but-{-n}"
+        return Dataset(self.pixels[pick], self.labels[pick], name, self.shape, self.held_out)

@@ -56,11 +56,12 @@ def check_images(cfg: Any) -> None:
             f"--conditional on needs classes, and {cfg.dataset} has none: "
             + (what or "train it with --conditional off")
         )
-    if cfg.train_images > n:
+    if abs(cfg.train_images) > n:
         raise UsageError(
             f"--train-images {cfg.train_images}: {cfg.dataset} has {n} training images; pass at most that, or 0 for all"
         )
-    if min(n, cfg.train_images or n) < cfg.batch_size:
+    kept = cfg.train_images if cfg.train_images > 0 else n + cfg.train_images
+    if kept < cfg.batch_size:
         what = (
             f"--train-images {cfg.train_images}"
             if cfg.train_images
