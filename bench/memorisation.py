@@ -10,6 +10,9 @@ Prints both distributions' quantiles and the share of samples nearer than the ho
 above its nearest training image.
 
     python bench/memorisation.py bench/out/ttq-emoji1k/run --out bench/results/memorisation-emoji1k
+
+--train-images checks against another pick than the run's own: a fine-tuned run (--init) against the pictures
+its start trained on (-1000 for a start trained on all but the pick of 1,000), or 0 for every training picture.
 """
 from __future__ import annotations
 
@@ -43,12 +46,14 @@ def main() -> None:
     p.add_argument("run", help="a run directory (its newest checkpoint is checked)")
     p.add_argument("--num", type=int, default=1000, help="generated images")
     p.add_argument("--show", type=int, default=12, help="closest samples in the picture")
+    p.add_argument("--train-images", type=int, help="the training pick to compare with (default: the run's own)")
     p.add_argument("--out", required=True, help="OUT.json and OUT.png are written")
     args = p.parse_args()
     G = digitgan.load(args.run, device="cpu")
     cfg = G.config
     load = lambda split: load_dataset(cfg.dataset, split, cfg.data_dir, cfg.cache_dir, cfg.resolution, cfg.channels)
-    train, held = load("train").subset(cfg.train_images), load("test")
+    pick = cfg.train_images if args.train_images is None else args.train_images
+    train, held = load("train").subset(pick), load("test")
     space = feature_space(cfg.features, source(cfg.dataset), train.shape, cfg.cache_dir, "cpu")
     fake = G.sample(args.num, seed=1)
     embed = lambda images: space.embed(images)[0]
