@@ -89,6 +89,11 @@ def test_init_starts_a_new_run_from_another_runs_networks(tmp_path, cache_dir, c
     for model, key in ((run.state.G, "generator"), (run.state.D, "discriminator"),
                        (run.state.ema.model, "generator_ema")):
         assert same_state(model.state_dict(), saved[key])
+    # a run of the other kind of D gives its G and G's average; this run's D starts fresh
+    other = started({**settings(tmp_path, "e", cache_dir=cache_dir), "init": str(source.dir)})  # a projected D
+    assert "(its dcgan D: this projected D starts fresh)" in capsys.readouterr().err
+    assert same_state(other.state.G.state_dict(), saved["generator"])
+    assert same_state(other.state.ema.model.state_dict(), saved["generator_ema"])
     # a source that is not there, other shapes: one line, exit 2, nothing made; and a run that exists already is not
     # started over from another
     missing = {**new, "init": str(tmp_path / "nowhere"), "checkpoint_dir": str(tmp_path / "d")}

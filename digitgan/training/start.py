@@ -86,7 +86,7 @@ def start(overrides: dict[str, Any], fresh: bool, force: bool, world: World, loc
     elif cfg.init:
         origin = state.start_from(cfg.init)
         if world.main:
-            print(f"starting from the networks of {origin} (fresh optimizers, step 0)", file=sys.stderr)
+            print(f"starting from {origin} (fresh optimizers, step 0)", file=sys.stderr)
     G_step, D_step = prepare(state.G, state.D, speed, world)
     return Start(cfg, device, speed, data, batches, state, objective, G_step, D_step, claim.last_ckpt)
 

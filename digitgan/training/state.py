@@ -216,29 +216,37 @@ class TrainState:
 
     def start_from(self, source: str) -> str:
         """This new run's networks (G, D and the weight average) as another run trained them, from its newest
-        checkpoint or a checkpoint file; the optimizers, step, streams and data stay this run's. Refused in one line
-        where the networks' shapes differ. Returns the checkpoint's path."""
+        checkpoint or a checkpoint file; the optimizers, step, streams and data stay this run's. A run of the other
+        kind of D gives G and its average alone (D starts fresh). Refused in one line where the networks' shapes
+        differ. Returns what was taken, and from where."""
         where = init_source(source)
         found = checkpoints.load_latest(where) if where.is_dir() else (checkpoints.load(where), where)
         if found is None:
             raise UsageError(f"--init {source}: no checkpoint in that folder; pass a run directory or a .pt file")
         saved, path = found
         then = saved["config"]
-        for name, model, key in (("G", self.G, "generator"), ("D", self.D, "discriminator")):
+        their_d = then.get("discriminator", "dcgan")
+        same_d = their_d == self.cfg.discriminator
+        for name, model, key in (("G", self.G, "generator"), ("D", self.D, "discriminator"))[: 2 if same_d else 1]:
             ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
             theirs = {k: tuple(v.shape) for k, v in saved[key].items()}
             if ours != theirs:
                 raise UsageError(
-                    f"--init {path}: its {name} does not fit this run's ({then.get('discriminator', 'dcgan')} D, "
+                    f"--init {path}: its {name} does not fit this run's ({their_d} D, "
                     f"width {then['width']}, {then.get('resolution', 32)} px, conditional {then['conditional']} "
                     f"then; {self.cfg.discriminator} D, width {self.cfg.width}, {self.shape.resolution} px, "
                     f"conditional {self.cfg.conditional} now): start from a run of the same shapes"
                 )
         load_weights(self.G, saved["generator"])
-        load_weights(self.D, saved["discriminator"])
+        if same_d:
+            load_weights(self.D, saved["discriminator"])
         if self.ema:
             load_weights(self.ema.model, saved.get("generator_ema", saved["generator"]))
-        return str(path)
+        return (
+            f"the networks of {path}"
+            if same_d
+            else f"the G of {path} (its {their_d} D: this {self.cfg.discriminator} D starts fresh)"
+        )
 
     def check_same_data(self, then: dict[str, Any] | None) -> None:
         """Refuse to resume on data other than the run began with (a checkpoint from before data were recorded
