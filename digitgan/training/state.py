@@ -227,7 +227,8 @@ class TrainState:
         then = saved["config"]
         their_d = then.get("discriminator", "dcgan")
         same_d = their_d == self.cfg.discriminator
-        for name, model, key in (("G", self.G, "generator"), ("D", self.D, "discriminator"))[: 2 if same_d else 1]:
+        parts = [("G", self.G, "generator")] + ([("D", self.D, "discriminator")] if same_d else [])
+        for name, model, key in parts:
             ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
             theirs = {k: tuple(v.shape) for k, v in saved[key].items()}
             if ours != theirs:
@@ -237,9 +238,8 @@ class TrainState:
                     f"then; {self.cfg.discriminator} D, width {self.cfg.width}, {self.shape.resolution} px, "
                     f"conditional {self.cfg.conditional} now): start from a run of the same shapes"
                 )
-        load_weights(self.G, saved["generator"])
-        if same_d:
-            load_weights(self.D, saved["discriminator"])
+        for _, model, key in parts:  # every shape checked before any weight is loaded
+            load_weights(model, saved[key])
         if self.ema:
             load_weights(self.ema.model, saved.get("generator_ema", saved["generator"]))
         return (
