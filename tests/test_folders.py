@@ -16,6 +16,7 @@ import dcgan
 import digitgan
 from digitgan.data.freeze import FREEZE_VERSION, holdout_split
 from digitgan.data.sources import load_dataset
+from digitgan.quality.evaluator import classifier_file
 from digitgan.data.emoji import EMOJI_PACKAGE
 from digitgan.training.records import read_rows
 from runs import cli_flags
@@ -219,7 +220,9 @@ def test_networks_and_pictures_follow_the_datas_shape(resolution, channels, cond
     assert all((Image.open(each / n).mode, Image.open(each / n).size) == (mode, (resolution,) * 2) for n in names)
     assert dcgan.main(["sample", "--checkpoint-dir", str(run.dir), "--out", f"{each}/"]) == 2  # not empty now
     if measured:
-        assert_measured_in_imagenet_features(run.dir, err, tmp_path, conditional == "on", capsys, resolution)
+        classifier = classifier_file(load_dataset("emoji", cache_dir=cache_dir, resolution=resolution), cache_dir)
+        measured_args = (run.dir, err, tmp_path, conditional == "on", capsys, resolution, classifier.exists())
+        assert_measured_in_imagenet_features(*measured_args)
     else:  # the digits' evaluator cannot read emoji: one line
         capsys.readouterr()
         assert dcgan.main(["evaluate", "--checkpoint-dir", str(run.dir), "--features", "evaluator"]) == 2
@@ -228,17 +231,18 @@ def test_networks_and_pictures_follow_the_datas_shape(resolution, channels, cond
                 "at 32x32 RGB, not emoji at 64x64 grey" in line)
 
 
-def assert_measured_in_imagenet_features(run_dir, err, tmp_path, conditional, capsys, resolution):
+def assert_measured_in_imagenet_features(run_dir, err, tmp_path, conditional, capsys, resolution, classifier):
     """Training's evaluations and `evaluate --json` on an emoji run: KID the headline (379 held-out images; 378 of
     the font's 3,778 at 128 pixels), every figure beside its real-data reference, the feature space named
-    everywhere, the same figures both ways."""
+    everywhere, the same figures both ways; the classifier's columns filled exactly when train-evaluator has made
+    one for this shape (a cache that has trained one keeps it)."""
     held, rest = (379, 3407) if resolution <= 64 else (378, 3400)
     assert err.count(": KID") == 2 and "step 4: KID" in err
     # the hint to evaluate less often follows the share of the time the evaluations took, as the run measured it
     share = float(re.search(r"records: 2 evaluations took [\d.]+ s \(([\d.]+) % of this session", err).group(1))
     assert ("pass a larger --eval-every (now 2)" in err) == (share > 10) or abs(share - 10) < 0.1, err
     rows = [r for r in read_rows(run_dir / "metrics.csv") if r["kid"] != ""]
-    assert [r["step"] for r in rows] == [2, 4] and all(r["classes_covered"] == "" for r in rows)  # no classifier
+    assert [r["step"] for r in rows] == [2, 4] and all((r["classes_covered"] != "") == classifier for r in rows)
     assert all(r["augment_p"] != "" for r in read_rows(run_dir / "metrics.csv"))  # --augment auto: ADA on the emoji
     reference = json.loads((run_dir / "real_reference.json").read_text())
     space = reference["features"]
@@ -255,7 +259,7 @@ def assert_measured_in_imagenet_features(run_dir, err, tmp_path, conditional, ca
     for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
         assert np.isfinite(result[key]) and np.isfinite(result["real_reference"][key]), key
     assert result["kid"] == pytest.approx(rows[-1]["kid"], rel=1e-6)  # as training measured step 4
-    assert ("intra_fid" in result) == conditional and "class_accuracy" not in result  # no classifier trained
+    assert ("intra_fid" in result) == conditional and ("class_accuracy" in result) == (conditional and classifier)
 
 
 def test_a_checkpoint_written_before_shapes_were_recorded_still_draws_and_resumes(shared_run, tmp_path):

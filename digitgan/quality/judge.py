@@ -223,32 +223,20 @@ def classification_accuracy_score(
     """Ravuri & Vinyals 2019: a fresh classifier (the evaluator's architecture and schedule) trained only on num
     generated images labelled by the class they were drawn as, scored on the real test set (the hold-out for the
     emoji or a folder); beside the same classifier trained on as many real training images (all of them, if
-    fewer: then both train for about 3,000 steps). The real one is cached in cfg.cache_dir (it is the same every
-    time: the CPU training is deterministic)."""
+    fewer: then both train for about 3,000 steps)."""
     cfg = generator.config
+    real, num_real, epochs = real_data_cas(cfg, num, epochs)
     src = source(cfg.dataset)
-    train, test = (
-        src.load(split, cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir) for split in ("train", "test")
-    )
-    num_real = min(num, len(train))
-    epochs = classifier_epochs(src, num_real, fixed=epochs, least=epochs)
-    labels, classes = generator.labels(num), len(train.shape.classes)
+    test = src.load("test", cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir)
+    labels = generator.labels(num)
     assert labels is not None  # refused above for an unconditional model
     fake = fit_classifier(
-        generator.draw(generator.noise(num, seed), labels), labels, epochs, desc="CAS: generated", classes=classes
+        generator.draw(generator.noise(num, seed), labels),
+        labels,
+        epochs,
+        desc="CAS: generated",
+        classes=len(test.shape.classes),
     )
-    cache = Path(cfg.cache_dir) / f"cas-real-{src.tag(cfg.resolution, cfg.channels, train)}-{num_real}-{epochs}.json"
-    blob = None if cfg.data_dir else read_cache(cache, "training the real-data classifier again")
-    if blob is not None:
-        real = json.loads(blob)["accuracy"]
-    else:
-        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:num_real]
-        real = accuracy(
-            fit_classifier(train.pixels[pick], train.labels[pick], epochs, desc="CAS: real", classes=classes),
-            test,
-        )
-        if not cfg.data_dir and Path(cfg.cache_dir).is_dir():
-            write_cache(cache, lambda f: f.write(json.dumps({"accuracy": real}).encode()))
     return {
         "cas": accuracy(fake, test),
         "cas_real": real,
@@ -256,6 +244,31 @@ def classification_accuracy_score(
         "cas_real_num": num_real,
         "cas_epochs": epochs,
     }
+
+
+def real_data_cas(cfg: TrainConfig, num: int, epochs: int = CAS_EPOCHS) -> tuple[float, int, int]:
+    """(test accuracy, images, epochs) of the CAS classifier trained on num real training images (a seeded pick;
+    all of them, if fewer), with the schedule CAS gives num images. Cached in cfg.cache_dir: it is the same every
+    time (the CPU training is deterministic); `make test` makes MNIST's before the suite, as it makes the
+    evaluators' test-set features."""
+    src = source(cfg.dataset)
+    train, test = (
+        src.load(split, cfg.resolution, cfg.channels, cfg.cache_dir, cfg.data_dir) for split in ("train", "test")
+    )
+    num = min(num, len(train))
+    epochs = classifier_epochs(src, num, fixed=epochs, least=epochs)
+    cache = Path(cfg.cache_dir) / f"cas-real-{src.tag(cfg.resolution, cfg.channels, train)}-{num}-{epochs}.json"
+    blob = None if cfg.data_dir else read_cache(cache, "training the real-data classifier again")
+    if blob is not None:
+        return float(json.loads(blob)["accuracy"]), num, epochs
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(REFERENCE_SEED))[:num]
+    model = fit_classifier(
+        train.pixels[pick], train.labels[pick], epochs, desc="CAS: real", classes=len(train.shape.classes)
+    )
+    real = accuracy(model, test)
+    if not cfg.data_dir and Path(cfg.cache_dir).is_dir():
+        write_cache(cache, lambda f: f.write(json.dumps({"accuracy": real}).encode()))
+    return real, num, epochs
 
 
 def format_table(result: dict[str, Any]) -> str:
