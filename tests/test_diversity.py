@@ -62,13 +62,15 @@ def test_the_mode_of_a_stacked_picture_is_read_channel_by_channel(stacked, space
     assert (found == stacked.labels[:n]).double().mean() > 0.95  # the evaluator's ~99 % a digit, cubed
     real = mode_statistics(found, space.mode_count)
     assert real["modes"] > 580 and real["mode_kl"] < 1.0  # 1,000 draws of 1,000 modes: ~632 hit, KL ~0.6
-    # a generator whose blue digit always equals its red one has at most 100 modes
-    collapsed = stacked.images[:n].clone()
+    # a generator whose blue digit always equals its red one has at most 100 modes (a KL of at least log 10 from
+    # any number of draws: 300 are enough)
+    few = 300
+    collapsed = stacked.images[:few].clone()
     collapsed[:, 2] = collapsed[:, 0]
     dropped = mode_statistics(space.modes(space.embed(collapsed)[0]), space.mode_count)
     assert dropped["modes"] <= 100 and dropped["mode_kl"] > 2.0
-    swapped = space.modes(space.embed(stacked.images[:n].flip(1))[0])  # B, G, R: the channels' order counts
-    assert (swapped == stacked.labels[:n]).double().mean() < 0.2
+    swapped = space.modes(space.embed(stacked.images[:few].flip(1))[0])  # B, G, R: the channels' order counts
+    assert (swapped == stacked.labels[:few]).double().mean() < 0.2
 
 
 def test_mode_statistics_count_the_modes_hit_and_the_kl_from_uniform():
