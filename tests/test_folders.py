@@ -16,8 +16,8 @@ import dcgan
 import digitgan
 from digitgan.data.freeze import FREEZE_VERSION, holdout_split
 from digitgan.data.sources import load_dataset
-from digitgan.quality.evaluator import classifier_file
 from digitgan.data.emoji import EMOJI_PACKAGE
+from digitgan.quality.evaluator import classifier_file
 from digitgan.training.records import read_rows
 from runs import cli_flags
 
@@ -221,8 +221,8 @@ def test_networks_and_pictures_follow_the_datas_shape(resolution, channels, cond
     assert dcgan.main(["sample", "--checkpoint-dir", str(run.dir), "--out", f"{each}/"]) == 2  # not empty now
     if measured:
         classifier = classifier_file(load_dataset("emoji", cache_dir=cache_dir, resolution=resolution), cache_dir)
-        measured_args = (run.dir, err, tmp_path, conditional == "on", capsys, resolution, classifier.exists())
-        assert_measured_in_imagenet_features(*measured_args)
+        assert_measured_in_imagenet_features(run.dir, err, tmp_path, conditional == "on", capsys, resolution,
+                                             classifier.exists())
     else:  # the digits' evaluator cannot read emoji: one line
         capsys.readouterr()
         assert dcgan.main(["evaluate", "--checkpoint-dir", str(run.dir), "--features", "evaluator"]) == 2
